@@ -1,0 +1,130 @@
+"""`sag`: the command line of the project (datagen, train, eval).
+
+Each subcommand parses arguments, wires the layers together and prints a result; the work itself lives in
+the layer modules. Heavy imports happen inside the subcommands so ``sag --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sag_ros.resources import default_policy_path
+
+
+def _datagen(args: argparse.Namespace) -> None:
+    from sag_ros.sim.datagen import datagen_main
+
+    datagen_main(args.task, args.episodes, args.seed, Path(args.out), args.workers)
+
+
+def _training_sampler(policy_config, data_path: Path):
+    """Demonstrations -> a window sampler holding exactly what the policy reads (images re-rendered)."""
+    from sag_ros.policy.config import EncoderKind
+    from sag_ros.policy.data import WindowSampler, hash_file
+    from sag_ros.sim.dataset import load_demos
+    from sag_ros.sim.task import get_task
+
+    demos = load_demos(data_path)
+    if demos.task != policy_config.task:
+        raise SystemExit(f"{data_path} holds {demos.task!r} demonstrations, the config trains {policy_config.task!r}")
+    arrays = {"action": demos.action}
+    if policy_config.encoder.kind is EncoderKind.LOWDIM:
+        arrays["keypoints"] = demos.keypoints
+    else:
+        arrays["state"] = demos.state
+        arrays["image"] = demos.render_images(get_task(demos.task))
+    d = policy_config.denoiser
+    return WindowSampler(arrays, demos.episode_ends, d.n_obs_steps, d.horizon, d.n_action_steps, hash_file(data_path))
+
+
+def _train(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from sag_ros.config import load_experiment
+    from sag_ros.policy.train import train_policy
+
+    experiment = load_experiment(Path(args.config))
+    train_config = experiment.train
+    if args.steps is not None:
+        train_config = dataclasses.replace(train_config, num_steps=args.steps)
+    sampler = _training_sampler(experiment.policy, Path(args.data))
+    train_policy(experiment.policy, train_config, sampler, Path(args.out))
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from sag_ros.predictor import PredictorSpec
+    from sag_ros.sim.evaluate import evaluate, summarize
+    from sag_ros.sim.task import get_task
+
+    policy_path = Path(args.policy) if args.policy else default_policy_path()
+    spec = PredictorSpec(str(policy_path), sampler=args.sampler, num_steps=args.steps, threads=args.threads)
+    spec()  # fail fast, in this process, on a missing or mismatched checkpoint
+    task = get_task(args.task)
+    start = args.seed_start if args.seed_start is not None else task.test_seed_start
+    results = evaluate(spec, task.name, range(start, start + args.episodes), workers=args.workers,
+                       video_dir=Path(args.video_dir) if args.videos else None, num_videos=args.videos)
+    summary = summarize(results)
+    print(format_table([{"policy": policy_path.name, "sampler": f"{args.sampler}-{args.steps}", **summary}]))
+    if args.json:
+        report = {"policy": str(policy_path), "task": task.name, "sampler": args.sampler, "steps": args.steps,
+                  "seeds": [start, start + args.episodes], "summary": summary,
+                  "episodes": [vars(r) for r in results]}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1))
+        print(f"wrote {args.json}")
+
+
+def format_table(rows: list[dict]) -> str:
+    """A plain aligned text table; floats with 3 decimals."""
+    cols = list(rows[0])
+    cells = [[f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    line = lambda vals: "  ".join(v.rjust(w) for v, w in zip(vals, widths))  # noqa: E731
+    return "\n".join([line(cols), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sag", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("datagen", help="generate expert demonstrations")
+    p.add_argument("--task", default="pusht")
+    p.add_argument("--episodes", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=_datagen)
+
+    p = sub.add_parser("train", help="train a dense Diffusion Policy (resumes from OUT if present)")
+    p.add_argument("--config", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=int, help="override train.num_steps")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("eval", help="closed-loop evaluation; prints a table, optionally writes JSON and GIFs")
+    p.add_argument("--policy", help="checkpoint (default: the shipped Push-T policy)")
+    p.add_argument("--task", default="pusht")
+    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--seed-start", type=int, help="first env seed (default: the task's test seeds)")
+    p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm")
+    p.add_argument("--steps", type=int, default=100, help="denoising steps")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    p.add_argument("--json")
+    p.add_argument("--videos", type=int, default=0, help="write GIFs of the first N episodes")
+    p.add_argument("--video-dir", default="runs/videos")
+    p.set_defaults(func=_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

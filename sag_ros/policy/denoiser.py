@@ -1,0 +1,130 @@
+"""DP-T noise-prediction transformer (Chi et al. 2023), split into the pieces a sparse sampler drives.
+
+Tensors in, tensors out; no normalizer, no scheduler. The forward pass is
+
+    memory = condition(timestep, obs_features)         # [step token, one token per obs step] -> MLP
+    h = embed(noisy_action)                            # action tokens + learned positions
+    for each of the 3L sub-blocks: h = h + block(h)    # SA, CA, FFN of layer 0, then layer 1, ...
+    eps = head(h)                                      # LayerNorm + Linear
+
+Only the step token changes across denoising steps, so :meth:`condition` accepts a vector of steps and
+computes every step's memory (and each layer's cross-attention keys/values) in one batched call.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+from sag_ros.policy.blocks import BlockKind, DecoderLayer
+from sag_ros.policy.config import DenoiserConfig
+
+BlockFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""Uniform block signature ``(h, memory_kv_of_its_layer) -> residual delta`` used by samplers/backends."""
+
+
+def sinusoidal_embedding(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Transformer sinusoidal embedding of (possibly fractional) positions: [N] -> [N, dim]."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=positions.device) / (half - 1))
+    angles = positions.float()[:, None] * freqs[None, :]
+    return torch.cat((angles.sin(), angles.cos()), dim=-1)
+
+
+def causal_masks(horizon: int, n_cond_tokens: int, causal: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Boolean attention masks (True = may attend) of DP-T.
+
+    Self-attention: action token t sees tokens <= t. Cross-attention: token t sees condition token s
+    when t >= s - 1; token 0 of the memory is the diffusion-step token, so every action token sees it.
+    """
+    if not causal:
+        return None, None
+    t = torch.arange(horizon)
+    self_mask = t[:, None] >= t[None, :]
+    s = torch.arange(n_cond_tokens)
+    memory_mask = t[:, None] >= (s[None, :] - 1)
+    return self_mask, memory_mask
+
+
+class TransformerDenoiser(nn.Module):
+    """Predicts the noise of an action chunk given a diffusion step and observation features."""
+
+    def __init__(self, config: DenoiserConfig, obs_feature_dim: int) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        n_cond = 1 + config.n_obs_steps
+        self.input_emb = nn.Linear(config.action_dim, d)
+        self.pos_emb = nn.Parameter(torch.zeros(1, config.horizon, d))
+        self.cond_obs_emb = nn.Linear(obs_feature_dim, d)
+        self.cond_pos_emb = nn.Parameter(torch.zeros(1, n_cond, d))
+        self.cond_encoder = nn.Sequential(nn.Linear(d, 4 * d), nn.Mish(), nn.Linear(4 * d, d))
+        self.drop = nn.Dropout(config.p_drop_emb)
+        self.layers = nn.ModuleList(
+            DecoderLayer(d, config.n_heads, config.ffn_mult, config.p_drop_attn) for _ in range(config.n_layers))
+        self.ln_f = nn.LayerNorm(d)
+        self.head = nn.Linear(d, config.action_dim)
+        self_mask, memory_mask = causal_masks(config.horizon, n_cond, config.causal_attn)
+        self.register_buffer("self_mask", self_mask, persistent=False)
+        self.register_buffer("memory_mask", memory_mask, persistent=False)
+        self.apply(self._init_weights)
+        nn.init.normal_(self.pos_emb, std=0.02)
+        nn.init.normal_(self.cond_pos_emb, std=0.02)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    # -- the pieces a sampler drives -------------------------------------------------------------
+
+    def condition(self, timesteps: torch.Tensor, obs_features: torch.Tensor) -> torch.Tensor:
+        """Condition tokens, one diffusion step per row: timesteps [N], features [N, To, F] -> [N, 1+To, d]."""
+        step_tok = sinusoidal_embedding(timesteps, self.config.d_model)[:, None, :]
+        tokens = torch.cat((step_tok, self.cond_obs_emb(obs_features)), dim=1) + self.cond_pos_emb
+        return self.cond_encoder(self.drop(tokens))
+
+    def memory_kv(self, memory: torch.Tensor) -> torch.Tensor:
+        """Cross-attention keys/values of every layer: memory [N, S, d] -> [L, 2, N, nh, S, hs]."""
+        return torch.stack([layer.cross_attn.project_memory(memory) for layer in self.layers])
+
+    def embed(self, noisy_action: torch.Tensor) -> torch.Tensor:
+        """Noisy action chunk [B, Tp, A] -> action tokens [B, Tp, d]."""
+        return self.drop(self.input_emb(noisy_action) + self.pos_emb)
+
+    def output(self, h: torch.Tensor) -> torch.Tensor:
+        """Residual stream [B, Tp, d] -> predicted noise [B, Tp, A]."""
+        return self.head(self.ln_f(h))
+
+    def block_fns(self) -> list[BlockFn]:
+        """The 3L sub-blocks in execution order, all with the signature ``(h, memory_kv) -> delta``."""
+        fns: list[BlockFn] = []
+        for layer in self.layers:
+            sa, ca, ffn = layer.self_attn, layer.cross_attn, layer.ffn
+            fns.append(lambda h, kv, sa=sa: sa(h, self.self_mask))
+            fns.append(lambda h, kv, ca=ca: ca(h, kv, self.memory_mask))
+            fns.append(lambda h, kv, ffn=ffn: ffn(h))
+        return fns
+
+    @staticmethod
+    def block_kind(index: int) -> BlockKind:
+        """Column j of a SAG mask is sub-block ``j % 3`` of layer ``j // 3``."""
+        return BlockKind(index % 3)
+
+    # -- dense forward, used in training ---------------------------------------------------------
+
+    def forward(self, noisy_action: torch.Tensor, timesteps: torch.Tensor, obs_features: torch.Tensor) -> torch.Tensor:
+        """Dense noise prediction, one timestep per batch element: [B, Tp, A], [B], [B, To, F] -> [B, Tp, A]."""
+        memory = self.condition(timesteps, obs_features)
+        h = self.embed(noisy_action)
+        for layer in self.layers:
+            h = layer(h, layer.cross_attn.project_memory(memory), self.self_mask, self.memory_mask)
+        return self.output(h)

@@ -1,0 +1,123 @@
+"""Diffusion Policy: normalizer + observation encoder + DP-T denoiser + noise schedule.
+
+The model (:mod:`denoiser`) takes and returns tensors; this class owns normalization, the training loss,
+the sampling loop and the slicing of the executed actions, like Diffusion Policy's policy classes.
+
+Observation contract (raw units, batch-first, To observation steps):
+- ``image``: uint8 [B, To, H, W, 3] RGB (image encoders),
+- ``state``: float [B, To, state_dim] proprioception (image encoders),
+- ``keypoints``: float [B, To, lowdim_dim] privileged low-dim state (``lowdim`` encoder).
+Actions come back in raw units: ``action`` [B, Ta, A] is what to execute, ``action_pred`` [B, Tp, A] the
+whole predicted chunk (its first To - 1 entries lie in the past).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sag_ros.policy.config import EncoderKind, PolicyConfig, SchedulerKind
+from sag_ros.policy.denoiser import TransformerDenoiser
+from sag_ros.policy.encoder import ObservationEncoder
+from sag_ros.policy.normalizer import Normalizer
+from sag_ros.policy.sampling import (BlockRunner, DenoiserKernels, dense_runner, eager_kernels, prepare_chunk,
+                                    reverse_diffusion)
+from sag_ros.policy.scheduler import NoiseSchedule
+
+Observation = dict[str, torch.Tensor]
+
+
+class DiffusionPolicy(nn.Module):
+    def __init__(self, config: PolicyConfig) -> None:
+        super().__init__()
+        self.config = config
+        enc = config.encoder
+        dims = {"action": config.denoiser.action_dim}
+        if enc.kind is EncoderKind.LOWDIM:
+            dims["keypoints"] = enc.lowdim_dim
+        else:
+            dims["state"] = enc.state_dim
+        self.normalizer = Normalizer.create(dims)
+        self.encoder = ObservationEncoder(enc)
+        self.denoiser = TransformerDenoiser(config.denoiser, enc.feature_dim)
+        self.schedule = NoiseSchedule.from_config(config.scheduler)
+
+    def use_sampler(self, kind: SchedulerKind | str, num_steps: int) -> None:
+        """Switch the inference sampler (e.g. DDIM with 10 steps); training noise is unchanged."""
+        cfg = dataclasses.replace(self.config.scheduler, kind=SchedulerKind(kind), num_inference_steps=num_steps)
+        self.schedule = NoiseSchedule.from_config(cfg)
+
+    # -- observations ------------------------------------------------------------------------------
+
+    @property
+    def obs_keys(self) -> tuple[str, ...]:
+        """Observation entries this policy reads."""
+        return ("keypoints",) if self.config.encoder.kind is EncoderKind.LOWDIM else ("image", "state")
+
+    def validate_observation(self, obs: Observation) -> None:
+        """Refuse wrong keys, shapes, dtypes or non-finite values with a message naming the entry."""
+        enc, to = self.config.encoder, self.config.denoiser.n_obs_steps
+        expected = {"keypoints": (to, enc.lowdim_dim), "state": (to, enc.state_dim),
+                    "image": (to, enc.image_size, enc.image_size, 3)}
+        for key in self.obs_keys:
+            if key not in obs:
+                raise ValueError(f"observation is missing {key!r}; this policy reads {list(self.obs_keys)}")
+            value = obs[key]
+            if tuple(value.shape[1:]) != expected[key]:
+                raise ValueError(f"observation {key!r} has shape {tuple(value.shape)}; expected [B, {', '.join(map(str, expected[key]))}]")
+            if key == "image":
+                if value.dtype != torch.uint8:
+                    raise ValueError(f"observation 'image' must be uint8 RGB, got {value.dtype}")
+            elif not torch.isfinite(value).all():
+                raise ValueError(f"observation {key!r} contains NaN or inf")
+
+    def encode_observation(self, obs: Observation) -> torch.Tensor:
+        """Raw observation dict -> condition features [B, To, F]."""
+        normalized = {}
+        for key in self.obs_keys:
+            value = obs[key]
+            if key == "image":
+                normalized[key] = value.permute(0, 1, 4, 2, 3).float() / 255.0  # [B, To, 3, H, W]
+            else:
+                normalized[key] = self.normalizer[key].normalize(value.float())
+        return self.encoder(normalized)
+
+    # -- training ------------------------------------------------------------------------------------
+
+    def compute_loss(self, obs: Observation, action: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Epsilon-prediction MSE on a batch: obs [B, To, ...], raw action chunk [B, Tp, A]."""
+        features = self.encode_observation(obs)
+        target = self.normalizer["action"].normalize(action)
+        noise = torch.randn(target.shape, generator=generator, device=target.device)
+        t = torch.randint(0, self.schedule.num_train_steps, (target.shape[0],), generator=generator, device=target.device)
+        noisy = self.schedule.add_noise(target, noise, t)
+        return F.mse_loss(self.denoiser(noisy, t, features), noise)
+
+    # -- inference -----------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(self, features: torch.Tensor, generator: torch.Generator | None = None,
+               run_blocks: BlockRunner | None = None, kernels: DenoiserKernels | None = None) -> torch.Tensor:
+        """Reverse diffusion from features [B, To, F] -> normalized chunk [B, Tp, A].
+
+        Dense eager blocks unless a (sparse) ``run_blocks`` strategy or compiled ``kernels`` are given.
+        """
+        kernels = kernels or eager_kernels(self.denoiser)
+        inputs = prepare_chunk(self.denoiser, self.schedule, features, generator)
+        return reverse_diffusion(self.schedule, inputs, kernels, run_blocks or dense_runner(kernels.block_fns))
+
+    def to_actions(self, normalized_chunk: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Unnormalize a sampled chunk and slice the Ta actions to execute (from the current obs step on)."""
+        action_pred = self.normalizer["action"].unnormalize(normalized_chunk)
+        start = self.config.denoiser.n_obs_steps - 1
+        return {"action": action_pred[:, start:start + self.config.denoiser.n_action_steps], "action_pred": action_pred}
+
+    @torch.no_grad()
+    def predict_action(self, obs: Observation, generator: torch.Generator | None = None,
+                       run_blocks: BlockRunner | None = None) -> dict[str, torch.Tensor]:
+        """Observation -> actions to execute, dense DP-T sampling by default."""
+        self.validate_observation(obs)
+        return self.to_actions(self.sample(self.encode_observation(obs), generator, run_blocks))

@@ -1,0 +1,109 @@
+"""DDPM / DDIM noise schedules with every per-step coefficient precomputed as a tensor.
+
+Both samplers reduce to one update per step k (epsilon prediction, x0 clipped to [-1, 1]):
+
+    x0   = clip(x * sqrt(1 / abar_t) - eps * sqrt(1 / abar_t - 1))
+    x'   = a[k] * x0 + b[k] * x + c[k] * eps + d[k] * z_k
+
+DDPM (posterior mean, "fixed_small" variance): a, b from the posterior, c = 0, d = sigma_t (0 at the end).
+DDIM (eta = 0): a = sqrt(abar_prev), b = 0, c = sqrt(1 - abar_prev), d = 0.
+The coefficients match ``diffusers`` DDPMScheduler / DDIMScheduler (tested against them), but nothing in
+the hot loop calls into Python-side scheduler logic: :meth:`NoiseSchedule.step` is four fused tensor ops.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from sag_ros.policy.config import SchedulerConfig, SchedulerKind
+
+
+def squared_cosine_betas(num_steps: int, max_beta: float = 0.999) -> torch.Tensor:
+    """Nichol & Dhariwal's cosine schedule ("squaredcos_cap_v2"), as float32."""
+
+    def alpha_bar(t: float) -> float:
+        return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+    betas = [min(1 - alpha_bar((i + 1) / num_steps) / alpha_bar(i / num_steps), max_beta) for i in range(num_steps)]
+    return torch.tensor(betas, dtype=torch.float32)
+
+
+@dataclass
+class NoiseSchedule:
+    """Training-time noising plus an inference sampler with K precomputed steps."""
+
+    alphas_cumprod: torch.Tensor  # [T_train]
+    timesteps: torch.Tensor  # [K] int64, descending
+    x0_from_x: torch.Tensor  # [K] sqrt(1/abar_t)
+    x0_from_eps: torch.Tensor  # [K] sqrt(1/abar_t - 1)
+    coef_x0: torch.Tensor  # [K]
+    coef_x: torch.Tensor  # [K]
+    coef_eps: torch.Tensor  # [K]
+    coef_noise: torch.Tensor  # [K]
+    clip_sample: bool
+    needs_noise: bool  # False for DDIM: no per-step noise is drawn
+
+    @classmethod
+    def from_config(cls, config: SchedulerConfig) -> "NoiseSchedule":
+        betas = squared_cosine_betas(config.num_train_steps)
+        abar = torch.cumprod(1.0 - betas, dim=0)
+        k = config.num_inference_steps
+        ratio = config.num_train_steps // k
+        timesteps = (torch.arange(k) * ratio).flip(0).long()
+        prev = timesteps - ratio
+        abar_t = abar[timesteps]
+        abar_prev = torch.where(prev >= 0, abar[prev.clamp(min=0)], torch.ones(()))
+        if config.kind is SchedulerKind.DDPM:
+            beta_t = 1 - abar_t / abar_prev
+            coef_x0 = abar_prev.sqrt() * beta_t / (1 - abar_t)
+            coef_x = (1 - beta_t).sqrt() * (1 - abar_prev) / (1 - abar_t)
+            variance = ((1 - abar_prev) / (1 - abar_t) * beta_t).clamp(min=1e-20)
+            coef_noise = torch.where(timesteps > 0, variance.sqrt(), torch.zeros(()))
+            coef_eps = torch.zeros(k)
+        else:
+            coef_x0 = abar_prev.sqrt()
+            coef_x = torch.zeros(k)
+            coef_eps = (1 - abar_prev).sqrt()
+            coef_noise = torch.zeros(k)
+        return cls(
+            alphas_cumprod=abar, timesteps=timesteps,
+            x0_from_x=(1.0 / abar_t).sqrt(), x0_from_eps=(1.0 / abar_t - 1).sqrt(),
+            coef_x0=coef_x0, coef_x=coef_x, coef_eps=coef_eps, coef_noise=coef_noise,
+            clip_sample=config.clip_sample, needs_noise=config.kind is SchedulerKind.DDPM)
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.timesteps.shape[0])
+
+    @property
+    def num_train_steps(self) -> int:
+        return int(self.alphas_cumprod.shape[0])
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Forward process q(x_t | x_0) for a batch of training timesteps t [B]."""
+        abar = self.alphas_cumprod.to(x0.device)[t].view(-1, *([1] * (x0.dim() - 1)))
+        return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+
+    def __post_init__(self) -> None:
+        # Plain floats per step, so the reverse step does no tensor indexing or host syncs.
+        self._coefs = [tuple(float(c[k]) for c in (self.x0_from_x, self.x0_from_eps, self.coef_x0, self.coef_x,
+                                                    self.coef_eps, self.coef_noise))
+                       for k in range(self.num_steps)]
+
+    def step(self, k: int, x: torch.Tensor, eps: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        """One reverse step at inference index k (0 = noisiest)."""
+        from_x, from_eps, c_x0, c_x, c_eps, c_noise = self._coefs[k]
+        x0 = x * from_x - eps * from_eps
+        if self.clip_sample:
+            x0 = x0.clamp(-1.0, 1.0)
+        out = x0 * c_x0
+        if c_x:
+            out = out + x * c_x
+        if c_eps:
+            out = out + eps * c_eps
+        if c_noise and noise is not None:
+            out = out + noise * c_noise
+        return out

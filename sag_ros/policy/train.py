@@ -1,0 +1,145 @@
+"""`sag train`: fit a Diffusion Policy on demonstrations, resumably.
+
+AdamW with linear warm-up and cosine decay, adaptive EMA weights (the ones that get evaluated and
+shipped), atomic checkpoints every ``checkpoint_every`` steps: ``train_state.pt`` (everything needed to
+resume: weights, EMA, optimizer, LR schedule, RNG, step) and ``policy.pt`` (the EMA policy). A resumed
+run refuses a different policy config or data set.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sag_ros.policy.checkpoint import CheckpointError, atomic_torch_save, load_artifact, save_policy
+from sag_ros.policy.config import PolicyConfig
+from sag_ros.policy.data import WindowSampler
+from sag_ros.policy.policy import DiffusionPolicy
+
+TRAIN_STATE_FORMAT = "sag_ros.train_state"
+TRAIN_STATE_VERSION = 1
+
+
+@dataclass
+class TrainConfig:
+    """Optimization settings (Diffusion Policy's, with a shorter warm-up for CPU-sized runs)."""
+
+    num_steps: int = 20000
+    batch_size: int = 64
+    lr: float = 3e-4
+    weight_decay: float = 1e-3
+    warmup_steps: int = 500
+    grad_clip: float = 1.0
+    ema_power: float = 0.75
+    ema_max_decay: float = 0.9999
+    checkpoint_every: int = 500
+    seed: int = 0
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("num_steps", "batch_size", "checkpoint_every", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name}={getattr(self, name)} must be >= 1")
+        if not 0 < self.lr < 1:
+            raise ValueError(f"train.lr={self.lr} must be in (0, 1)")
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up to 1, then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def ema_decay(step: int, power: float, max_decay: float) -> float:
+    """Adaptive EMA decay of Diffusion Policy's EMAModel: small early, approaching ``max_decay``."""
+    return min(max_decay, max(0.0, 1.0 - (1.0 + step) ** -power))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.mul_(decay).add_(p.detach(), alpha=1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+def train_policy(policy_config: PolicyConfig, train_config: TrainConfig, sampler: WindowSampler,
+                 out_dir: Path, log_every: int = 50) -> Path:
+    """Train (or resume) into ``out_dir``; returns the path of the EMA policy checkpoint."""
+    torch.set_num_threads(train_config.threads)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state_path, policy_path = out_dir / "train_state.pt", out_dir / "policy.pt"
+
+    torch.manual_seed(train_config.seed)
+    model = DiffusionPolicy(policy_config)
+    model.normalizer.fit(sampler.normalizer_data())
+    ema = copy.deepcopy(model).eval()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, betas=(0.9, 0.95),
+                                  weight_decay=train_config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, train_config.warmup_steps, train_config.num_steps))
+    generator = torch.Generator().manual_seed(train_config.seed)
+    step = 0
+    if state_path.exists():
+        step = _resume(state_path, policy_config, sampler.data_hash, model, ema, optimizer, schedule, generator)
+        print(f"resumed from {state_path} at step {step}")
+
+    def checkpoint() -> None:
+        atomic_torch_save({
+            "format": TRAIN_STATE_FORMAT, "version": TRAIN_STATE_VERSION, "step": step,
+            "config": policy_config.to_dict(), "data_hash": sampler.data_hash,
+            "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+            "lr_schedule": schedule.state_dict(), "generator": generator.get_state(),
+        }, state_path)
+        save_policy(ema, policy_path, data_hash=sampler.data_hash, extra={"train_step": step})
+
+    model.train()
+    losses: list[float] = []
+    bar = tqdm(total=train_config.num_steps, initial=step, desc="train", dynamic_ncols=True)
+    start = time.perf_counter()
+    while step < train_config.num_steps:
+        obs, action = sampler.sample(train_config.batch_size, generator)
+        loss = model.compute_loss(obs, action, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
+        optimizer.step()
+        schedule.step()
+        ema_update(ema, model, ema_decay(step, train_config.ema_power, train_config.ema_max_decay))
+        step += 1
+        losses.append(loss.item())
+        bar.update(1)
+        if step % log_every == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-log_every:]):.4f}", lr=f"{schedule.get_last_lr()[0]:.2e}")
+        if step % train_config.checkpoint_every == 0 or step == train_config.num_steps:
+            checkpoint()
+    bar.close()
+    if not policy_path.exists():
+        checkpoint()
+    print(f"trained to step {step} in {time.perf_counter() - start:.0f} s; EMA policy: {policy_path}")
+    return policy_path
+
+
+def _resume(path: Path, policy_config: PolicyConfig, data_hash: str, model: DiffusionPolicy, ema: DiffusionPolicy,
+            optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LRScheduler,
+            generator: torch.Generator) -> int:
+    state = load_artifact(path, TRAIN_STATE_FORMAT, TRAIN_STATE_VERSION)
+    if state["config"] != policy_config.to_dict():
+        raise CheckpointError(f"{path}: was trained with another policy config; use a new output folder")
+    if state["data_hash"] != data_hash:
+        raise CheckpointError(f"{path}: was trained on other data (hash {state['data_hash']} != {data_hash})")
+    model.load_state_dict(state["model"])
+    ema.load_state_dict(state["ema"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["lr_schedule"])
+    generator.set_state(state["generator"])
+    return int(state["step"])

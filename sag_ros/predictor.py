@@ -1,0 +1,97 @@
+"""From a checkpoint to a chunk predictor: the one object that evaluation, benchmarks and nodes call.
+
+:class:`PolicyPredictor` turns numpy observations ([To, ...] per entry) into the Ta actions to execute
+and records where the time went (observation encoding, block planning, denoising). The block planner
+decides, per chunk, how the denoiser's blocks run: the dense planner computes all of them; sparse
+planners (``sag_ros.sparse``) return a gated runner. :class:`PredictorSpec` is a picklable recipe, so
+worker processes and nodes build identical predictors.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from sag_ros.policy.checkpoint import load_policy
+from sag_ros.policy.config import SchedulerKind
+from sag_ros.policy.policy import DiffusionPolicy
+from sag_ros.policy.sampling import BlockRunner, dense_runner
+
+
+class BlockPlanner(Protocol):
+    """Chooses how the blocks of one chunk run, from that chunk's observation features."""
+
+    def plan(self, features: torch.Tensor) -> tuple[BlockRunner, float]:
+        """Returns the runner and the fraction of (step, block) pairs it will compute."""
+
+
+class DensePlanner:
+    """Every block at every step: the reference policy."""
+
+    def __init__(self, policy: DiffusionPolicy) -> None:
+        self._runner = dense_runner(policy.denoiser.block_fns())
+
+    def plan(self, features: torch.Tensor) -> tuple[BlockRunner, float]:
+        return self._runner, 1.0
+
+
+@dataclass
+class ChunkTiming:
+    """Seconds spent per stage of the last chunk, and the fraction of blocks computed."""
+
+    encode_s: float = 0.0
+    plan_s: float = 0.0
+    denoise_s: float = 0.0
+    executed_fraction: float = 1.0
+
+    @property
+    def total_s(self) -> float:
+        return self.encode_s + self.plan_s + self.denoise_s
+
+
+class PolicyPredictor:
+    """numpy observation history -> actions to execute, through one policy and one block planner."""
+
+    def __init__(self, policy: DiffusionPolicy, planner: BlockPlanner | None = None) -> None:
+        self.policy = policy.eval()
+        self.planner = planner or DensePlanner(policy)
+        self.n_obs_steps = policy.config.denoiser.n_obs_steps
+        self.last_timing = ChunkTiming()
+
+    @torch.no_grad()
+    def __call__(self, obs: dict[str, np.ndarray], seed: int) -> np.ndarray:
+        batch = {k: torch.from_numpy(np.ascontiguousarray(obs[k]))[None] for k in self.policy.obs_keys if k in obs}
+        self.policy.validate_observation(batch)
+        t0 = time.perf_counter()
+        features = self.policy.encode_observation(batch)
+        t1 = time.perf_counter()
+        runner, fraction = self.planner.plan(features)
+        t2 = time.perf_counter()
+        chunk = self.policy.sample(features, torch.Generator().manual_seed(seed), runner)
+        actions = self.policy.to_actions(chunk)["action"][0].numpy()
+        t3 = time.perf_counter()
+        self.last_timing = ChunkTiming(t1 - t0, t2 - t1, t3 - t2, fraction)
+        if not np.isfinite(actions).all():
+            raise FloatingPointError("the policy produced non-finite actions")
+        return actions
+
+
+@dataclass(frozen=True)
+class PredictorSpec:
+    """Picklable recipe for a predictor: checkpoint, sampler, planner, threads."""
+
+    policy_path: str
+    sampler: str = "ddpm"
+    num_steps: int = 100
+    threads: int = 1
+
+    def __call__(self) -> PolicyPredictor:
+        torch.set_num_threads(self.threads)
+        policy, _ = load_policy(Path(self.policy_path))
+        policy.use_sampler(SchedulerKind(self.sampler), self.num_steps)
+        return PolicyPredictor(policy)

@@ -1,0 +1,30 @@
+"""Where shipped files live, for a pip (editable or not) install and for a colcon install alike."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+PACKAGE = "sag_ros"
+SHIPPED_POLICY = "pusht_image.pt"
+
+
+def share_dir() -> Path:
+    """The folder holding ``config/``, ``models/`` and ``launch/``.
+
+    A source checkout (``pip install -e .``) uses the repository; a colcon/ament or wheel install uses
+    ``<prefix>/share/sag_ros`` (found through ament_index when ROS 2 is sourced).
+    """
+    repo = Path(__file__).resolve().parent.parent
+    if (repo / "package.xml").is_file() and (repo / "models").is_dir():
+        return repo
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory(PACKAGE))
+    except Exception:  # ament_index absent or package not indexed: fall back to the prefix layout
+        return Path(sys.prefix) / "share" / PACKAGE
+
+
+def default_policy_path() -> Path:
+    return share_dir() / "models" / SHIPPED_POLICY

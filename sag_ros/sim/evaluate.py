@@ -1,0 +1,122 @@
+"""Closed-loop evaluation of any chunk predictor on a task, in parallel over processes.
+
+The rollout keeps the last To observations, asks the predictor for a chunk and executes its Ta actions
+before asking again (Diffusion Policy's receding horizon). It knows nothing of the policy: a predictor is
+any callable ``obs -> actions`` built in each worker by a picklable factory, so dense, SAG and compiled
+variants are evaluated by the same code.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Protocol
+
+import numpy as np
+from tqdm import tqdm
+
+from sag_ros.sim.task import get_task
+
+
+class ChunkPredictor(Protocol):
+    """obs entries stacked over To steps ([To, ...] arrays) -> actions to execute [Ta, A]."""
+
+    n_obs_steps: int
+
+    def __call__(self, obs: dict[str, np.ndarray], seed: int) -> np.ndarray: ...
+
+
+PredictorFactory = Callable[[], ChunkPredictor]
+
+
+@dataclass
+class EpisodeResult:
+    seed: int
+    score: float
+    success: bool
+    steps: int
+    chunk_latency_s: list[float] = field(default_factory=list)
+
+
+def rollout(predictor: ChunkPredictor, task_name: str, seed: int, video_path: Path | None = None) -> EpisodeResult:
+    """Run one episode of ``task_name`` from env seed ``seed``; optionally write a GIF of it."""
+    task = get_task(task_name)
+    adapter = task.make_adapter()
+    try:
+        adapter.reset(seed)
+        history: deque[dict[str, np.ndarray]] = deque([adapter.observation()] * predictor.n_obs_steps,
+                                                      maxlen=predictor.n_obs_steps)
+        rewards, latencies, frames = [], [], []
+        success, steps, done = False, 0, False
+        while not done:
+            obs = {k: np.stack([h[k] for h in history]) for k in history[0]}
+            start = time.perf_counter()
+            actions = predictor(obs, seed=seed * 1000 + steps)
+            latencies.append(time.perf_counter() - start)
+            for action in actions:
+                result = adapter.step(action)
+                steps += 1
+                rewards.append(result.reward)
+                success = success or result.success
+                history.append(adapter.observation())
+                if video_path is not None:
+                    frames.append(adapter.render_frame())
+                done = result.done
+                if done:
+                    break
+        if video_path is not None:
+            _write_gif(video_path, frames, task.control_hz)
+        return EpisodeResult(seed, task.episode_score(rewards), success, steps, latencies)
+    finally:
+        adapter.close()
+
+
+def _write_gif(path: Path, frames: list[np.ndarray], fps: float) -> None:
+    import imageio.v3 as iio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, np.stack(frames), duration=1000.0 / fps, loop=0)
+
+
+_worker_predictor: ChunkPredictor | None = None
+
+
+def _init_worker(factory: PredictorFactory) -> None:
+    global _worker_predictor  # one predictor per worker process, built once
+    _worker_predictor = factory()
+
+
+def _run_seed(args: tuple[str, int, Path | None]) -> EpisodeResult:
+    task_name, seed, video = args
+    assert _worker_predictor is not None
+    return rollout(_worker_predictor, task_name, seed, video)
+
+
+def evaluate(factory: PredictorFactory, task_name: str, seeds: Iterable[int], workers: int = 2,
+             video_dir: Path | None = None, num_videos: int = 0) -> list[EpisodeResult]:
+    """Evaluate over ``seeds`` in ``workers`` processes (each builds its predictor once); ordered by seed."""
+    seeds = list(seeds)
+    jobs = [(task_name, s, (video_dir / f"episode_{s}.gif") if video_dir is not None and i < num_videos else None)
+            for i, s in enumerate(seeds)]
+    results = []
+    with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(factory,)) as pool:
+        for result in tqdm(pool.imap_unordered(_run_seed, jobs), total=len(jobs), desc=f"eval {task_name}",
+                           dynamic_ncols=True):
+            results.append(result)
+    return sorted(results, key=lambda r: r.seed)
+
+
+def summarize(results: list[EpisodeResult]) -> dict[str, float]:
+    """Score, success rate and per-chunk latency statistics over episodes."""
+    latencies = np.array([l for r in results for l in r.chunk_latency_s])
+    return {
+        "episodes": len(results),
+        "score": float(np.mean([r.score for r in results])),
+        "success_rate": float(np.mean([r.success for r in results])),
+        "mean_steps": float(np.mean([r.steps for r in results])),
+        "latency_mean_ms": float(latencies.mean() * 1e3),
+        "latency_p95_ms": float(np.percentile(latencies, 95) * 1e3),
+    }

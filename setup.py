@@ -1,0 +1,52 @@
+"""sag_ros: an ament_python package that is also a plain pip package."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "sag_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/models", glob("models/*.pt") + glob("models/*.json")),
+    ],
+    python_requires=">=3.10",
+    install_requires=[
+        "torch==2.13.0",
+        "numpy",
+        "pyyaml",
+        "tqdm",
+        "gymnasium",
+        "gym-pusht==0.1.8",
+        "imageio",
+        "matplotlib",
+    ],
+    extras_require={
+        "test": ["pytest", "diffusers==0.42.1"],
+        "ros": [
+            "ros-jazzy-rclpy[fastrtps]",
+            "ros-jazzy-std-msgs",
+            "ros-jazzy-sensor-msgs",
+            "ros-jazzy-diagnostic-msgs",
+            "ros-jazzy-trajectory-msgs",
+            "ros-jazzy-geometry-msgs",
+        ],
+    },
+    zip_safe=True,
+    maintainer="sag_ros developers",
+    maintainer_email="sag-ros@example.org",
+    description="Real-time ROS 2 Diffusion Policy control node accelerated by Sparse ActionGen (SAG).",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "sag = sag_ros.cli:main",
+        ],
+    },
+)

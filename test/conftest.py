@@ -1,0 +1,42 @@
+"""Shared fixtures: a tiny policy config (2 layers, width 32) that every layer's tests can afford."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sag_ros.policy.config import DenoiserConfig, EncoderConfig, PolicyConfig, SchedulerConfig
+
+
+def tiny_config(encoder_kind: str = "small_cnn", scheduler_steps: int = 10) -> PolicyConfig:
+    return PolicyConfig(
+        encoder=EncoderConfig(kind=encoder_kind, image_size=32, crop_size=28, num_keypoints=8,
+                              image_feature_dim=16, cnn_channels=(8, 16)),
+        denoiser=DenoiserConfig(n_layers=2, d_model=32, n_heads=2, horizon=8, n_obs_steps=2, n_action_steps=4,
+                                p_drop_attn=0.0),
+        scheduler=SchedulerConfig(num_train_steps=scheduler_steps, num_inference_steps=scheduler_steps),
+    )
+
+
+@pytest.fixture
+def tiny_policy_config() -> PolicyConfig:
+    return tiny_config()
+
+
+@pytest.fixture
+def tiny_policy(tiny_policy_config):
+    from sag_ros.policy.policy import DiffusionPolicy
+
+    torch.manual_seed(0)
+    return DiffusionPolicy(tiny_policy_config).eval()
+
+
+def random_observation(config: PolicyConfig, batch: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A well-formed raw observation for ``config``."""
+    g = torch.Generator().manual_seed(seed)
+    enc, to = config.encoder, config.denoiser.n_obs_steps
+    return {
+        "image": torch.randint(0, 256, (batch, to, enc.image_size, enc.image_size, 3), generator=g, dtype=torch.uint8),
+        "state": torch.rand((batch, to, enc.state_dim), generator=g) * 512,
+        "keypoints": torch.rand((batch, to, enc.lowdim_dim), generator=g) * 512,
+    }
