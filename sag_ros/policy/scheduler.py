@@ -44,7 +44,7 @@ class NoiseSchedule:
     coef_eps: torch.Tensor  # [K]
     coef_noise: torch.Tensor  # [K]
     clip_sample: bool
-    needs_noise: bool  # False for DDIM: no per-step noise is drawn
+    kind: SchedulerKind
 
     @classmethod
     def from_config(cls, config: SchedulerConfig) -> "NoiseSchedule":
@@ -72,7 +72,12 @@ class NoiseSchedule:
             alphas_cumprod=abar, timesteps=timesteps,
             x0_from_x=(1.0 / abar_t).sqrt(), x0_from_eps=(1.0 / abar_t - 1).sqrt(),
             coef_x0=coef_x0, coef_x=coef_x, coef_eps=coef_eps, coef_noise=coef_noise,
-            clip_sample=config.clip_sample, needs_noise=config.kind is SchedulerKind.DDPM)
+            clip_sample=config.clip_sample, kind=config.kind)
+
+    @property
+    def needs_noise(self) -> bool:
+        """DDPM draws fresh noise every step; DDIM (eta = 0) is deterministic after the initial sample."""
+        return self.kind is SchedulerKind.DDPM
 
     @property
     def num_steps(self) -> int:

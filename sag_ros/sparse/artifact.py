@@ -1,0 +1,44 @@
+"""Pruner checkpoints, bound to one policy: the fingerprint of its weights and its sampler are stored and
+checked, so a pruner can never silently run against another policy or another number of steps."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from sag_ros.policy.checkpoint import CheckpointError, atomic_torch_save, fingerprint, load_artifact
+from sag_ros.policy.policy import DiffusionPolicy
+from sag_ros.sparse.pruner import Pruner, PrunerConfig
+
+FORMAT = "sag_ros.pruner"
+VERSION = 1
+
+
+def sampler_signature(policy: DiffusionPolicy) -> dict[str, Any]:
+    """What a mask's rows mean: the inference sampler and its steps."""
+    return {"kind": policy.schedule.kind.value, "num_steps": policy.schedule.num_steps}
+
+
+def save_pruner(pruner: Pruner, policy: DiffusionPolicy, path: Path, extra: dict[str, Any]) -> None:
+    atomic_torch_save({
+        "format": FORMAT, "version": VERSION, "config": asdict(pruner.config),
+        "state_dict": {k: v.cpu() for k, v in pruner.state_dict().items()},
+        "policy_fingerprint": fingerprint(policy.state_dict()), "sampler": sampler_signature(policy),
+        "extra": extra,
+    }, path)
+
+
+def load_pruner(path: Path, policy: DiffusionPolicy) -> tuple[Pruner, dict[str, Any]]:
+    """Load a pruner for ``policy`` (whose sampler must already be the one the pruner was trained for)."""
+    payload = load_artifact(path, FORMAT, VERSION)
+    expected = fingerprint(policy.state_dict())
+    if payload["policy_fingerprint"] != expected:
+        raise CheckpointError(f"{path}: pruner was trained for policy {payload['policy_fingerprint']}, "
+                              f"not for the loaded policy {expected}")
+    if payload["sampler"] != sampler_signature(policy):
+        raise CheckpointError(f"{path}: pruner masks are for sampler {payload['sampler']}, "
+                              f"the policy samples with {sampler_signature(policy)}")
+    pruner = Pruner(PrunerConfig(**payload["config"]))
+    pruner.load_state_dict(payload["state_dict"])
+    return pruner.eval(), payload["extra"]

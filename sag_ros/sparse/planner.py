@@ -1,0 +1,49 @@
+"""Block planners for :class:`sag_ros.predictor.PolicyPredictor`: how one chunk's blocks run.
+
+- :class:`SagPlanner`: the pruner predicts this chunk's mask from the observation features.
+- :class:`StaticMaskPlanner`: one mask for every chunk (uniform interval caching, a learned static mask).
+Both execute the mask with :class:`~sag_ros.sparse.sampler.SparseRunner` and a reuse cache.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from sag_ros.policy.denoiser import BlockFn
+from sag_ros.policy.sampling import BlockRunner
+from sag_ros.sparse.cache import ReuseKind, make_cache
+from sag_ros.sparse.mask import executed_fraction, validate_mask, with_first_step_computed
+from sag_ros.sparse.pruner import Pruner
+from sag_ros.sparse.sampler import SparseRunner
+
+
+class StaticMaskPlanner:
+    """The same mask for every chunk."""
+
+    def __init__(self, block_fns: Sequence[BlockFn], mask: torch.Tensor, reuse: ReuseKind | str) -> None:
+        self._fns = list(block_fns)
+        self.mask = with_first_step_computed(validate_mask(mask, mask.shape[0], len(self._fns)))
+        self._cache = make_cache(reuse, len(self._fns))
+        self._fraction = executed_fraction(self.mask)
+
+    def plan(self, features: torch.Tensor) -> tuple[BlockRunner, float]:
+        return SparseRunner(self._fns, self.mask, self._cache), self._fraction
+
+
+class SagPlanner:
+    """Observation-conditioned masks from a trained pruner (batch 1: one mask per chunk)."""
+
+    def __init__(self, block_fns: Sequence[BlockFn], pruner: Pruner, reuse: ReuseKind | str) -> None:
+        self._fns = list(block_fns)
+        self.pruner = pruner.eval()
+        self._cache = make_cache(reuse, len(self._fns))
+        self.last_mask: torch.Tensor | None = None
+
+    def plan(self, features: torch.Tensor) -> tuple[BlockRunner, float]:
+        if features.shape[0] != 1:
+            raise ValueError(f"SagPlanner plans one observation at a time, got a batch of {features.shape[0]}")
+        mask = self.pruner.predict_mask(features)[0]
+        self.last_mask = mask
+        return SparseRunner(self._fns, mask, self._cache), executed_fraction(mask)

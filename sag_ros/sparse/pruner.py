@@ -1,0 +1,108 @@
+"""The observation-conditioned pruner G(o): one forward pass per chunk predicts the whole SAG mask.
+
+Index branch (observation-independent): sinusoidal embeddings of the step index k and the block index j,
+summed per (k, j) cell, through a small transformer encoder over all K x 3L cells. Observation branch:
+the policy's own observation features (no second encoder), flattened and projected. A 3-layer MLP over
+[index embedding ; observation embedding] gives two logits per cell (compute, prune); the gate is the hard
+argmax with a straight-through softmax gradient.
+
+The MLP's first layer is linear in the concatenation, so it splits into W_idx e_idx + W_obs e_obs. In
+eval mode the index half, the whole transformer included, is computed once and cached (a [K*3L, hidden]
+table); per chunk the pruner then costs one small projection and two [K*3L, hidden] matmuls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sag_ros.policy.denoiser import sinusoidal_embedding
+from sag_ros.sparse.mask import with_first_step_computed
+
+
+@dataclass
+class PrunerConfig:
+    """Sizes of G(o). ``use_observation=False`` gives the learned static mask baseline (L2C-style)."""
+
+    num_steps: int = 100
+    num_blocks: int = 24
+    obs_feature_dim: int = 132  # To x feature_dim of the policy
+    index_dim: int = 32
+    index_layers: int = 1
+    index_heads: int = 2
+    obs_dim: int = 32
+    hidden_dim: int = 64
+    use_observation: bool = True
+    init_prune_rate: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.init_prune_rate < 1.0:
+            raise ValueError(f"pruner.init_prune_rate={self.init_prune_rate} must be in (0, 1)")
+        if self.index_dim % self.index_heads:
+            raise ValueError(f"pruner.index_dim={self.index_dim} must be divisible by index_heads={self.index_heads}")
+
+
+def straight_through_gate(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """logits [..., 2] (compute, prune) -> gate in {0, 1} forward, softmax(prune) gradient backward."""
+    soft = (logits / temperature).softmax(dim=-1)[..., 1]
+    hard = (logits[..., 1] > logits[..., 0]).to(soft.dtype)
+    return hard + soft - soft.detach()
+
+
+class Pruner(nn.Module):
+    def __init__(self, config: PrunerConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        layer = nn.TransformerEncoderLayer(c.index_dim, c.index_heads, dim_feedforward=2 * c.index_dim, dropout=0.0,
+                                           batch_first=True, norm_first=True)
+        self.index_encoder = nn.TransformerEncoder(layer, c.index_layers, enable_nested_tensor=False)
+        self.index_proj = nn.Linear(c.index_dim, c.hidden_dim)
+        self.obs_proj = nn.Sequential(nn.Linear(c.obs_feature_dim, c.obs_dim), nn.Mish(),
+                                      nn.Linear(c.obs_dim, c.hidden_dim, bias=False))
+        self.mlp = nn.Sequential(nn.Mish(), nn.Linear(c.hidden_dim, c.hidden_dim), nn.Mish(), nn.Linear(c.hidden_dim, 2))
+        with torch.no_grad():  # start near the requested rate instead of a coin flip
+            self.mlp[-1].weight.mul_(0.1)
+            self.mlp[-1].bias.copy_(torch.tensor([0.0, float(torch.logit(torch.tensor(c.init_prune_rate)))]))
+        steps = torch.arange(c.num_steps).repeat_interleave(c.num_blocks)
+        blocks = torch.arange(c.num_blocks).repeat(c.num_steps)
+        self.register_buffer("index_input", sinusoidal_embedding(steps, c.index_dim)
+                             + sinusoidal_embedding(blocks * 7.0, c.index_dim), persistent=False)
+        self._index_table: torch.Tensor | None = None
+
+    def train(self, mode: bool = True) -> "Pruner":
+        self._index_table = None  # weights may change: rebuild the cached table when needed
+        return super().train(mode)
+
+    def index_table(self) -> torch.Tensor:
+        """[K*3L, hidden] observation-independent half of the MLP's first layer; cached in eval mode."""
+        if self._index_table is not None:
+            return self._index_table
+        table = self.index_proj(self.index_encoder(self.index_input[None]))[0]
+        if not self.training:
+            self._index_table = table.detach()
+        return table
+
+    def logits(self, obs_features: torch.Tensor) -> torch.Tensor:
+        """Observation features [B, To, F] -> logits [B, K, 3L, 2]."""
+        b = obs_features.shape[0]
+        table = self.index_table()[None]  # (1, K*3L, hidden)
+        if self.config.use_observation:
+            table = table + self.obs_proj(obs_features.flatten(1))[:, None, :]
+        out = self.mlp(table.expand(b, -1, -1))
+        return out.view(b, self.config.num_steps, self.config.num_blocks, 2)
+
+    def gates(self, obs_features: torch.Tensor) -> torch.Tensor:
+        """Straight-through gates [B, K, 3L] (1 = prune), first step forced to compute."""
+        gates = straight_through_gate(self.logits(obs_features))
+        return torch.cat((torch.zeros_like(gates[:, :1]), gates[:, 1:]), dim=1)
+
+    @torch.no_grad()
+    def predict_mask(self, obs_features: torch.Tensor) -> torch.Tensor:
+        """Hard boolean mask [B, K, 3L] (True = pruned), first step computed."""
+        logits = self.logits(obs_features)
+        return with_first_step_computed(logits[..., 1] > logits[..., 0])
+

@@ -1,0 +1,87 @@
+"""Pruner: straight-through gradients, sparsity pull towards rho, masks, and checkpoint binding."""
+
+import pytest
+import torch
+
+from sag_ros.policy.checkpoint import CheckpointError
+from sag_ros.policy.policy import DiffusionPolicy
+from sag_ros.sparse.artifact import load_pruner, save_pruner
+from sag_ros.sparse.pruner import Pruner, straight_through_gate
+from sag_ros.sparse.train_pruner import PrunerTrainConfig, pruner_config_for, pruner_loss
+
+from conftest import random_observation, tiny_config
+
+
+def _features(policy, batch=2, seed=0):
+    with torch.no_grad():
+        return policy.encode_observation(random_observation(policy.config, batch=batch, seed=seed))
+
+
+def test_straight_through_gate_is_hard_forward_soft_backward():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 3.0]], requires_grad=True)
+    gate = straight_through_gate(logits)
+    assert gate.tolist() == [0.0, 1.0]
+    gate.sum().backward()
+    assert logits.grad.abs().sum() > 0
+
+
+def test_fidelity_gradients_reach_the_pruner(tiny_policy):
+    tiny_policy.requires_grad_(False)
+    cfg = PrunerTrainConfig(target_rate=0.5, sparsity_weight=0.0)
+    pruner = Pruner(pruner_config_for(tiny_policy, cfg)).train()
+    loss, stats = pruner_loss(tiny_policy, pruner, _features(tiny_policy), None, cfg, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert stats["fidelity"] > 0
+    grads = [p.grad for p in pruner.parameters() if p.grad is not None]
+    assert grads and sum(float(g.abs().sum()) for g in grads) > 0
+    assert all(p.grad is None for p in tiny_policy.parameters())
+
+
+def test_brief_training_moves_prune_rate_towards_rho(tiny_policy):
+    tiny_policy.requires_grad_(False)
+    cfg = PrunerTrainConfig(target_rate=0.9, sparsity_weight=1.0)
+    pruner_cfg = pruner_config_for(tiny_policy, cfg)
+    pruner_cfg.init_prune_rate = 0.3
+    pruner = Pruner(pruner_cfg).train()
+    optimizer = torch.optim.Adam(pruner.parameters(), lr=3e-2)
+    g = torch.Generator().manual_seed(0)
+    features = _features(tiny_policy, batch=2)
+    rates = []
+    for _ in range(15):
+        loss, stats = pruner_loss(tiny_policy, pruner, features, None, cfg, g)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        rates.append(stats["prune_rate"])
+    assert rates[0] < 0.5
+    assert rates[-1] > rates[0] + 0.2, rates
+
+
+def test_masks_depend_on_observation_and_first_step_computes(tiny_policy):
+    cfg = pruner_config_for(tiny_policy, PrunerTrainConfig())
+    torch.manual_seed(0)
+    pruner = Pruner(cfg).eval()
+    features = _features(tiny_policy, batch=2, seed=1) * torch.tensor([1.0, -1.0])[:, None, None]
+    with torch.no_grad():  # centre the prune logit so that the decision sits where observations move it
+        logits = pruner.logits(features)
+        pruner.mlp[-1].bias[1] -= (logits[..., 1] - logits[..., 0]).median()
+    masks = pruner.predict_mask(features)
+    assert masks.shape == (2, cfg.num_steps, cfg.num_blocks) and masks.dtype == torch.bool
+    assert not masks[:, 0].any()
+    assert not torch.equal(masks[0], masks[1])
+
+
+def test_pruner_checkpoint_is_bound_to_its_policy(tmp_path, tiny_policy):
+    pruner = Pruner(pruner_config_for(tiny_policy, PrunerTrainConfig())).eval()
+    path = tmp_path / "pruner.pt"
+    save_pruner(pruner, tiny_policy, path, extra={})
+    loaded, _ = load_pruner(path, tiny_policy)
+    f = _features(tiny_policy, batch=1)
+    assert torch.equal(loaded.predict_mask(f), pruner.predict_mask(f))
+    torch.manual_seed(1)
+    other = DiffusionPolicy(tiny_config()).eval()
+    with pytest.raises(CheckpointError, match="trained for policy"):
+        load_pruner(path, other)
+    tiny_policy.use_sampler("ddim", 5)
+    with pytest.raises(CheckpointError, match="masks are for sampler"):
+        load_pruner(path, tiny_policy)
