@@ -83,15 +83,39 @@ class PolicyPredictor:
 
 @dataclass(frozen=True)
 class PredictorSpec:
-    """Picklable recipe for a predictor: checkpoint, sampler, planner, threads."""
+    """Picklable recipe for a predictor: checkpoint, sampler, how blocks are planned, threads.
+
+    Planning: dense (default); ``pruner_path`` = SAG (or a learned static mask, whichever the pruner file
+    holds); ``interval`` = uniform interval caching (every n-th step computes all blocks). ``reuse``
+    defaults to the pruner's training reuse for SAG and to ``per_block`` for interval caching.
+    """
 
     policy_path: str
     sampler: str = "ddpm"
     num_steps: int = 100
+    pruner_path: str | None = None
+    interval: int | None = None
+    reuse: str | None = None
     threads: int = 1
 
+    def __post_init__(self) -> None:
+        if self.pruner_path is not None and self.interval is not None:
+            raise ValueError("choose either a pruner or an interval schedule, not both")
+
     def __call__(self) -> PolicyPredictor:
+        from sag_ros.sparse.artifact import load_pruner
+        from sag_ros.sparse.mask import interval_mask
+        from sag_ros.sparse.planner import SagPlanner, StaticMaskPlanner
+
         torch.set_num_threads(self.threads)
         policy, _ = load_policy(Path(self.policy_path))
         policy.use_sampler(SchedulerKind(self.sampler), self.num_steps)
-        return PolicyPredictor(policy)
+        block_fns = policy.denoiser.block_fns()
+        planner: BlockPlanner | None = None
+        if self.pruner_path is not None:
+            pruner, extra = load_pruner(Path(self.pruner_path), policy)
+            planner = SagPlanner(block_fns, pruner, self.reuse or extra.get("reuse", "one_for_all"))
+        elif self.interval is not None:
+            mask = interval_mask(policy.schedule.num_steps, len(block_fns), self.interval)
+            planner = StaticMaskPlanner(block_fns, mask, self.reuse or "per_block")
+        return PolicyPredictor(policy, planner)

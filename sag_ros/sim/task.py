@@ -1,0 +1,107 @@
+"""Pluggable task environments.
+
+Everything outside ``sag_ros.sim`` talks to a task only through :class:`TaskSpec`,
+:class:`TaskAdapter` and :class:`Expert`, so a new task (e.g. a Meta-World one) is one more
+registry entry and never a change to the trainer, the node or the evaluator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """Outcome of one control step, already translated to the project's score protocol."""
+
+    reward: float
+    success: bool
+    done: bool
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class TaskAdapter(Protocol):
+    """One environment instance behind a task-independent interface.
+
+    Observations are dicts with ``"image"`` (uint8 [H, W, 3] RGB), ``"state"`` (float32
+    [state_dim], the proprioception fed next to the image) and ``"keypoints"`` (float32
+    [keypoint_dim], the privileged low-dim observation).
+    """
+
+    def reset(self, seed: int) -> None:
+        """Start a new episode whose initial state is a pure function of ``seed``."""
+
+    def step(self, action: np.ndarray) -> StepResult:
+        """Apply one action (one control period) and report reward/success/done."""
+
+    def observation(self) -> dict[str, np.ndarray]:
+        """Observation of the current state."""
+
+    def sim_state(self) -> np.ndarray:
+        """Minimal float64 physical state that re-creates :meth:`observation` exactly."""
+
+    def render_state(self, sim_state: np.ndarray) -> dict[str, np.ndarray]:
+        """Observation of a stored state, without advancing physics or changing the episode."""
+
+    def render_frame(self) -> np.ndarray:
+        """Larger RGB frame of the current state, for videos."""
+
+    def close(self) -> None:
+        """Release the environment."""
+
+
+class Expert(Protocol):
+    """Scripted demonstrator: produces the next absolute action from the live adapter."""
+
+    def reset(self, adapter: TaskAdapter) -> None:
+        """Prepare for a new episode (the adapter has just been reset)."""
+
+    def act(self, adapter: TaskAdapter) -> np.ndarray:
+        """Next action for the adapter's current state."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Static description of a task: sizes, rates and the score protocol in one place."""
+
+    name: str
+    env_id: str
+    env_kwargs: Mapping[str, Any]
+    max_steps: int
+    control_hz: float
+    image_size: int
+    state_dim: int
+    keypoint_dim: int
+    action_dim: int
+    make_adapter: Callable[[], TaskAdapter]
+    make_expert: Callable[[], Expert]
+    success_threshold: float
+    """Coverage above which an episode counts as solved (and ends)."""
+    test_seed_start: int
+    """Evaluation seeds start here; training/demo seeds must stay below it."""
+
+    def reward(self, coverage: float) -> float:
+        """Per-step reward of the Diffusion Policy protocol: clip(coverage / threshold, 0, 1)."""
+        return float(np.clip(coverage / self.success_threshold, 0.0, 1.0))
+
+    def episode_score(self, rewards: Sequence[float]) -> float:
+        """Episode score = max reward over the episode (0 for an empty episode)."""
+        return float(max(rewards, default=0.0))
+
+
+def _registry() -> dict[str, Callable[[], TaskSpec]]:
+    """Known tasks; built on demand so importing this module imports no simulator."""
+    from sag_ros.sim import pusht
+
+    return {"pusht": pusht.pusht_task}
+
+
+def get_task(name: str) -> TaskSpec:
+    """Look up a task by name; unknown names raise ``ValueError`` listing the known ones."""
+    registry = _registry()
+    if name not in registry:
+        raise ValueError(f"unknown task {name!r}; known tasks: {sorted(registry)}")
+    return registry[name]()

@@ -1,0 +1,62 @@
+"""The trainer: a tiny policy overfits a handful of demonstrations; runs resume; mismatches are refused."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from sag_ros.policy.checkpoint import CheckpointError, load_policy
+from sag_ros.policy.data import WindowSampler
+from sag_ros.policy.train import TrainConfig, lr_factor, train_policy
+
+from conftest import tiny_config
+
+
+def _demo_sampler(data_hash="demo"):
+    """Two 12-step 'episodes': a point moving on a straight line; the action is its next position."""
+    t = np.arange(13, dtype=np.float32)[:, None]
+    tracks = [np.array([100.0, 100.0]) + t * [20.0, 10.0], np.array([400.0, 400.0]) - t * [15.0, 25.0]]
+    keypoints = np.zeros((24, 18), dtype=np.float32)
+    keypoints[:, :2] = np.concatenate([track[:-1] for track in tracks])
+    keypoints[:12, 2], keypoints[12:, 2] = 1.0, -1.0  # which episode
+    action = np.concatenate([track[1:] for track in tracks]).astype(np.float32)
+    return WindowSampler({"keypoints": keypoints, "action": action}, np.array([12, 24]), n_obs_steps=2,
+                         horizon=8, n_action_steps=4, data_hash=data_hash)
+
+
+def _lowdim_config():
+    cfg = tiny_config(encoder_kind="lowdim")
+    return dataclasses.replace(cfg, scheduler=dataclasses.replace(cfg.scheduler, kind="ddim", num_inference_steps=10))
+
+
+def test_tiny_policy_overfits_a_handful_of_demos(tmp_path):
+    sampler = _demo_sampler()
+    train = TrainConfig(num_steps=1000, batch_size=32, lr=3e-3, warmup_steps=20, checkpoint_every=1000, threads=1,
+                        ema_max_decay=0.99)
+    path = train_policy(_lowdim_config(), train, sampler, tmp_path / "run", log_every=100)
+    policy, meta = load_policy(path)
+    assert meta["data_hash"] == "demo" and meta["extra"]["train_step"] == 1000
+    obs, action = sampler.sample(16, torch.Generator().manual_seed(1))
+    predicted = policy.predict_action(obs, torch.Generator().manual_seed(0))["action_pred"]
+    error = (predicted - action).abs().mean().item()
+    spread = (action - action.mean(dim=(0, 1))).abs().mean().item()
+    assert error < 0.25 * spread, f"mean abs error {error:.1f} px vs data spread {spread:.1f} px"
+
+
+def test_training_resumes_and_refuses_other_data(tmp_path):
+    sampler = _demo_sampler()
+    run = tmp_path / "run"
+    train = TrainConfig(num_steps=6, batch_size=4, warmup_steps=2, checkpoint_every=3, threads=1)
+    train_policy(_lowdim_config(), dataclasses.replace(train, num_steps=3), sampler, run)
+    train_policy(_lowdim_config(), train, sampler, run)
+    _, meta = load_policy(run / "policy.pt")
+    assert meta["extra"]["train_step"] == 6
+    with pytest.raises(CheckpointError, match="other data"):
+        train_policy(_lowdim_config(), dataclasses.replace(train, num_steps=9), _demo_sampler("changed"), run)
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    assert lr_factor(0, 10, 100) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100) == pytest.approx(1.0)
+    assert lr_factor(100, 10, 100) == pytest.approx(0.0)
