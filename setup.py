@@ -30,6 +30,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest", "diffusers==0.42.1"],
+        "engine": ["onnx", "onnxruntime", "onnxscript"],
         "ros": [
             "ros-jazzy-rclpy[fastrtps]",
             "ros-jazzy-std-msgs",
@@ -47,6 +48,10 @@ setup(
     entry_points={
         "console_scripts": [
             "sag = sag_ros.cli:main",
+            "sag_camera = sag_ros.nodes.camera_node:main",
+            "sag_inference = sag_ros.nodes.inference_node:main",
+            "sag_sim = sag_ros.nodes.sim_node:main",
+            "sag-bringup = sag_ros.nodes.bringup:entry_point",
         ],
     },
 )

@@ -1,4 +1,4 @@
-"""`sag`: the command line of the project (datagen, train, eval).
+"""`sag`: the command line of the project (datagen, train, eval, train-pruner, bench).
 
 Each subcommand parses arguments, wires the layers together and prints a result; the work itself lives in
 the layer modules. Heavy imports happen inside the subcommands so ``sag --help`` is instant.
@@ -77,6 +77,35 @@ def _eval(args: argparse.Namespace) -> None:
         print(f"wrote {args.json}")
 
 
+def _train_pruner(args: argparse.Namespace) -> None:
+    from sag_ros.policy.checkpoint import load_policy
+    from sag_ros.sparse.train_pruner import PrunerTrainConfig, train_pruner
+
+    policy, _ = load_policy(Path(args.policy))
+    policy.use_sampler(args.sampler, args.steps)
+    cfg = PrunerTrainConfig(target_rate=args.rho, sparsity_weight=args.sparsity_weight, num_steps=args.iterations,
+                            batch_size=args.batch_size, lr=args.lr, reuse=args.reuse, reference=args.reference,
+                            use_observation=not args.static, seed=args.seed, threads=args.threads)
+    train_pruner(policy, cfg, _training_sampler(policy.config, Path(args.data)), Path(args.out))
+
+
+def _bench(args: argparse.Namespace) -> None:
+    from sag_ros.benchmark import format_results, plot_results, run_benchmark, save_report, standard_methods
+    from sag_ros.sim.task import get_task
+
+    pruners = dict(item.split("=", 1) for item in args.pruner)
+    policy_path = str(Path(args.policy) if args.policy else default_policy_path())
+    methods = standard_methods(policy_path, pruners)
+    task = get_task(args.task)
+    start = task.test_seed_start
+    report = run_benchmark(methods, task.name, range(start, start + args.episodes), args.noise_seeds, args.workers,
+                           args.latency_obs, args.repeats, args.threads)
+    print(format_results(report))
+    save_report(report, Path(args.json))
+    plot_results(report, Path(args.plot))
+    print(f"wrote {args.json} and {args.plot}")
+
+
 def format_table(rows: list[dict]) -> str:
     """A plain aligned text table; floats with 3 decimals."""
     cols = list(rows[0])
@@ -118,6 +147,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", type=int, default=0, help="write GIFs of the first N episodes")
     p.add_argument("--video-dir", default="runs/videos")
     p.set_defaults(func=_eval)
+    p = sub.add_parser("train-pruner", help="train a SAG pruner for a frozen policy")
+    p.add_argument("--policy", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--rho", type=float, default=0.9, help="target pruning rate")
+    p.add_argument("--sparsity-weight", type=float, default=1.0, help="lambda of |mean(M) - rho|")
+    p.add_argument("--iterations", type=int, default=300)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--reuse", choices=["one_for_all", "per_block"], default="one_for_all")
+    p.add_argument("--reference", choices=["dense", "demo"], default="dense")
+    p.add_argument("--static", action="store_true", help="one learned mask for all observations (L2C-style)")
+    p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm")
+    p.add_argument("--steps", type=int, default=100, help="denoising steps the masks are for")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=_train_pruner)
+
+    p = sub.add_parser("bench", help="dense vs SAG vs baselines: score, FLOPs, latency, speed-up")
+    p.add_argument("--policy", help="checkpoint (default: the shipped Push-T policy)")
+    p.add_argument("--pruner", action="append", default=[], metavar="NAME=PATH", help="a pruner to compare (repeat)")
+    p.add_argument("--task", default="pusht")
+    p.add_argument("--episodes", type=int, default=50, help="env seeds from the task's test seeds")
+    p.add_argument("--noise-seeds", type=int, default=3, help="evaluation seeds per env seed")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--latency-obs", type=int, default=5, help="env seeds to record observations from")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", default="runs/bench/bench.json")
+    p.add_argument("--plot", default="runs/bench/bench.png")
+    p.set_defaults(func=_bench)
     return parser
 
 

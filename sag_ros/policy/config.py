@@ -43,7 +43,7 @@ class EncoderConfig:
     image_feature_dim: int = 64
     state_dim: int = 2  # proprioception concatenated to the image feature (Push-T: agent xy)
     lowdim_dim: int = 18  # privileged keypoint observation size for the lowdim path
-    cnn_channels: tuple[int, ...] = (32, 64, 128, 128)
+    cnn_channels: tuple[int, ...] = (32, 32, 64, 64)
 
     def __post_init__(self) -> None:
         self.kind = EncoderKind(self.kind)

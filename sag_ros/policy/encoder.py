@@ -77,13 +77,17 @@ class ResNet18GN(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Four 3x3 conv layers with GroupNorm; strides 2, 1, 2, 1 keep a usable spatial map for keypoints."""
+    """3x3 conv layers with GroupNorm, stride 2 but the last: 84 px -> an 11x11 map for the keypoints.
+
+    (ResNet-18 ends at 3x3 on the same crop; spatial softmax still gives sub-cell keypoint positions.)
+    """
 
     def __init__(self, channels: tuple[int, ...]) -> None:
         super().__init__()
         layers, c_in = [], 3
         for i, c_out in enumerate(channels):
-            layers += [nn.Conv2d(c_in, c_out, 3, 2 if i % 2 == 0 else 1, 1), _group_norm(c_out), nn.ReLU()]
+            stride = 1 if i == len(channels) - 1 else 2
+            layers += [nn.Conv2d(c_in, c_out, 3, stride, 1), _group_norm(c_out), nn.ReLU()]
             c_in = c_out
         self.net = nn.Sequential(*layers)
         self.out_channels = c_in

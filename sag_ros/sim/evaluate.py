@@ -41,8 +41,13 @@ class EpisodeResult:
     chunk_latency_s: list[float] = field(default_factory=list)
 
 
-def rollout(predictor: ChunkPredictor, task_name: str, seed: int, video_path: Path | None = None) -> EpisodeResult:
-    """Run one episode of ``task_name`` from env seed ``seed``; optionally write a GIF of it."""
+def rollout(predictor: ChunkPredictor, task_name: str, seed: int, noise_seed: int = 0,
+            video_path: Path | None = None) -> EpisodeResult:
+    """Run one episode of ``task_name`` from env seed ``seed``; optionally write a GIF of it.
+
+    The predictor's sampling noise is seeded from (noise_seed, env seed, step), so an evaluation is
+    reproducible and several noise seeds of the same env seeds measure the policy's own variance.
+    """
     task = get_task(task_name)
     adapter = task.make_adapter()
     try:
@@ -54,7 +59,7 @@ def rollout(predictor: ChunkPredictor, task_name: str, seed: int, video_path: Pa
         while not done:
             obs = {k: np.stack([h[k] for h in history]) for k in history[0]}
             start = time.perf_counter()
-            actions = predictor(obs, seed=seed * 1000 + steps)
+            actions = predictor(obs, seed=(noise_seed * 1_000_003 + seed) * 1000 + steps)
             latencies.append(time.perf_counter() - start)
             for action in actions:
                 result = adapter.step(action)
@@ -89,21 +94,22 @@ def _init_worker(factory: PredictorFactory) -> None:
     _worker_predictor = factory()
 
 
-def _run_seed(args: tuple[str, int, Path | None]) -> EpisodeResult:
-    task_name, seed, video = args
+def _run_seed(args: tuple[str, int, int, Path | None]) -> EpisodeResult:
+    task_name, seed, noise_seed, video = args
     assert _worker_predictor is not None
-    return rollout(_worker_predictor, task_name, seed, video)
+    return rollout(_worker_predictor, task_name, seed, noise_seed, video)
 
 
-def evaluate(factory: PredictorFactory, task_name: str, seeds: Iterable[int], workers: int = 2,
-             video_dir: Path | None = None, num_videos: int = 0) -> list[EpisodeResult]:
+def evaluate(factory: PredictorFactory, task_name: str, seeds: Iterable[int], workers: int = 2, noise_seed: int = 0,
+             video_dir: Path | None = None, num_videos: int = 0, desc: str | None = None) -> list[EpisodeResult]:
     """Evaluate over ``seeds`` in ``workers`` processes (each builds its predictor once); ordered by seed."""
     seeds = list(seeds)
-    jobs = [(task_name, s, (video_dir / f"episode_{s}.gif") if video_dir is not None and i < num_videos else None)
+    jobs = [(task_name, s, noise_seed,
+             (video_dir / f"episode_{s}.gif") if video_dir is not None and i < num_videos else None)
             for i, s in enumerate(seeds)]
     results = []
     with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(factory,)) as pool:
-        for result in tqdm(pool.imap_unordered(_run_seed, jobs), total=len(jobs), desc=f"eval {task_name}",
+        for result in tqdm(pool.imap_unordered(_run_seed, jobs), total=len(jobs), desc=desc or f"eval {task_name}",
                            dynamic_ncols=True):
             results.append(result)
     return sorted(results, key=lambda r: r.seed)

@@ -1,0 +1,202 @@
+"""`sag bench`: dense vs SAG vs baselines on one checkpoint, the same seeds, one run.
+
+Two measurements per method:
+- speed: predict latency at batch 1 on the same recorded observations, methods interleaved round-robin so
+  machine noise hits all alike; p50/p95/p99, speed-up = dense p50 / method p50 from the same run, FLOPs
+  per chunk counted with ``torch.utils.flop_counter`` and the executed-block fraction.
+- quality: closed-loop task score and success rate over env seeds x noise seeds.
+Writes JSON and a plot (score vs speed-up, and pruner masks for a few observations).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
+
+from sag_ros.predictor import PolicyPredictor, PredictorSpec
+from sag_ros.sim.evaluate import evaluate, summarize
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    spec: PredictorSpec
+
+
+def standard_methods(policy_path: str, pruners: dict[str, str], intervals: tuple[int, ...] = (2, 4, 10),
+                     ddim_steps: tuple[int, ...] = (10, 30)) -> list[Method]:
+    """Dense DDPM-100, DDIM-k, uniform interval caching, and each named pruner file (SAG or static)."""
+    base = PredictorSpec(policy_path)
+    methods = [Method("dense ddpm-100", base)]
+    methods += [Method(f"ddim-{k}", dataclasses.replace(base, sampler="ddim", num_steps=k)) for k in ddim_steps]
+    methods += [Method(f"interval n={n}", dataclasses.replace(base, interval=n)) for n in intervals]
+    for name, path in pruners.items():
+        sampler, steps = _pruner_sampler(path)
+        methods.append(Method(name, dataclasses.replace(base, pruner_path=path, sampler=sampler, num_steps=steps)))
+    return methods
+
+
+def _pruner_sampler(path: str) -> tuple[str, int]:
+    from sag_ros.policy.checkpoint import load_artifact
+    from sag_ros.sparse.artifact import FORMAT, VERSION
+
+    sampler = load_artifact(Path(path), FORMAT, VERSION)["sampler"]
+    return sampler["kind"], sampler["num_steps"]
+
+
+def recorded_observations(predictor: PolicyPredictor, task_name: str, seeds: range, every: int = 40) -> list[dict]:
+    """Observations from short dense rollouts of the policy itself (what the controller will see)."""
+    from collections import deque
+
+    from sag_ros.sim.task import get_task
+
+    task = get_task(task_name)
+    adapter = task.make_adapter()
+    out = []
+    try:
+        for seed in seeds:
+            adapter.reset(seed)
+            history = deque([adapter.observation()] * predictor.n_obs_steps, maxlen=predictor.n_obs_steps)
+            for step in range(0, 3 * every, 8):
+                obs = {k: np.stack([h[k] for h in history]) for k in history[0]}
+                if step % every == 0:
+                    out.append(obs)
+                for action in predictor(obs, seed=step):
+                    adapter.step(action)
+                    history.append(adapter.observation())
+    finally:
+        adapter.close()
+    return out
+
+
+def count_flops(predictor: PolicyPredictor, observations: list[dict]) -> float:
+    """Mean FLOPs of one chunk (encoder, pruner and denoiser), counted by torch's dispatcher."""
+    totals = []
+    for i, obs in enumerate(observations):
+        with FlopCounterMode(display=False) as counter:
+            predictor(obs, seed=i)
+        totals.append(counter.get_total_flops())
+    return float(np.mean(totals))
+
+
+def measure_latency(predictors: dict[str, PolicyPredictor], observations: list[dict], repeats: int) -> dict[str, dict]:
+    """Round-robin timing: for each repeat and observation, every method once, in a rotating order."""
+    names = list(predictors)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    fractions: dict[str, list[float]] = {n: [] for n in names}
+    stages: dict[str, list[tuple[float, float, float]]] = {n: [] for n in names}
+    for n in names:  # warm-up
+        predictors[n](observations[0], seed=0)
+    rounds = [(r, i) for r in range(repeats) for i in range(len(observations))]
+    for count, (r, i) in enumerate(tqdm(rounds, desc="latency", dynamic_ncols=True)):
+        order = names[count % len(names):] + names[:count % len(names)]
+        for n in order:
+            start = time.perf_counter()
+            predictors[n](observations[i], seed=r * 1000 + i)
+            samples[n].append(time.perf_counter() - start)
+            t = predictors[n].last_timing
+            fractions[n].append(t.executed_fraction)
+            stages[n].append((t.encode_s, t.plan_s, t.denoise_s))
+    out = {}
+    for n in names:
+        ms = np.array(samples[n]) * 1e3
+        enc, plan, den = np.median(np.array(stages[n]), axis=0) * 1e3
+        out[n] = {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+                  "p99_ms": float(np.percentile(ms, 99)), "encode_ms": float(enc), "plan_ms": float(plan),
+                  "denoise_ms": float(den), "executed_fraction": float(np.mean(fractions[n]))}
+    return out
+
+
+def run_benchmark(methods: list[Method], task_name: str, seeds: range, noise_seeds: int, workers: int,
+                  latency_observations: int, repeats: int, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    predictors = {m.name: dataclasses.replace(m.spec, threads=threads)() for m in methods}
+    dense = predictors[methods[0].name]
+    observations = recorded_observations(dense, task_name, range(seeds.start, seeds.start + latency_observations))
+    latency = measure_latency(predictors, observations, repeats)
+    flops = {n: count_flops(p, observations[:3]) for n, p in predictors.items()}
+    results = {}
+    for m in methods:
+        runs = [summarize(evaluate(m.spec, task_name, seeds, workers=workers, noise_seed=s, desc=f"{m.name} [{s}]"))
+                for s in range(noise_seeds)]
+        scores, successes = [r["score"] for r in runs], [r["success_rate"] for r in runs]
+        results[m.name] = {
+            "score_mean": float(np.mean(scores)), "score_std": float(np.std(scores)),
+            "success_mean": float(np.mean(successes)), "success_std": float(np.std(successes)),
+            "gflops_per_chunk": flops[m.name] / 1e9, **latency[m.name],
+            "speedup": latency[methods[0].name]["p50_ms"] / latency[m.name]["p50_ms"],
+            "spec": dataclasses.asdict(m.spec),
+        }
+    masks = _example_masks(predictors, observations)
+    return {"task": task_name, "seeds": [seeds.start, seeds.stop], "noise_seeds": noise_seeds, "threads": threads,
+            "latency_observations": len(observations), "repeats": repeats, "methods": results, "masks": masks}
+
+
+def _example_masks(predictors: dict[str, PolicyPredictor], observations: list[dict]) -> dict[str, list]:
+    """Masks the first SAG pruner predicts for up to four observations (for the heat-map plot)."""
+    from sag_ros.sparse.planner import SagPlanner
+
+    for name, predictor in predictors.items():
+        planner = predictor.planner
+        if isinstance(planner, SagPlanner) and planner.pruner.config.use_observation:
+            masks = []
+            for obs in observations[:4]:
+                predictor(obs, seed=0)
+                masks.append(planner.last_mask.int().tolist())
+            return {"method": name, "masks": masks}
+    return {}
+
+
+def format_results(report: dict) -> str:
+    from sag_ros.cli import format_table
+
+    rows = []
+    for name, r in report["methods"].items():
+        rows.append({"method": name, "score": f"{r['score_mean']:.3f}±{r['score_std']:.3f}",
+                     "success": f"{r['success_mean']:.2f}±{r['success_std']:.2f}",
+                     "blocks": f"{r['executed_fraction']:.3f}", "GFLOP": f"{r['gflops_per_chunk']:.3f}",
+                     "p50 ms": f"{r['p50_ms']:.1f}", "p95 ms": f"{r['p95_ms']:.1f}", "p99 ms": f"{r['p99_ms']:.1f}",
+                     "plan ms": f"{r['plan_ms']:.2f}", "speed-up": f"{r['speedup']:.2f}x"})
+    return format_table(rows)
+
+
+def plot_results(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    masks = report.get("masks", {}).get("masks", [])
+    fig, axes = plt.subplots(1, 1 + len(masks), figsize=(5 + 2.6 * len(masks), 4.2),
+                             gridspec_kw={"width_ratios": [2] + [1] * len(masks)})
+    axes = np.atleast_1d(axes)
+    ax = axes[0]
+    for name, r in report["methods"].items():
+        ax.errorbar(r["speedup"], r["score_mean"], yerr=r["score_std"], fmt="o", capsize=3)
+        ax.annotate(name, (r["speedup"], r["score_mean"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel("speed-up vs dense DDPM-100 (p50, same run)")
+    ax.set_ylabel(f"{report['task']} score")
+    ax.set_xscale("log")
+    ax.grid(alpha=0.3)
+    for i, mask in enumerate(masks):
+        axes[1 + i].imshow(np.array(mask), aspect="auto", cmap="Greys", interpolation="nearest")
+        axes[1 + i].set_title(f"obs {i}: {np.mean(mask):.0%} pruned", fontsize=8)
+        axes[1 + i].set_xlabel("block (SA, CA, FFN per layer)")
+        axes[1 + i].set_ylabel("denoising step")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def save_report(report: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1))

@@ -1,0 +1,88 @@
+"""On-disk cache of exported units, keyed by everything that changes what an export contains.
+
+A key hashes the denoiser's weights and buffers, its config, the batch size, dtype, device type and the
+library versions (torch, the exporter, the runtime), so a retrained checkpoint or an upgrade never loads a
+stale file. Files are written atomically (temp file + rename); a ``manifest.json`` beside them records what
+the key was made of, so an artifact folder can be inspected on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from sag_ros.policy.config import to_plain
+
+FORMAT_VERSION = 1  # bump when the unit wrappers or the export recipe change
+MANIFEST = "manifest.json"
+
+
+def weights_digest(module: nn.Module) -> str:
+    """SHA-256 over every parameter and buffer (persistent or not): name, dtype, shape and bytes."""
+    digest = hashlib.sha256()
+    tensors = dict(module.named_parameters())
+    tensors.update(module.named_buffers())
+    for name in sorted(tensors):
+        tensor = tensors[name].detach()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def key_fields(denoiser: nn.Module, batch_size: int, versions: Mapping[str, str],
+               extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Everything an exported unit depends on, as plain JSON values."""
+    param = next(denoiser.parameters())
+    return {
+        "format": FORMAT_VERSION,
+        "weights": weights_digest(denoiser),
+        "config": to_plain(getattr(denoiser, "config", None)),
+        "batch_size": batch_size,
+        "dtype": str(param.dtype),
+        "device": param.device.type,
+        "versions": {"torch": torch.__version__, **versions},
+        **(extra or {}),
+    }
+
+
+def cache_key(fields: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
+
+
+class ArtifactDir:
+    """One cache entry: ``<root>/<backend>-<key>/`` holding one file per unit and the manifest."""
+
+    def __init__(self, root: Path, backend: str, fields: Mapping[str, Any]) -> None:
+        self.fields = dict(fields)
+        self.key = cache_key(fields)
+        self.path = Path(root) / f"{backend}-{self.key}"
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def file(self, unit_name: str, suffix: str) -> Path:
+        return self.path / f"{unit_name}{suffix}"
+
+    def write_bytes(self, target: Path, data: bytes) -> None:
+        """Atomic write: readers never see a half-written file, concurrent writers both succeed."""
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as stream:
+                stream.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def write_manifest(self, units: Mapping[str, Any]) -> None:
+        manifest = {"key": self.key, "fields": self.fields, "units": dict(units)}
+        self.write_bytes(self.path / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        path = self.path / MANIFEST
+        return json.loads(path.read_text()) if path.exists() else None

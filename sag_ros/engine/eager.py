@@ -1,0 +1,22 @@
+"""The reference backend: the denoiser's own eager modules, exactly what ``policy.sample`` runs by default."""
+
+from __future__ import annotations
+
+from sag_ros.engine.base import Backend, UnitFn
+from sag_ros.policy.denoiser import TransformerDenoiser
+from sag_ros.policy.sampling import DenoiserKernels, eager_kernels
+
+
+class EagerBackend(Backend):
+    name = "eager"
+
+    def __init__(self, denoiser: TransformerDenoiser, batch_size: int = 1) -> None:
+        super().__init__(denoiser, batch_size)
+        self._kernels = eager_kernels(denoiser)
+
+    @property
+    def kernels(self) -> DenoiserKernels:
+        return self._kernels
+
+    def unit_fns(self) -> dict[str, UnitFn]:
+        return {unit.name: unit.module for unit in self.units}

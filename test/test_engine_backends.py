@@ -1,0 +1,95 @@
+"""Every backend installable here against eager, from the same noise: unit by unit and a whole dense chunk.
+
+Equivalence in fp32 within 1e-4 relative error (Polygraphy's comparator idea: same inputs, compare outputs).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from conftest import random_observation, tiny_config
+from sag_ros.engine import BACKENDS, MissingDependencyError, make_backend
+from sag_ros.engine.base import build_units
+from sag_ros.policy.policy import DiffusionPolicy
+
+RTOL = 1e-4
+
+
+def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((actual - expected).norm() / expected.norm().clamp_min(1e-12)).item()
+
+
+@pytest.fixture(scope="module")
+def policy() -> DiffusionPolicy:
+    torch.manual_seed(0)
+    return DiffusionPolicy(tiny_config()).eval()
+
+
+@pytest.fixture(scope="module")
+def features(policy) -> torch.Tensor:
+    with torch.no_grad():
+        return policy.encode_observation(random_observation(policy.config))
+
+
+def assert_units_match(policy: DiffusionPolicy, backend) -> None:
+    """Each unit on random inputs of its static shape, through the kernels (block signature (h, kv))."""
+    g = torch.Generator().manual_seed(3)
+    units = build_units(policy.denoiser)
+    eager = policy.denoiser.block_fns()
+    blocks = [u for u in units if u.kind is not None]
+    with torch.no_grad():
+        kv = torch.randn(blocks[1].example_inputs[1].shape, generator=g)
+        for j, (unit, fn) in enumerate(zip(blocks, backend.kernels.block_fns)):
+            h = torch.randn(unit.example_inputs[0].shape, generator=g)
+            err = rel_err(fn(h, kv), eager[j](h, kv))
+            assert err < RTOL, f"{backend.name} {unit.name}: relative error {err:.2e} vs eager"
+        x = torch.randn(units[0].example_inputs[0].shape, generator=g)
+        err = rel_err(backend.kernels.embed(x), policy.denoiser.embed(x))
+        assert err < RTOL, f"{backend.name} embed: relative error {err:.2e} vs eager"
+        h = torch.randn(units[-1].example_inputs[0].shape, generator=g)
+        err = rel_err(backend.kernels.output(h), policy.denoiser.output(h))
+        assert err < RTOL, f"{backend.name} output: relative error {err:.2e} vs eager"
+
+
+def assert_sample_matches(policy: DiffusionPolicy, features: torch.Tensor, backend) -> None:
+    expected = policy.sample(features, torch.Generator().manual_seed(7))
+    actual = policy.sample(features, torch.Generator().manual_seed(7), kernels=backend.kernels)
+    err = rel_err(actual, expected)
+    assert err < RTOL, f"{backend.name}: dense reverse diffusion relative error {err:.2e} vs eager"
+
+
+def test_eager_backend_is_the_reference(policy, features):
+    with make_backend("eager", policy.denoiser) as backend:
+        assert_units_match(policy, backend)
+        assert_sample_matches(policy, features, backend)
+        assert backend.describe()["backend"] == "eager"
+
+
+@pytest.mark.slow
+def test_compile_backend_matches_eager(policy, features):
+    with make_backend("compile", policy.denoiser) as backend:  # warmup compiles ~5 graphs (inductor, CPU)
+        assert_units_match(policy, backend)
+        assert_sample_matches(policy, features, backend)
+        assert backend.describe()["dynamic"] is False
+
+
+def test_unknown_backend_name_is_refused(policy):
+    with pytest.raises(ValueError, match=r"unknown inference backend 'tensorrtx'.*choose one of"):
+        make_backend("tensorrtx", policy.denoiser)
+    assert set(BACKENDS) == {"eager", "compile", "onnxruntime", "tensorrt"}
+
+
+def test_training_mode_denoiser_is_refused():
+    denoiser = DiffusionPolicy(tiny_config()).denoiser.train()
+    with pytest.raises(ValueError, match="eval"):
+        make_backend("eager", denoiser)
+
+
+@pytest.mark.parametrize("name, module", [("onnxruntime", "onnxruntime"), ("tensorrt", "torch_tensorrt")])
+def test_missing_library_names_the_package(policy, monkeypatch, name, module):
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
+    with pytest.raises(MissingDependencyError, match=rf"{module}.*pip install -e \.\[engine\]"):
+        make_backend(name, policy.denoiser)

@@ -1,0 +1,70 @@
+"""ONNX Runtime (CPU) against eager, and its on-disk export cache."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install -e .[engine])")
+pytest.importorskip("onnxscript", reason="onnxscript not installed (pip install -e .[engine])")
+
+from conftest import tiny_config  # noqa: E402
+from sag_ros.engine import make_backend  # noqa: E402
+from sag_ros.engine.artifacts import cache_key, key_fields  # noqa: E402
+from sag_ros.policy.policy import DiffusionPolicy  # noqa: E402
+from test_engine_backends import assert_sample_matches, assert_units_match, features, policy  # noqa: E402,F401
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("onnx_cache")
+
+
+@pytest.fixture(scope="module")
+def first_build(policy, cache_dir):
+    start = time.perf_counter()
+    backend = make_backend("onnxruntime", policy.denoiser, cache_dir=cache_dir)
+    yield backend, time.perf_counter() - start
+    backend.close()
+
+
+def test_onnxruntime_matches_eager(policy, features, first_build):
+    backend, _ = first_build
+    assert_units_match(policy, backend)
+    assert_sample_matches(policy, features, backend)
+
+
+def test_onnxruntime_reports_providers_and_threads(first_build):
+    info = first_build[0].describe()
+    assert info["providers_used"] == ["CPUExecutionProvider"]
+    assert set(info["provider_per_unit"]) == {"embed", "output"} | {f"layer{i}.{k}" for i in range(2)
+                                                                      for k in ("sa", "ca", "ffn")}
+    assert info["intra_op_num_threads"] == 1 and info["onnxruntime"]
+
+
+def test_second_backend_loads_cached_exports(policy, features, cache_dir, first_build):
+    first, first_seconds = first_build
+    assert len(first.exported) == len(first.units)
+    start = time.perf_counter()
+    # the second instance also takes the other call path (IO binding; CPU defaults to session.run)
+    with make_backend("onnxruntime", policy.denoiser, cache_dir=cache_dir, io_binding=True) as second:
+        seconds = time.perf_counter() - start
+        assert second.describe()["io_binding"] is True and first.describe()["io_binding"] is False
+        assert second.exported == [], "the second backend re-exported units that were cached"
+        assert second.artifacts.path == first.artifacts.path
+        assert seconds < first_seconds, f"cached load took {seconds:.2f}s, export took {first_seconds:.2f}s"
+        assert_units_match(policy, second)
+        assert_sample_matches(policy, features, second)
+
+
+def test_cache_key_tracks_weights_batch_and_versions(policy):
+    versions = {"onnxruntime": "1.0"}
+    base = cache_key(key_fields(policy.denoiser, 1, versions))
+    clone = DiffusionPolicy(tiny_config()).eval()
+    clone.load_state_dict(policy.state_dict())
+    assert cache_key(key_fields(clone.denoiser, 1, versions)) == base, "same weights must hit the cache"
+    other = DiffusionPolicy(tiny_config()).eval()  # different random weights
+    assert cache_key(key_fields(other.denoiser, 1, versions)) != base
+    assert cache_key(key_fields(policy.denoiser, 2, versions)) != base
+    assert cache_key(key_fields(policy.denoiser, 1, {"onnxruntime": "1.1"})) != base
