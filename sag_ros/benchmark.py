@@ -32,15 +32,21 @@ class Method:
 
 
 def standard_methods(policy_path: str, pruners: dict[str, str], intervals: tuple[int, ...] = (2, 4, 10),
-                     ddim_steps: tuple[int, ...] = (10, 30)) -> list[Method]:
-    """Dense DDPM-100, DDIM-k, uniform interval caching, and each named pruner file (SAG or static)."""
-    base = PredictorSpec(policy_path)
-    methods = [Method("dense ddpm-100", base)]
-    methods += [Method(f"ddim-{k}", dataclasses.replace(base, sampler="ddim", num_steps=k)) for k in ddim_steps]
-    methods += [Method(f"interval n={n}", dataclasses.replace(base, interval=n)) for n in intervals]
+                     ddim_steps: tuple[int, ...] = (10, 30), backends: tuple[str, ...] = ("eager",)) -> list[Method]:
+    """Dense (the checkpoint's own sampler), DDIM-k, uniform interval caching and each named pruner file (SAG or static) on the
+    first backend; dense and the pruners again on every further backend. The first method is the reference."""
+    base = PredictorSpec(policy_path, backend=backends[0])
+    pruned = []
     for name, path in pruners.items():
         sampler, steps = _pruner_sampler(path)
-        methods.append(Method(name, dataclasses.replace(base, pruner_path=path, sampler=sampler, num_steps=steps)))
+        pruned.append((name, dataclasses.replace(base, pruner_path=path, sampler=sampler, num_steps=steps)))
+    methods = [Method("dense", base)]
+    methods += [Method(f"ddim-{k}", dataclasses.replace(base, sampler="ddim", num_steps=k)) for k in ddim_steps]
+    methods += [Method(f"interval n={n}", dataclasses.replace(base, interval=n)) for n in intervals]
+    methods += [Method(name, spec) for name, spec in pruned]
+    for backend in backends[1:]:
+        methods.append(Method(f"dense [{backend}]", dataclasses.replace(base, backend=backend)))
+        methods += [Method(f"{name} [{backend}]", dataclasses.replace(spec, backend=backend)) for name, spec in pruned]
     return methods
 
 

@@ -28,14 +28,15 @@ def _training_sampler(policy_config, data_path: Path):
     from sag_ros.sim.task import get_task
 
     demos = load_demos(data_path)
-    if demos.task != policy_config.task:
-        raise SystemExit(f"{data_path} holds {demos.task!r} demonstrations, the config trains {policy_config.task!r}")
+    task_name = demos.metadata.get("task")
+    if task_name != policy_config.task:
+        raise SystemExit(f"{data_path} holds {task_name!r} demonstrations, the config trains {policy_config.task!r}")
     arrays = {"action": demos.action}
     if policy_config.encoder.kind is EncoderKind.LOWDIM:
         arrays["keypoints"] = demos.keypoints
     else:
         arrays["state"] = demos.state
-        arrays["image"] = demos.render_images(get_task(demos.task))
+        arrays["image"] = demos.render_images(get_task(task_name))
     d = policy_config.denoiser
     return WindowSampler(arrays, demos.episode_ends, d.n_obs_steps, d.horizon, d.n_action_steps, hash_file(data_path))
 
@@ -60,16 +61,19 @@ def _eval(args: argparse.Namespace) -> None:
     from sag_ros.sim.task import get_task
 
     policy_path = Path(args.policy) if args.policy else default_policy_path()
-    spec = PredictorSpec(str(policy_path), sampler=args.sampler, num_steps=args.steps, threads=args.threads)
-    spec()  # fail fast, in this process, on a missing or mismatched checkpoint
+    spec = PredictorSpec(str(policy_path), sampler=args.sampler, num_steps=args.steps, pruner_path=args.pruner,
+                         backend=args.backend, threads=args.threads)
+    schedule = spec().policy.schedule  # fails fast, here, on a missing or mismatched checkpoint
     task = get_task(args.task)
     start = args.seed_start if args.seed_start is not None else task.test_seed_start
     results = evaluate(spec, task.name, range(start, start + args.episodes), workers=args.workers,
                        video_dir=Path(args.video_dir) if args.videos else None, num_videos=args.videos)
     summary = summarize(results)
-    print(format_table([{"policy": policy_path.name, "sampler": f"{args.sampler}-{args.steps}", **summary}]))
+    print(format_table([{"policy": policy_path.name, "sampler": f"{schedule.kind.value}-{schedule.num_steps}",
+                         "pruner": Path(args.pruner).name if args.pruner else "-", **summary}]))
     if args.json:
-        report = {"policy": str(policy_path), "task": task.name, "sampler": args.sampler, "steps": args.steps,
+        report = {"policy": str(policy_path), "pruner": args.pruner, "task": task.name,
+                  "sampler": schedule.kind.value, "steps": schedule.num_steps, "backend": args.backend,
                   "seeds": [start, start + args.episodes], "summary": summary,
                   "episodes": [vars(r) for r in results]}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -95,7 +99,8 @@ def _bench(args: argparse.Namespace) -> None:
 
     pruners = dict(item.split("=", 1) for item in args.pruner)
     policy_path = str(Path(args.policy) if args.policy else default_policy_path())
-    methods = standard_methods(policy_path, pruners)
+    methods = standard_methods(policy_path, pruners, intervals=tuple(args.intervals), ddim_steps=tuple(args.ddim),
+                               backends=tuple(args.backends))
     task = get_task(args.task)
     start = task.test_seed_start
     report = run_benchmark(methods, task.name, range(start, start + args.episodes), args.noise_seeds, args.workers,
@@ -139,10 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default="pusht")
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--seed-start", type=int, help="first env seed (default: the task's test seeds)")
-    p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm")
-    p.add_argument("--steps", type=int, default=100, help="denoising steps")
+    p.add_argument("--sampler", choices=["ddpm", "ddim"], help="default: the checkpoint's")
+    p.add_argument("--steps", type=int, help="denoising steps (default: the checkpoint's)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    p.add_argument("--backend", default="eager", choices=["eager", "compile", "onnxruntime", "tensorrt"])
+    p.add_argument("--pruner", help="SAG pruner checkpoint (default: dense)")
     p.add_argument("--json")
     p.add_argument("--videos", type=int, default=0, help="write GIFs of the first N episodes")
     p.add_argument("--video-dir", default="runs/videos")
@@ -175,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-obs", type=int, default=5, help="env seeds to record observations from")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--intervals", type=int, nargs="*", default=[2, 4, 10], help="uniform interval caching baselines")
+    p.add_argument("--ddim", type=int, nargs="*", default=[10, 30], help="DDIM step counts")
+    p.add_argument("--backends", nargs="*", default=["eager"],
+                   help="block backends; dense and every pruner run on each beyond the first")
     p.add_argument("--json", default="runs/bench/bench.json")
     p.add_argument("--plot", default="runs/bench/bench.png")
     p.set_defaults(func=_bench)

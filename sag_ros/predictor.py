@@ -20,7 +20,7 @@ import torch
 from sag_ros.policy.checkpoint import load_policy
 from sag_ros.policy.config import SchedulerKind
 from sag_ros.policy.policy import DiffusionPolicy
-from sag_ros.policy.sampling import BlockRunner, dense_runner
+from sag_ros.policy.sampling import BlockRunner, DenoiserKernels, dense_runner, eager_kernels
 
 
 class BlockPlanner(Protocol):
@@ -33,8 +33,8 @@ class BlockPlanner(Protocol):
 class DensePlanner:
     """Every block at every step: the reference policy."""
 
-    def __init__(self, policy: DiffusionPolicy) -> None:
-        self._runner = dense_runner(policy.denoiser.block_fns())
+    def __init__(self, kernels: DenoiserKernels) -> None:
+        self._runner = dense_runner(kernels.block_fns)
 
     def plan(self, features: torch.Tensor) -> tuple[BlockRunner, float]:
         return self._runner, 1.0
@@ -57,9 +57,11 @@ class ChunkTiming:
 class PolicyPredictor:
     """numpy observation history -> actions to execute, through one policy and one block planner."""
 
-    def __init__(self, policy: DiffusionPolicy, planner: BlockPlanner | None = None) -> None:
+    def __init__(self, policy: DiffusionPolicy, planner: BlockPlanner | None = None,
+                 kernels: DenoiserKernels | None = None) -> None:
         self.policy = policy.eval()
-        self.planner = planner or DensePlanner(policy)
+        self.kernels = kernels or eager_kernels(policy.denoiser)
+        self.planner = planner or DensePlanner(self.kernels)
         self.n_obs_steps = policy.config.denoiser.n_obs_steps
         self.last_timing = ChunkTiming()
 
@@ -72,7 +74,7 @@ class PolicyPredictor:
         t1 = time.perf_counter()
         runner, fraction = self.planner.plan(features)
         t2 = time.perf_counter()
-        chunk = self.policy.sample(features, torch.Generator().manual_seed(seed), runner)
+        chunk = self.policy.sample(features, torch.Generator().manual_seed(seed), runner, self.kernels)
         actions = self.policy.to_actions(chunk)["action"][0].numpy()
         t3 = time.perf_counter()
         self.last_timing = ChunkTiming(t1 - t0, t2 - t1, t3 - t2, fraction)
@@ -88,14 +90,18 @@ class PredictorSpec:
     Planning: dense (default); ``pruner_path`` = SAG (or a learned static mask, whichever the pruner file
     holds); ``interval`` = uniform interval caching (every n-th step computes all blocks). ``reuse``
     defaults to the pruner's training reuse for SAG and to ``per_block`` for interval caching.
+    ``backend`` runs the blocks (``eager``, ``compile``, ``onnxruntime``, ``tensorrt``); exported artifacts
+    are cached in ``engine_cache`` (default: ``<model>.engines/`` beside the checkpoint).
     """
 
     policy_path: str
-    sampler: str = "ddpm"
-    num_steps: int = 100
+    sampler: str | None = None  # None: the checkpoint's own sampler
+    num_steps: int | None = None  # None: the checkpoint's own number of steps
     pruner_path: str | None = None
     interval: int | None = None
     reuse: str | None = None
+    backend: str = "eager"
+    engine_cache: str | None = None
     threads: int = 1
 
     def __post_init__(self) -> None:
@@ -103,14 +109,19 @@ class PredictorSpec:
             raise ValueError("choose either a pruner or an interval schedule, not both")
 
     def __call__(self) -> PolicyPredictor:
+        from sag_ros.engine import make_backend
         from sag_ros.sparse.artifact import load_pruner
         from sag_ros.sparse.mask import interval_mask
         from sag_ros.sparse.planner import SagPlanner, StaticMaskPlanner
 
         torch.set_num_threads(self.threads)
         policy, _ = load_policy(Path(self.policy_path))
-        policy.use_sampler(SchedulerKind(self.sampler), self.num_steps)
-        block_fns = policy.denoiser.block_fns()
+        if self.sampler is not None or self.num_steps is not None:
+            policy.use_sampler(SchedulerKind(self.sampler or policy.config.scheduler.kind),
+                               self.num_steps or policy.config.scheduler.num_inference_steps)
+        cache = Path(self.engine_cache) if self.engine_cache else Path(self.policy_path).with_suffix(".engines")
+        kernels = make_backend(self.backend, policy.denoiser, batch_size=1, cache_dir=cache).kernels
+        block_fns = kernels.block_fns
         planner: BlockPlanner | None = None
         if self.pruner_path is not None:
             pruner, extra = load_pruner(Path(self.pruner_path), policy)
@@ -118,4 +129,4 @@ class PredictorSpec:
         elif self.interval is not None:
             mask = interval_mask(policy.schedule.num_steps, len(block_fns), self.interval)
             planner = StaticMaskPlanner(block_fns, mask, self.reuse or "per_block")
-        return PolicyPredictor(policy, planner)
+        return PolicyPredictor(policy, planner, kernels)

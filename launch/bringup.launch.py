@@ -1,0 +1,37 @@
+"""Launch the sag_ros graph (camera + inference [+ Push-T sim]) as separate processes.
+
+    ros2 launch sag_ros bringup.launch.py model_path:=/path/policy.pt rate:=10.0 use_sim:=true
+
+Thin: the nodes, their parameters and remappings come from ``sag_ros.nodes.graph`` (shared with
+``sag-bringup``); launch and launch_ros are imported only here.
+"""
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from sag_ros.nodes.graph import describe_graph
+
+ARGUMENTS = {
+    "model_path": ("", "policy checkpoint; empty = the shipped default policy"),
+    "backend": ("", "inference backend; empty = config/sag_nodes.yaml"),
+    "rate": ("0.0", "control rate in Hz for inference and sim; 0 = config/sag_nodes.yaml"),
+    "use_sim": ("true", "start the Push-T simulator and wire the camera to it"),
+}
+
+
+def _nodes(context):
+    value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+    descriptions = describe_graph(model_path=value["model_path"], backend=value["backend"],
+                                  rate=float(value["rate"] or 0.0),
+                                  use_sim=value["use_sim"].strip().lower() in ("1", "true", "yes", "on"))
+    return [Node(package="sag_ros", executable=d.executable, name=d.name, parameters=[dict(d.parameters)],
+                 remappings=list(d.remappings), output="screen") for d in descriptions]
+
+
+def generate_launch_description():
+    return LaunchDescription(
+        [DeclareLaunchArgument(name, default_value=default, description=text)
+         for name, (default, text) in ARGUMENTS.items()]
+        + [OpaqueFunction(function=_nodes)])

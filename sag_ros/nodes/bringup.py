@@ -1,0 +1,155 @@
+"""``sag-bringup``: the graph of ``launch/bringup.launch.py`` in one process, with rclpy alone.
+
+The camera and inference nodes share one :class:`ObservationBuffer` (no serialization between them);
+a MultiThreadedExecutor spins all nodes. Live latency is printed every ``--print-period`` seconds and the
+final score when the simulator has finished its episodes; SIGINT stops everything cleanly.
+
+    sag-bringup --model-path policy.pt [--rate 10] [--episodes 1] [--max-steps 300] [--no-sim]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from typing import Sequence
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from sag_ros.nodes.camera_node import CameraNode, ObservationBuffer
+from sag_ros.nodes.graph import CAMERA, INFERENCE, SIM, NodeDescription, describe_graph
+from sag_ros.nodes.inference_node import InferenceNode, ModelLoadError
+from sag_ros.nodes.sim_node import SimNode
+
+
+def _node_kwargs(description: NodeDescription, context) -> dict:
+    return {"context": context, "cli_args": description.cli_args(),
+            "parameter_overrides": [Parameter(k, value=v) for k, v in description.parameters.items()]}
+
+
+def build_nodes(descriptions: Sequence[NodeDescription], context=None, predictor=None) -> dict[str, Node]:
+    """Instantiate the described nodes in this process; camera and inference share one buffer.
+
+    On failure, the nodes already built are destroyed before the exception propagates.
+    """
+    by_name = {d.name: d for d in descriptions}
+    nodes: dict[str, Node] = {}
+    try:
+        buffer = None
+        if CAMERA in by_name:
+            cam = by_name[CAMERA].parameters
+            buffer = ObservationBuffer(cam["n_obs_steps"], cam["image_size"], cam["state_dim"])
+            nodes[CAMERA] = CameraNode(buffer, **_node_kwargs(by_name[CAMERA], context))
+        if INFERENCE in by_name:
+            nodes[INFERENCE] = InferenceNode(buffer, predictor, **_node_kwargs(by_name[INFERENCE], context))
+        if SIM in by_name:
+            nodes[SIM] = SimNode(**_node_kwargs(by_name[SIM], context))
+    except BaseException:
+        for node in nodes.values():
+            node.destroy_node()
+        raise
+    return nodes
+
+
+def shutdown_executor(executor) -> None:
+    """Shut down an executor and join its worker threads.
+
+    Jazzy's MultiThreadedExecutor.shutdown() leaves its ThreadPoolExecutor running (its threads would only
+    be joined at interpreter exit), so the pool is shut down here as well.
+    """
+    executor.shutdown()
+    pool = getattr(executor, "_executor", None)
+    if pool is not None:
+        pool.shutdown(wait=True)
+
+
+def latency_line(node: InferenceNode) -> str:
+    level, message, v = node.health()
+    return (f"[sag-bringup] {level.name:5s} chunks {v['chunks']:4d}  total p50 {v['p50_ms']:6.1f} ms  "
+            f"p95 {v['p95_ms']:6.1f} ms  p99 {v['p99_ms']:6.1f} ms  rate {v['achieved_rate_hz']:5.2f}/"
+            f"{v['target_rate_hz']:.1f} Hz  misses {v['deadline_misses']}  obs age {v['obs_age_p50_ms']:5.1f} ms"
+            + ("" if level.name == "OK" else f"  ({message})"))
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="sag-bringup", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=None, help="parameter file (default: config/sag_nodes.yaml)")
+    parser.add_argument("--model-path", default="", help="policy checkpoint (default: the shipped policy)")
+    parser.add_argument("--backend", default="", help="inference backend (default: from the config)")
+    parser.add_argument("--rate", type=float, default=0.0, help="control rate in Hz (default: from the config)")
+    parser.add_argument("--no-sim", dest="use_sim", action="store_false", help="do not start the Push-T simulator")
+    parser.add_argument("--episodes", type=int, default=0, help="episodes to run (default: from the config)")
+    parser.add_argument("--max-steps", type=int, default=-1, help="steps per episode (default: from the config)")
+    parser.add_argument("--seed", type=int, default=-1, help="seed of the first episode (default: from the config)")
+    parser.add_argument("--print-period", type=float, default=1.0, help="seconds between latency lines")
+    return parser.parse_args(argv)
+
+
+def _sim_overrides(args: argparse.Namespace) -> dict:
+    sim = {}
+    if args.episodes > 0:
+        sim["num_episodes"] = args.episodes
+    if args.max_steps >= 0:
+        sim["max_steps"] = args.max_steps
+    if args.seed >= 0:
+        sim["seed"] = args.seed
+    return {SIM: sim} if sim else {}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    args = parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
+    descriptions = describe_graph(args.config, model_path=args.model_path, backend=args.backend, rate=args.rate,
+                                  use_sim=args.use_sim, overrides=_sim_overrides(args))
+    rclpy.init(args=argv)
+    nodes: dict[str, Node] = {}
+    executor = None
+    code = 0
+    try:
+        nodes = build_nodes(descriptions)
+        executor = MultiThreadedExecutor(num_threads=4)
+        for node in nodes.values():
+            executor.add_node(node)
+        sim = nodes.get(SIM)
+        next_print = time.monotonic() + args.print_period
+        print(f"[sag-bringup] running {', '.join(nodes)}", flush=True)
+        while rclpy.ok() and not (sim is not None and sim.finished.done()):
+            executor.spin_once(timeout_sec=0.1)
+            if time.monotonic() >= next_print:
+                print(latency_line(nodes[INFERENCE]), flush=True)
+                next_print += args.print_period
+        if sim is not None and sim.summary is not None:
+            s = sim.summary
+            print(f"[sag-bringup] final: {s['episodes']} episodes, mean score {s['mean_score']:.3f}, "
+                  f"success rate {s['success_rate']:.2f}", flush=True)
+            print(json.dumps(s), flush=True)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        print("[sag-bringup] interrupted", flush=True)
+    except ModelLoadError as exc:
+        print(exc, file=sys.stderr)
+        code = 1
+    finally:
+        if executor is not None:
+            shutdown_executor(executor)
+        for node in nodes.values():
+            try:
+                node.destroy_node()
+            except Exception as exc:  # keep stopping the others; the process still exits
+                print(f"[sag-bringup] {node.get_name()}: error while stopping: {exc!r}", file=sys.stderr)
+        rclpy.try_shutdown()
+    others = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    print(f"[sag-bringup] stopped; threads left: {len(others)} {others}", flush=True)
+    return code
+
+
+def entry_point() -> None:
+    raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    entry_point()

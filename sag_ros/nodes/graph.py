@@ -1,0 +1,136 @@
+"""The node graph, described once for ``launch/bringup.launch.py`` and the one-process ``sag-bringup``.
+
+Pure: reads ``config/sag_nodes.yaml`` (``<node>: ros__parameters:``), validates each node's parameters by
+building its config dataclass, fills in what the policy checkpoint dictates (image size, To, state size)
+and returns :class:`NodeDescription` objects (executable = node name = YAML key, parameters, remappings).
+Imports no rclpy and no launch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from sag_ros.nodes.params import CameraNodeConfig, InferenceNodeConfig, SimNodeConfig, config_from_values
+from sag_ros.policy.config import to_plain
+
+# Topics (absolute names; the camera's inputs are relative so a real camera is a remapping away).
+SIM_IMAGE_TOPIC = "/sag/sim/image"
+SIM_STATE_TOPIC = "/sag/sim/joint_states"
+CAMERA_IMAGE_INPUT = "image_raw"
+CAMERA_STATE_INPUT = "joint_states"
+OBS_IMAGE_TOPIC = "/sag/observation/image"
+OBS_STATE_TOPIC = "/sag/observation/state"
+ACTIONS_TOPIC = "/sag/actions"
+EPISODE_TOPIC = "/sag/episode"
+
+CAMERA, INFERENCE, SIM = "sag_camera", "sag_inference", "sag_sim"
+CONFIGS: dict[str, type] = {CAMERA: CameraNodeConfig, INFERENCE: InferenceNodeConfig, SIM: SimNodeConfig}
+
+
+@dataclass(frozen=True)
+class NodeDescription:
+    """One node of the graph: its executable (= name = YAML key), parameters and remappings."""
+
+    name: str
+    parameters: Mapping[str, Any]
+    remappings: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def executable(self) -> str:
+        return self.name
+
+    def cli_args(self) -> list[str]:
+        """The remappings as node-local ``--ros-args`` (for in-process nodes)."""
+        if not self.remappings:
+            return []
+        args = ["--ros-args"]
+        for src, dst in self.remappings:
+            args += ["-r", f"{src}:={dst}"]
+        return args
+
+
+def default_config_path() -> Path:
+    from sag_ros.resources import share_dir
+
+    return share_dir() / "config" / "sag_nodes.yaml"
+
+
+def load_node_parameters(path: Path) -> dict[str, dict[str, Any]]:
+    """``{node: {param: value}}`` from a ROS 2 parameter file; unknown nodes are refused by name."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    unknown = sorted(set(data) - set(CONFIGS))
+    if unknown:
+        raise ValueError(f"{path}: unknown nodes {unknown}; known nodes are {sorted(CONFIGS)}")
+    out = {}
+    for name, entry in data.items():
+        if not isinstance(entry, Mapping) or set(entry) != {"ros__parameters"}:
+            raise ValueError(f"{path}: {name} must hold exactly one 'ros__parameters' mapping")
+        out[name] = dict(entry["ros__parameters"] or {})
+    return out
+
+
+def build_config(name: str, values: Mapping[str, Any]) -> Any:
+    """Validate ``values`` as node ``name``'s config; ints given for float fields are widened."""
+    cls = CONFIGS[name]
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{name}: unknown parameters {unknown}; known parameters are {sorted(known)}")
+    defaults = cls()
+    coerced = {}
+    for key, value in values.items():
+        default = getattr(defaults, key)
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif isinstance(default, list) and default and isinstance(default[0], float):
+            value = [float(v) for v in value]
+        coerced[key] = value
+    return config_from_values(cls, coerced)
+
+
+def policy_inputs(model_path: str | Path) -> dict[str, int] | None:
+    """What the camera must produce for this checkpoint, or None when it cannot be read here."""
+    from sag_ros.policy.checkpoint import FORMAT, VERSION, CheckpointError, load_artifact
+    from sag_ros.policy.config import PolicyConfig
+
+    try:
+        config = PolicyConfig.from_dict(load_artifact(Path(model_path), FORMAT, VERSION)["config"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return None  # the inference node reports the problem clearly at start
+    return {"image_size": config.encoder.image_size, "n_obs_steps": config.denoiser.n_obs_steps,
+            "state_dim": config.encoder.state_dim}
+
+
+def describe_graph(config_path: str | Path | None = None, *, model_path: str = "", backend: str = "",
+                   rate: float = 0.0, use_sim: bool = True,
+                   overrides: Mapping[str, Mapping[str, Any]] | None = None) -> list[NodeDescription]:
+    """The nodes to start: camera + inference (+ sim), with every parameter explicit and validated."""
+    params = load_node_parameters(Path(config_path) if config_path else default_config_path())
+    for name, extra in (overrides or {}).items():
+        if name not in CONFIGS:
+            raise ValueError(f"overrides: unknown node {name!r}; known nodes are {sorted(CONFIGS)}")
+        params.setdefault(name, {}).update(extra)
+    inference = params.setdefault(INFERENCE, {})
+    if model_path:
+        inference["model_path"] = str(model_path)
+    if backend:
+        inference["backend"] = backend
+    if rate:
+        inference["control_rate_hz"] = float(rate)
+        params.setdefault(SIM, {})["control_rate_hz"] = float(rate)
+    if not inference.get("model_path"):
+        from sag_ros.resources import default_policy_path
+
+        inference["model_path"] = str(default_policy_path())
+    inputs = policy_inputs(inference["model_path"])
+    if inputs is not None:
+        params.setdefault(CAMERA, {}).update(inputs)
+
+    names = [CAMERA, INFERENCE] + ([SIM] if use_sim else [])
+    camera_remaps = ((CAMERA_IMAGE_INPUT, SIM_IMAGE_TOPIC), (CAMERA_STATE_INPUT, SIM_STATE_TOPIC)) if use_sim else ()
+    return [NodeDescription(name, to_plain(build_config(name, params.get(name, {}))),
+                            camera_remaps if name == CAMERA else ()) for name in names]

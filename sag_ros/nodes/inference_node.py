@@ -1,0 +1,305 @@
+"""``sag_inference``: the newest observation -> an action chunk on ``/sag/actions``, at ``control_rate_hz``.
+
+A timer on the executor thread only decides: no observation, or one older than ``stale_timeout_s``, means
+nothing is published and ``/diagnostics`` reports ERROR (stale data is never acted on); a worker still busy
+with the previous chunk counts an overrun (never queued); otherwise the observation goes to the worker
+thread, which runs the :class:`~sag_ros.predictor.PolicyPredictor` and publishes a ``JointTrajectory``
+stamped against the observation stamp. Chunks with NaN/inf or out-of-range actions are not published.
+
+Per chunk: ``/sag/latency/{total_ms,plan_ms,denoise_ms,obs_age_ms}`` and ``/sag/executed_fraction``
+(``std_msgs/Float64``); every ``diagnostics_period_s``: ``diagnostic_msgs/DiagnosticArray`` on
+``/diagnostics`` with p50/p95/p99 against the control period, deadline misses, overruns and the achieved rate.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64
+from trajectory_msgs.msg import JointTrajectory
+
+from sag_ros.latency import Level, RateMeter, SampleWindow, classify, summarize
+from sag_ros.nodes.camera_node import ObservationBuffer
+from sag_ros.nodes.convert import (chunk_to_trajectory, fit_square, image_to_array, joint_state_to_array,
+                                   stamp_to_ns)
+from sag_ros.nodes.graph import ACTIONS_TOPIC, OBS_IMAGE_TOPIC, OBS_STATE_TOPIC
+from sag_ros.nodes.params import ConfigParameters, InferenceNodeConfig
+
+LATENCY_TOPICS = ("total_ms", "plan_ms", "denoise_ms", "obs_age_ms")
+
+
+class ModelLoadError(RuntimeError):
+    """The policy file is missing, unreadable, or does not fit this node's parameters."""
+
+
+def load_predictor(cfg: InferenceNodeConfig):
+    """Build the predictor named by the parameters, failing with a message that says what to fix."""
+    from sag_ros.policy.checkpoint import CheckpointError
+    from sag_ros.predictor import PredictorSpec
+    from sag_ros.resources import default_policy_path
+
+    path = Path(cfg.model_path) if cfg.model_path else default_policy_path()
+    if not path.is_file():
+        raise ModelLoadError(f"sag_inference: model file {path} does not exist; set the 'model_path' parameter "
+                           f"(or train/ship the default policy)")
+    try:
+        return PredictorSpec(str(path), sampler=cfg.sampler, num_steps=cfg.num_steps,
+                             pruner_path=cfg.pruner_path or None, threads=cfg.threads)()
+    except (CheckpointError, ValueError, OSError, RuntimeError) as exc:
+        raise ModelLoadError(f"sag_inference: cannot load {path}: {exc}") from exc
+
+
+@dataclass
+class ChunkStats:
+    """Latency windows of the inference loop (seconds); shared by the worker and the diagnostics timer."""
+
+    total: SampleWindow
+    plan: SampleWindow
+    denoise: SampleWindow
+    obs_age: SampleWindow
+    fraction: SampleWindow
+    rate: RateMeter
+
+    @classmethod
+    def create(cls, window: int) -> "ChunkStats":
+        return cls(*(SampleWindow(window) for _ in range(5)), RateMeter(window))
+
+
+class InferenceNode(Node):
+    def __init__(self, observations: ObservationBuffer | None = None, predictor=None, *,
+                 name: str = "sag_inference", **node_kwargs) -> None:
+        super().__init__(name, **node_kwargs)
+        self.params = ConfigParameters(self, InferenceNodeConfig)
+        cfg = self.params.config
+        self.predictor = predictor if predictor is not None else load_predictor(cfg)
+        policy_cfg = self.predictor.policy.config
+        if "image" not in self.predictor.policy.obs_keys:
+            raise ModelLoadError("sag_inference: this node feeds image policies; the checkpoint reads "
+                               f"{list(self.predictor.policy.obs_keys)}")
+        if policy_cfg.denoiser.action_dim != len(cfg.joint_names):
+            raise ModelLoadError(f"sag_inference: the policy outputs {policy_cfg.denoiser.action_dim}-d actions but "
+                               f"joint_names has {len(cfg.joint_names)} entries")
+        enc, to = policy_cfg.encoder, policy_cfg.denoiser.n_obs_steps
+        if observations is None:
+            observations = ObservationBuffer(to, enc.image_size, enc.state_dim)
+            self._pending: dict[str, tuple[int, np.ndarray]] = {}
+            self.create_subscription(Image, OBS_IMAGE_TOPIC, self._on_image, 1)
+            self.create_subscription(JointState, OBS_STATE_TOPIC, self._on_state, 1)
+        elif (observations.n_obs_steps, observations.image_size, observations.state_dim) != (to, enc.image_size, enc.state_dim):
+            raise ModelLoadError(f"sag_inference: the observation buffer holds To={observations.n_obs_steps}, "
+                               f"{observations.image_size}px, state {observations.state_dim}; the policy needs "
+                               f"To={to}, {enc.image_size}px, state {enc.state_dim}")
+        self.observations = observations
+        # Warm-up: the first forward pass allocates and is slow; do it before the clock starts.
+        self.predictor({"image": np.zeros((to, enc.image_size, enc.image_size, 3), np.uint8),
+                        "state": np.zeros((to, enc.state_dim), np.float32)}, seed=0)
+        self._lo, self._hi = np.asarray(cfg.action_min), np.asarray(cfg.action_max)
+
+        self.stats = ChunkStats.create(cfg.stats_window)
+        self.chunks = self.overruns = self.stale_ticks = self.refused = self.failures = 0
+        self._problem: str | None = "no observation received yet"
+        self._lock = threading.Lock()
+
+        self._actions_pub = self.create_publisher(JointTrajectory, ACTIONS_TOPIC, 1)
+        self._latency_pubs = {k: self.create_publisher(Float64, f"/sag/latency/{k}", 10) for k in LATENCY_TOPICS}
+        self._fraction_pub = self.create_publisher(Float64, "/sag/executed_fraction", 10)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+        self._job: tuple[int, dict[str, np.ndarray], int] | None = None
+        self._busy = False
+        self._stopping = False
+        self._wake = threading.Condition()
+        self._worker = threading.Thread(target=self._work, name=f"{name}_worker", daemon=True)
+        self._worker.start()
+        self.create_timer(cfg.period_s, self._on_tick)
+        self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics)
+        self.get_logger().info(f"policy ready: To={to}, {enc.image_size}px, {cfg.sampler} x {cfg.num_steps} steps, "
+                               f"{cfg.control_rate_hz} Hz")
+
+    # -- observations from topics (separate processes) ------------------------------------------------------
+
+    def _on_image(self, msg: Image) -> None:
+        try:
+            rgb = fit_square(image_to_array(msg), self.observations.image_size)
+        except ValueError as exc:
+            self.get_logger().warning(f"observation image dropped: {exc}", throttle_duration_sec=2.0)
+            return
+        self._pair("image", stamp_to_ns(msg.header.stamp), rgb)
+
+    def _on_state(self, msg: JointState) -> None:
+        try:
+            state = joint_state_to_array(msg, self.observations.state_dim)
+        except ValueError as exc:
+            self.get_logger().warning(f"observation state dropped: {exc}", throttle_duration_sec=2.0)
+            return
+        self._pair("state", stamp_to_ns(msg.header.stamp), state)
+
+    def _pair(self, key: str, stamp_ns: int, value: np.ndarray) -> None:
+        self._pending[key] = (stamp_ns, value)
+        other = self._pending.get("state" if key == "image" else "image")
+        if other is not None and other[0] == stamp_ns:
+            image, state = (value, other[1]) if key == "image" else (other[1], value)
+            self.observations.push(stamp_ns, image, state)
+            self._pending.clear()
+
+    # -- control loop --------------------------------------------------------------------------------------
+
+    def _on_tick(self) -> None:
+        cfg = self.params.config
+        now_ns = self.get_clock().now().nanoseconds
+        latest = self.observations.latest()
+        if latest is None:
+            self._set_problem("no observation received yet")
+            return
+        stamp_ns, obs = latest
+        age_s = (now_ns - stamp_ns) * 1e-9
+        if age_s > cfg.stale_timeout_s:
+            with self._lock:
+                self.stale_ticks += 1
+            self._set_problem(f"newest observation is {age_s * 1e3:.0f} ms old (stale after "
+                              f"{cfg.stale_timeout_s * 1e3:.0f} ms): not acting")
+            return
+        self._set_problem(None)
+        with self._wake:
+            if self._busy:
+                with self._lock:
+                    self.overruns += 1
+                return
+            self._busy = True
+            self._job = (stamp_ns, obs, now_ns)
+            self._wake.notify()
+
+    def _set_problem(self, problem: str | None) -> None:
+        with self._lock:
+            self._problem = problem
+
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                while self._job is None and not self._stopping:
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                job, self._job = self._job, None
+            try:
+                self._run_chunk(*job)
+            finally:
+                with self._wake:
+                    self._busy = False
+
+    def _run_chunk(self, stamp_ns: int, obs: dict[str, np.ndarray], tick_ns: int) -> None:
+        cfg = self.params.config
+        obs_age_s = max(0.0, (tick_ns - stamp_ns) * 1e-9)
+        t0 = time.perf_counter()
+        try:
+            actions = self.predictor(obs, seed=cfg.seed + self.chunks)
+        except (ValueError, FloatingPointError, RuntimeError) as exc:
+            with self._lock:
+                self.failures += 1
+                self._problem = f"inference failed: {exc}"
+            self.get_logger().error(f"inference failed: {exc}", throttle_duration_sec=2.0)
+            return
+        total_s = time.perf_counter() - t0
+        timing = self.predictor.last_timing
+        if not np.isfinite(actions).all() or (actions < self._lo).any() or (actions > self._hi).any():
+            with self._lock:
+                self.refused += 1
+            self.get_logger().error(f"chunk refused: actions outside [{cfg.action_min}, {cfg.action_max}] or "
+                                    f"not finite: {actions.tolist()}", throttle_duration_sec=2.0)
+            return
+        if self._stopping:
+            return
+        values = {"total_ms": total_s, "plan_ms": timing.plan_s, "denoise_ms": timing.denoise_s,
+                  "obs_age_ms": obs_age_s}
+        try:
+            self._actions_pub.publish(chunk_to_trajectory(actions, stamp_ns, cfg.control_rate_hz, cfg.joint_names,
+                                                          cfg.frame_id, cfg.execution_offset_s))
+            for key, seconds in values.items():
+                self._latency_pubs[key].publish(Float64(data=seconds * 1e3))
+            self._fraction_pub.publish(Float64(data=float(timing.executed_fraction)))
+        except Exception:  # the context was shut down (SIGINT) while this chunk was computed
+            if self.context.ok() and not self._stopping:
+                raise
+            return
+        with self._lock:
+            self.chunks += 1
+            self.stats.total.add(total_s)
+            self.stats.plan.add(timing.plan_s)
+            self.stats.denoise.add(timing.denoise_s)
+            self.stats.obs_age.add(obs_age_s)
+            self.stats.fraction.add(timing.executed_fraction)
+            self.stats.rate.tick(time.monotonic())
+
+    # -- health --------------------------------------------------------------------------------------------
+
+    def health(self) -> tuple[Level, str, dict[str, float]]:
+        """(level, message, values) of the loop now: ERROR on stale/missing data or failures, else stats."""
+        cfg = self.params.config
+        with self._lock:
+            summary = summarize(self.stats.total, cfg.period_s)
+            rate = self.stats.rate.rate(time.monotonic())
+            problem = self._problem
+            values = {
+                "p50_ms": summary.p50 * 1e3, "p95_ms": summary.p95 * 1e3, "p99_ms": summary.p99 * 1e3,
+                "max_ms": summary.max * 1e3, "period_ms": cfg.period_s * 1e3, "window": summary.count,
+                "deadline_misses": summary.deadline_misses, "overruns": self.overruns, "chunks": self.chunks,
+                "stale_ticks": self.stale_ticks, "refused_chunks": self.refused, "failures": self.failures,
+                "achieved_rate_hz": rate, "target_rate_hz": cfg.control_rate_hz,
+                "obs_age_p50_ms": self.stats.obs_age.percentile(50) * 1e3,
+                "plan_p50_ms": self.stats.plan.percentile(50) * 1e3,
+                "denoise_p50_ms": self.stats.denoise.percentile(50) * 1e3,
+                "executed_fraction_mean": float(np.mean(self.stats.fraction.values())) if len(self.stats.fraction) else float("nan"),
+            }
+        if problem is not None:
+            return Level.ERROR, problem, values
+        level, message = classify(summary, rate, cfg.control_rate_hz)
+        return level, message, values
+
+    def _publish_diagnostics(self) -> None:
+        level, message, values = self.health()
+        status = DiagnosticStatus(level=bytes([int(level)]), name=f"{self.get_name()}: inference loop",
+                                  message=message, hardware_id="sag_ros",
+                                  values=[KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v))
+                                          for k, v in values.items()])
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(array)
+
+    def destroy_node(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+        if self._worker.is_alive() and self._worker is not threading.current_thread():
+            self._worker.join()
+        super().destroy_node()
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = InferenceNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except ModelLoadError as exc:  # a missing or mismatched model: say what to fix, no traceback
+        print(exc, file=sys.stderr)
+        raise SystemExit(1) from None
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""One self-validating dataclass per node, mirrored one-to-one onto described ROS parameters.
+
+Each field carries its description and whether it is structural (``read_only``: fixed once the node is
+built). :class:`ConfigParameters` declares one parameter per field, rebuilds the dataclass from the
+node's values, and validates every later change by building a new dataclass in an on-set callback, so
+a bad ``ros2 param set`` is refused with the dataclass's own message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Generic, TypeVar
+
+def _param(default: Any, description: str, *, read_only: bool = False) -> Any:
+    metadata = {"description": description, "read_only": read_only}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass
+class CameraNodeConfig:
+    """``sag_camera``: camera frames + robot state -> policy-sized, stamped observations."""
+
+    image_size: int = _param(96, "side of the square image the policy reads (centre-crop + resize)", read_only=True)
+    state_dim: int = _param(2, "proprioception size: the first positions of the JointState", read_only=True)
+    n_obs_steps: int = _param(2, "observation history kept (To)", read_only=True)
+    max_state_age_s: float = _param(0.5, "a frame is dropped when the newest robot state is older than this")
+    warn_throttle_s: float = _param(2.0, "minimum seconds between two warnings about dropped frames")
+
+    def __post_init__(self) -> None:
+        _require(self.image_size > 0, f"image_size={self.image_size} must be > 0")
+        _require(self.state_dim >= 0, f"state_dim={self.state_dim} must be >= 0")
+        _require(self.n_obs_steps >= 1, f"n_obs_steps={self.n_obs_steps} must be >= 1")
+        _require(self.max_state_age_s > 0, f"max_state_age_s={self.max_state_age_s} must be > 0")
+        _require(self.warn_throttle_s >= 0, f"warn_throttle_s={self.warn_throttle_s} must be >= 0")
+
+
+@dataclass
+class InferenceNodeConfig:
+    """``sag_inference``: newest observation -> action chunk, on a timer, off the executor thread."""
+
+    model_path: str = _param("", "policy checkpoint; empty = the shipped default policy", read_only=True)
+    pruner_path: str = _param("", "SAG pruner file (sag_ros.sparse); empty = dense denoising", read_only=True)
+    backend: str = _param("eager", "inference backend (only 'eager' is available in this build)", read_only=True)
+    sampler: str = _param("ddim", "reverse-diffusion sampler: 'ddpm' or 'ddim'", read_only=True)
+    num_steps: int = _param(10, "denoising steps per chunk (K)", read_only=True)
+    threads: int = _param(1, "torch intra-op threads", read_only=True)
+    control_rate_hz: float = _param(10.0, "chunk rate and action spacing: point k is due at k / rate", read_only=True)
+    stale_timeout_s: float = _param(0.5, "observations older than this are never acted on")
+    execution_offset_s: float = _param(0.0, "added to the observation stamp to stamp the chunk")
+    frame_id: str = _param("pusht", "frame of the published trajectories")
+    joint_names: list = _param(["x", "y"], "one name per action dimension", read_only=True)
+    action_min: list = _param([0.0, 0.0], "lower bound per action dimension; chunks outside are not published")
+    action_max: list = _param([512.0, 512.0], "upper bound per action dimension")
+    seed: int = _param(0, "seed of the first chunk's noise; chunk i uses seed + i")
+    stats_window: int = _param(100, "chunks in the latency window", read_only=True)
+    diagnostics_period_s: float = _param(1.0, "seconds between two /diagnostics messages", read_only=True)
+
+    def __post_init__(self) -> None:
+        self.joint_names = [str(n) for n in self.joint_names]
+        self.action_min = [float(v) for v in self.action_min]
+        self.action_max = [float(v) for v in self.action_max]
+        _require(self.backend == "eager", f"backend={self.backend!r}: only 'eager' is available")
+        _require(self.sampler in ("ddpm", "ddim"), f"sampler={self.sampler!r} must be 'ddpm' or 'ddim'")
+        _require(self.num_steps >= 1, f"num_steps={self.num_steps} must be >= 1")
+        _require(self.threads >= 1, f"threads={self.threads} must be >= 1")
+        _require(self.control_rate_hz > 0, f"control_rate_hz={self.control_rate_hz} must be > 0")
+        _require(self.stale_timeout_s > 0, f"stale_timeout_s={self.stale_timeout_s} must be > 0")
+        _require(len(self.joint_names) >= 1, "joint_names must not be empty")
+        _require(len(self.action_min) == len(self.action_max) == len(self.joint_names),
+                 f"action_min ({len(self.action_min)}), action_max ({len(self.action_max)}) and joint_names "
+                 f"({len(self.joint_names)}) must have the same length")
+        _require(all(lo < hi for lo, hi in zip(self.action_min, self.action_max)),
+                 f"action_min={self.action_min} must be below action_max={self.action_max}")
+        _require(self.stats_window >= 2, f"stats_window={self.stats_window} must be >= 2")
+        _require(self.diagnostics_period_s > 0, f"diagnostics_period_s={self.diagnostics_period_s} must be > 0")
+
+    @property
+    def period_s(self) -> float:
+        return 1.0 / self.control_rate_hz
+
+
+@dataclass
+class SimNodeConfig:
+    """``sag_sim``: a task adapter stepped in real time, driven by the newest action chunk."""
+
+    task: str = _param("pusht", "task name (sag_ros.sim.task registry)", read_only=True)
+    seed: int = _param(100_000, "seed of the first episode; episode i uses seed + i", read_only=True)
+    num_episodes: int = _param(1, "episodes to run before reporting the summary and finishing", read_only=True)
+    max_steps: int = _param(0, "steps per episode; 0 = the task's own limit", read_only=True)
+    control_rate_hz: float = _param(0.0, "steps per second; 0 = the task's control rate", read_only=True)
+    wait_for_actions: bool = _param(True, "hold the episode (publishing observations) until its first chunk")
+    frame_id: str = _param("pusht", "frame of the published image and state")
+    joint_names: list = _param(["x", "y"], "names of the state/action dimensions", read_only=True)
+
+    def __post_init__(self) -> None:
+        self.joint_names = [str(n) for n in self.joint_names]
+        _require(self.num_episodes >= 1, f"num_episodes={self.num_episodes} must be >= 1")
+        _require(self.max_steps >= 0, f"max_steps={self.max_steps} must be >= 0")
+        _require(self.control_rate_hz >= 0, f"control_rate_hz={self.control_rate_hz} must be >= 0")
+        _require(len(self.joint_names) >= 1, "joint_names must not be empty")
+
+
+C = TypeVar("C")
+
+
+def field_names(cls: type) -> list[str]:
+    return [f.name for f in fields(cls)]
+
+
+def config_from_values(cls: type[C], values: dict[str, Any]) -> C:
+    """Build (and so validate) a config from parameter values; arrays become lists."""
+    plain = {k: (list(v) if not isinstance(v, (str, bytes)) and hasattr(v, "__len__") else v) for k, v in values.items()}
+    return cls(**plain)
+
+
+class ConfigParameters(Generic[C]):
+    """Binds a config dataclass to a node's parameters: declare, rebuild, validate on set.
+
+    ``config`` always holds the last accepted values (updated after a successful set).
+    """
+
+    def __init__(self, node: Any, cls: type[C]) -> None:
+        from rcl_interfaces.msg import ParameterDescriptor
+
+        self._node, self._cls = node, cls
+        defaults = cls()
+        for f in fields(cls):
+            node.declare_parameter(f.name, getattr(defaults, f.name), ParameterDescriptor(
+                name=f.name, description=f.metadata.get("description", ""),
+                read_only=bool(f.metadata.get("read_only", False))))
+        self.config: C = self._rebuild({})
+        node.add_on_set_parameters_callback(self._validate)
+        node.add_post_set_parameters_callback(self._accept)
+
+    def _rebuild(self, changes: dict[str, Any]) -> C:
+        values = {f.name: self._node.get_parameter(f.name).value for f in fields(self._cls)}
+        values.update(changes)
+        return config_from_values(self._cls, values)
+
+    def _validate(self, parameters: list) -> Any:
+        from rcl_interfaces.msg import SetParametersResult
+
+        known = set(field_names(self._cls))
+        changes = {p.name: p.value for p in parameters if p.name in known}
+        try:
+            self._rebuild(changes)
+        except (ValueError, TypeError) as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    def _accept(self, parameters: list) -> None:
+        self.config = self._rebuild({})

@@ -1,0 +1,46 @@
+"""The whole command line on a tiny model: datagen -> train -> train-pruner -> eval -> bench."""
+
+import json
+
+import pytest
+
+from sag_ros.cli import main
+
+TINY_EXPERIMENT = """
+policy:
+  task: pusht
+  encoder: {kind: small_cnn, image_size: 96, crop_size: 84, num_keypoints: 8, image_feature_dim: 16, state_dim: 2,
+            cnn_channels: [8, 16]}
+  denoiser: {action_dim: 2, horizon: 16, n_obs_steps: 2, n_action_steps: 8, n_layers: 2, d_model: 32, n_heads: 2}
+  scheduler: {num_train_steps: 10, kind: ddpm, num_inference_steps: 10}
+train: {num_steps: 4, batch_size: 4, warmup_steps: 1, checkpoint_every: 2, threads: 1}
+"""
+
+
+@pytest.mark.slow
+def test_pipeline_end_to_end(tmp_path, capsys):
+    config, data, run = tmp_path / "tiny.yaml", tmp_path / "demos.npz", tmp_path / "run"
+    config.write_text(TINY_EXPERIMENT)
+    main(["datagen", "--episodes", "2", "--seed", "7", "--out", str(data), "--workers", "1"])
+    main(["train", "--config", str(config), "--data", str(data), "--out", str(run)])
+    policy = run / "policy.pt"
+    pruner = tmp_path / "pruner.pt"
+    main(["train-pruner", "--policy", str(policy), "--data", str(data), "--out", str(pruner), "--iterations", "2",
+          "--batch-size", "2", "--steps", "10", "--rho", "0.5", "--threads", "1"])
+    report = tmp_path / "eval.json"
+    main(["eval", "--policy", str(policy), "--pruner", str(pruner), "--episodes", "1", "--workers", "1",
+          "--steps", "10", "--json", str(report)])
+    summary = json.loads(report.read_text())["summary"]
+    assert summary["episodes"] == 1 and 0.0 <= summary["score"] <= 1.0
+    bench_json, bench_png = tmp_path / "bench.json", tmp_path / "bench.png"
+    main(["bench", "--policy", str(policy), "--pruner", f"sag={pruner}", "--episodes", "1", "--noise-seeds", "1",
+          "--latency-obs", "1", "--repeats", "1", "--intervals", "2", "--ddim", "5", "--workers", "1",
+          "--json", str(bench_json), "--plot", str(bench_png)])
+    bench = json.loads(bench_json.read_text())
+    assert list(bench["methods"]) == ["dense", "ddim-5", "interval n=2", "sag"]
+    dense, interval = bench["methods"]["dense"], bench["methods"]["interval n=2"]
+    assert dense["executed_fraction"] == 1.0 and dense["speedup"] == 1.0
+    assert interval["executed_fraction"] == pytest.approx(0.5)
+    assert interval["gflops_per_chunk"] < dense["gflops_per_chunk"]
+    assert bench_png.stat().st_size > 10_000
+    assert "speed-up" in capsys.readouterr().out

@@ -1,0 +1,91 @@
+"""Node configs <-> ROS parameters (sag_ros.nodes.params) and the shared graph description (graph.py)."""
+
+from dataclasses import fields
+
+import pytest
+
+pytest.importorskip("rclpy", reason="rclpy absent: pip install -e .[ros]")
+pytestmark = pytest.mark.ros
+
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+
+from ros_fixtures import *  # noqa: E402,F401,F403
+from sag_ros.nodes.graph import CONFIGS, describe_graph, load_node_parameters, default_config_path  # noqa: E402
+from sag_ros.nodes.params import (CameraNodeConfig, ConfigParameters, InferenceNodeConfig,  # noqa: E402
+                                  SimNodeConfig)
+
+
+@pytest.mark.parametrize("cls", [CameraNodeConfig, InferenceNodeConfig, SimNodeConfig])
+def test_fields_equal_declared_parameters(ros_context, cls):
+    node = Node("params_under_test", context=ros_context)
+    try:
+        builtin = set(node.list_parameters([], 0).names)  # use_sim_time, start_type_description_service
+        binding = ConfigParameters(node, cls)
+        declared = set(node.list_parameters([], 0).names) - builtin
+        assert declared == {f.name for f in fields(cls)}
+        for f in fields(cls):
+            assert node.get_parameter(f.name).value == getattr(binding.config, f.name)
+            descriptor = node.describe_parameter(f.name)
+            assert descriptor.description, f"{f.name} has no description"
+            assert descriptor.read_only == f.metadata["read_only"]
+    finally:
+        node.destroy_node()
+
+
+def test_on_set_validates_by_building_a_new_config(ros_context):
+    node = Node("params_under_test", context=ros_context)
+    try:
+        binding = ConfigParameters(node, InferenceNodeConfig)
+        result = node.set_parameters([Parameter("stale_timeout_s", value=-1.0)])[0]
+        assert not result.successful and "stale_timeout_s" in result.reason
+        assert binding.config.stale_timeout_s == 0.5
+        assert node.set_parameters([Parameter("stale_timeout_s", value=0.25)])[0].successful
+        assert binding.config.stale_timeout_s == 0.25
+        assert not node.set_parameters([Parameter("num_steps", value=3)])[0].successful  # read-only
+    finally:
+        node.destroy_node()
+
+
+def test_overrides_reach_the_config(ros_context):
+    node = Node("params_under_test", context=ros_context,
+                parameter_overrides=[Parameter("control_rate_hz", value=20.0),
+                                     Parameter("joint_names", value=["a", "b"])])
+    try:
+        cfg = ConfigParameters(node, InferenceNodeConfig).config
+        assert cfg.control_rate_hz == 20.0 and cfg.joint_names == ["a", "b"]
+    finally:
+        node.destroy_node()
+
+
+def test_yaml_holds_every_field_of_every_node():
+    params = load_node_parameters(default_config_path())
+    assert set(params) == set(CONFIGS)
+    for name, cls in CONFIGS.items():
+        assert set(params[name]) == {f.name for f in fields(cls)}, name
+
+
+def test_graph_takes_image_size_from_the_checkpoint_and_validates(tiny_checkpoint):
+    nodes = {d.name: d for d in describe_graph(model_path=str(tiny_checkpoint), rate=5,
+                                               overrides={"sag_sim": {"max_steps": 7}})}
+    assert set(nodes) == {"sag_camera", "sag_inference", "sag_sim"}
+    assert nodes["sag_camera"].parameters["image_size"] == 32
+    assert nodes["sag_inference"].parameters["control_rate_hz"] == 5.0
+    assert nodes["sag_sim"].parameters["max_steps"] == 7
+    assert ("image_raw", "/sag/sim/image") in nodes["sag_camera"].remappings
+    assert [d.name for d in describe_graph(model_path=str(tiny_checkpoint), use_sim=False)] == ["sag_camera",
+                                                                                              "sag_inference"]
+    with pytest.raises(ValueError, match="unknown parameters"):
+        describe_graph(overrides={"sag_sim": {"max_step": 7}})
+    with pytest.raises(ValueError, match="num_episodes"):
+        describe_graph(overrides={"sag_sim": {"num_episodes": 0}})
+
+
+def test_launch_file_builds_the_same_graph(tiny_checkpoint):
+    pytest.importorskip("launch_ros", reason="launch_ros is not installable from PyPI here")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bringup_launch", default_config_path().parent.parent / "launch" / "bringup.launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.generate_launch_description().entities
