@@ -1,6 +1,6 @@
 """Launch the sag_ros graph (camera + inference [+ Push-T sim]) as separate processes.
 
-    ros2 launch sag_ros bringup.launch.py model_path:=/path/policy.pt rate:=10.0 use_sim:=true
+    ros2 launch sag_ros bringup.launch.py model_path:=/path/policy.pt pruner_path:=none rate:=10.0 use_sim:=true
 
 Thin: the nodes, their parameters and remappings come from ``sag_ros.nodes.graph`` (shared with
 ``sag-bringup``); launch and launch_ros are imported only here.
@@ -12,9 +12,11 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from sag_ros.nodes.graph import describe_graph
+from sag_ros.resources import shipped_pruner_or_dense
 
 ARGUMENTS = {
     "model_path": ("", "policy checkpoint; empty = the shipped default policy"),
+    "pruner_path": (shipped_pruner_or_dense(), "SAG pruner for the policy; 'none' = dense denoising"),
     "backend": ("", "inference backend; empty = config/sag_nodes.yaml"),
     "rate": ("0.0", "control rate in Hz for inference and sim; 0 = config/sag_nodes.yaml"),
     "use_sim": ("true", "start the Push-T simulator and wire the camera to it"),
@@ -23,7 +25,8 @@ ARGUMENTS = {
 
 def _nodes(context):
     value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
-    descriptions = describe_graph(model_path=value["model_path"], backend=value["backend"],
+    descriptions = describe_graph(model_path=value["model_path"], pruner_path=value["pruner_path"],
+                                  backend=value["backend"],
                                   rate=float(value["rate"] or 0.0),
                                   use_sim=value["use_sim"].strip().lower() in ("1", "true", "yes", "on"))
     return [Node(package="sag_ros", executable=d.executable, name=d.name, parameters=[dict(d.parameters)],

@@ -7,6 +7,7 @@ from pathlib import Path
 
 PACKAGE = "sag_ros"
 SHIPPED_POLICY = "pusht_image.pt"
+SHIPPED_PRUNER = "pusht_image_sag_rho0.9.pt"
 
 
 def share_dir() -> Path:
@@ -28,3 +29,14 @@ def share_dir() -> Path:
 
 def default_policy_path() -> Path:
     return share_dir() / "models" / SHIPPED_POLICY
+
+
+def default_pruner_path() -> Path:
+    """The SAG pruner shipped for the default policy."""
+    return share_dir() / "models" / SHIPPED_PRUNER
+
+
+def shipped_pruner_or_dense() -> str:
+    """The shipped pruner's path when it is installed, else "none" (dense): the bringup default."""
+    path = default_pruner_path()
+    return str(path) if path.is_file() else "none"

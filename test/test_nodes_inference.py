@@ -71,7 +71,8 @@ def _feed_buffer(node: Node, buffer: ObservationBuffer, period_s: float = 0.05) 
 
 
 def test_publishes_chunks_at_the_rate_with_observation_stamps(ros_context, executor, tiny_checkpoint):
-    inference = _inference(ros_context, tiny_checkpoint, control_rate_hz=10.0, execution_offset_s=0.0)
+    # 4 Hz: the tiny model keeps this period with a wide margin even on a loaded 2-core machine
+    inference = _inference(ros_context, tiny_checkpoint, control_rate_hz=4.0, execution_offset_s=0.0)
     probe = Node("probe", context=ros_context)
     recorder = Recorder(probe)
     image_pub = probe.create_publisher(Image, "/sag/observation/image", 10)
@@ -90,16 +91,16 @@ def test_publishes_chunks_at_the_rate_with_observation_stamps(ros_context, execu
         executor.add_node(node)
     try:
         assert spin_until(executor, lambda: len(recorder.chunks) >= 1, 5.0), "no chunk published"
-        spin_for(executor, 2.0)
+        spin_for(executor, 2.5)
         n = len(recorder.chunks)
         # The median interval, not the mean: other jobs on a shared 2-core CPU cause rare stragglers.
         interval = float(np.median(np.diff(recorder.arrivals)))
-        assert n >= 8 and 0.07 <= interval <= 0.13, f"{n} chunks, median interval {interval:.3f} s: {inference.health()}"
+        assert n >= 8 and 0.2 <= interval <= 0.3, f"{n} chunks, median interval {interval:.3f} s: {inference.health()}"
         for msg in recorder.chunks:
             assert stamp_to_ns(msg.header.stamp) in sent  # stamped against the observation it used
             assert list(msg.joint_names) == ["x", "y"] and msg.header.frame_id == "pusht"
             assert len(msg.points) == 4  # Ta of the tiny policy
-            assert [p.time_from_start.nanosec for p in msg.points] == [0, 100_000_000, 200_000_000, 300_000_000]
+            assert [p.time_from_start.nanosec for p in msg.points] == [0, 250_000_000, 500_000_000, 750_000_000]
             positions = np.array([p.positions for p in msg.points])
             assert positions.shape == (4, 2) and np.isfinite(positions).all()
             assert ((positions >= 0) & (positions <= 512)).all()

@@ -35,8 +35,9 @@ def test_schedule_drops_past_actions_and_newest_chunk_replaces_the_rest():
 
 
 def test_closed_loop_pusht_episode_over_ros(ros_context, executor, tiny_checkpoint):
-    descriptions = describe_graph(model_path=str(tiny_checkpoint), rate=20.0,
-                                  overrides={"sag_sim": {"max_steps": 25, "num_episodes": 2, "seed": 100_000}})
+    # 5 Hz: a chunk's actions span 0.8 s, so even a slow chunk on a loaded machine arrives in time to drive
+    descriptions = describe_graph(model_path=str(tiny_checkpoint), rate=5.0,
+                                  overrides={"sag_sim": {"max_steps": 12, "num_episodes": 2, "seed": 100_000}})
     nodes = build_nodes(descriptions, ros_context)
     probe = Node("probe", context=ros_context)
     episodes = []
@@ -48,14 +49,14 @@ def test_closed_loop_pusht_episode_over_ros(ros_context, executor, tiny_checkpoi
         assert spin_until(executor, sim.finished.done, 15.0), f"episodes did not finish: {sim.results}"
         assert spin_until(executor, lambda: any(e["final"] for e in episodes), 2.0)
         per_episode = [e for e in episodes if not e["final"]]
-        assert [e["steps"] for e in per_episode] == [25, 25]
+        assert [e["steps"] for e in per_episode] == [12, 12]
         assert [e["seed"] for e in per_episode] == [100_000, 100_001]
         assert all(0.0 <= e["score"] <= 1.0 for e in per_episode)
         summary = next(e for e in episodes if e["final"])
         assert summary["episodes"] == 2 and summary["mean_score"] == pytest.approx(np.mean([e["score"] for e in per_episode]))
         # the policy drove the episode: most steps executed a chunk's action rather than holding
-        assert sim.held_steps < 25
-        assert nodes["sag_inference"].chunks >= 10 and nodes["sag_camera"].frames_out >= 40
+        assert sim.held_steps < 12
+        assert nodes["sag_inference"].chunks >= 5 and nodes["sag_camera"].frames_out >= 20
     finally:
         for node in [*nodes.values(), probe]:
             node.destroy_node()

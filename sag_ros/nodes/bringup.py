@@ -25,6 +25,7 @@ from sag_ros.nodes.camera_node import CameraNode, ObservationBuffer
 from sag_ros.nodes.graph import CAMERA, INFERENCE, SIM, NodeDescription, describe_graph
 from sag_ros.nodes.inference_node import InferenceNode, ModelLoadError
 from sag_ros.nodes.sim_node import SimNode
+from sag_ros.resources import shipped_pruner_or_dense
 
 
 def _node_kwargs(description: NodeDescription, context) -> dict:
@@ -80,6 +81,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="sag-bringup", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=None, help="parameter file (default: config/sag_nodes.yaml)")
     parser.add_argument("--model-path", default="", help="policy checkpoint (default: the shipped policy)")
+    parser.add_argument("--pruner-path", default=None,
+                        help="SAG pruner; 'none' = dense (default: the shipped pruner when installed)")
     parser.add_argument("--backend", default="", help="inference backend (default: from the config)")
     parser.add_argument("--rate", type=float, default=0.0, help="control rate in Hz (default: from the config)")
     parser.add_argument("--no-sim", dest="use_sim", action="store_false", help="do not start the Push-T simulator")
@@ -104,8 +107,9 @@ def _sim_overrides(args: argparse.Namespace) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     args = parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
-    descriptions = describe_graph(args.config, model_path=args.model_path, backend=args.backend, rate=args.rate,
-                                  use_sim=args.use_sim, overrides=_sim_overrides(args))
+    pruner = args.pruner_path if args.pruner_path is not None else shipped_pruner_or_dense()
+    descriptions = describe_graph(args.config, model_path=args.model_path, pruner_path=pruner, backend=args.backend,
+                                  rate=args.rate, use_sim=args.use_sim, overrides=_sim_overrides(args))
     rclpy.init(args=argv)
     nodes: dict[str, Node] = {}
     executor = None

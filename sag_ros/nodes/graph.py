@@ -105,10 +105,13 @@ def policy_inputs(model_path: str | Path) -> dict[str, int] | None:
             "state_dim": config.encoder.state_dim}
 
 
-def describe_graph(config_path: str | Path | None = None, *, model_path: str = "", backend: str = "",
-                   rate: float = 0.0, use_sim: bool = True,
+def describe_graph(config_path: str | Path | None = None, *, model_path: str = "", pruner_path: str = "",
+                   backend: str = "", rate: float = 0.0, use_sim: bool = True,
                    overrides: Mapping[str, Mapping[str, Any]] | None = None) -> list[NodeDescription]:
-    """The nodes to start: camera + inference (+ sim), with every parameter explicit and validated."""
+    """The nodes to start: camera + inference (+ sim), with every parameter explicit and validated.
+
+    Empty arguments keep the parameter file's values; ``pruner_path="none"`` forces dense denoising.
+    """
     params = load_node_parameters(Path(config_path) if config_path else default_config_path())
     for name, extra in (overrides or {}).items():
         if name not in CONFIGS:
@@ -117,6 +120,8 @@ def describe_graph(config_path: str | Path | None = None, *, model_path: str = "
     inference = params.setdefault(INFERENCE, {})
     if model_path:
         inference["model_path"] = str(model_path)
+    if pruner_path:
+        inference["pruner_path"] = "" if pruner_path == "none" else str(pruner_path)
     if backend:
         inference["backend"] = backend
     if rate:

@@ -53,8 +53,8 @@ def load_predictor(cfg: InferenceNodeConfig):
         raise ModelLoadError(f"sag_inference: model file {path} does not exist; set the 'model_path' parameter "
                            f"(or train/ship the default policy)")
     try:
-        return PredictorSpec(str(path), sampler=cfg.sampler, num_steps=cfg.num_steps,
-                             pruner_path=cfg.pruner_path or None, threads=cfg.threads)()
+        return PredictorSpec(str(path), sampler=cfg.sampler or None, num_steps=cfg.num_steps or None,
+                             pruner_path=cfg.pruner_path or None, backend=cfg.backend, threads=cfg.threads)()
     except (CheckpointError, ValueError, OSError, RuntimeError) as exc:
         raise ModelLoadError(f"sag_inference: cannot load {path}: {exc}") from exc
 
@@ -123,8 +123,10 @@ class InferenceNode(Node):
         self._worker.start()
         self.create_timer(cfg.period_s, self._on_tick)
         self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics)
-        self.get_logger().info(f"policy ready: To={to}, {enc.image_size}px, {cfg.sampler} x {cfg.num_steps} steps, "
-                               f"{cfg.control_rate_hz} Hz")
+        schedule = self.predictor.policy.schedule
+        self.get_logger().info(f"policy ready: To={to}, {enc.image_size}px, {schedule.kind.value} x {schedule.num_steps} "
+                               f"steps, {'SAG pruner ' + cfg.pruner_path if cfg.pruner_path else 'dense'}, "
+                               f"{cfg.backend} blocks, {cfg.control_rate_hz} Hz")
 
     # -- observations from topics (separate processes) ------------------------------------------------------
 

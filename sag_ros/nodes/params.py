@@ -47,9 +47,9 @@ class InferenceNodeConfig:
 
     model_path: str = _param("", "policy checkpoint; empty = the shipped default policy", read_only=True)
     pruner_path: str = _param("", "SAG pruner file (sag_ros.sparse); empty = dense denoising", read_only=True)
-    backend: str = _param("eager", "inference backend (only 'eager' is available in this build)", read_only=True)
-    sampler: str = _param("ddim", "reverse-diffusion sampler: 'ddpm' or 'ddim'", read_only=True)
-    num_steps: int = _param(10, "denoising steps per chunk (K)", read_only=True)
+    backend: str = _param("eager", "block backend: eager, compile, onnxruntime or tensorrt", read_only=True)
+    sampler: str = _param("", "reverse-diffusion sampler 'ddpm' or 'ddim'; empty = the checkpoint's", read_only=True)
+    num_steps: int = _param(0, "denoising steps per chunk (K); 0 = the checkpoint's", read_only=True)
     threads: int = _param(1, "torch intra-op threads", read_only=True)
     control_rate_hz: float = _param(10.0, "chunk rate and action spacing: point k is due at k / rate", read_only=True)
     stale_timeout_s: float = _param(0.5, "observations older than this are never acted on")
@@ -66,9 +66,11 @@ class InferenceNodeConfig:
         self.joint_names = [str(n) for n in self.joint_names]
         self.action_min = [float(v) for v in self.action_min]
         self.action_max = [float(v) for v in self.action_max]
-        _require(self.backend == "eager", f"backend={self.backend!r}: only 'eager' is available")
-        _require(self.sampler in ("ddpm", "ddim"), f"sampler={self.sampler!r} must be 'ddpm' or 'ddim'")
-        _require(self.num_steps >= 1, f"num_steps={self.num_steps} must be >= 1")
+        from sag_ros.engine import BACKENDS
+
+        _require(self.backend in BACKENDS, f"backend={self.backend!r} must be one of {sorted(BACKENDS)}")
+        _require(self.sampler in ("", "ddpm", "ddim"), f"sampler={self.sampler!r} must be '', 'ddpm' or 'ddim'")
+        _require(self.num_steps >= 0, f"num_steps={self.num_steps} must be >= 0")
         _require(self.threads >= 1, f"threads={self.threads} must be >= 1")
         _require(self.control_rate_hz > 0, f"control_rate_hz={self.control_rate_hz} must be > 0")
         _require(self.stale_timeout_s > 0, f"stale_timeout_s={self.stale_timeout_s} must be > 0")
