@@ -12,7 +12,7 @@ setup(
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
-        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}", ["package.xml", "plugin.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/models", glob("models/*.pt") + glob("models/*.json")),
@@ -31,6 +31,8 @@ setup(
     extras_require={
         "test": ["pytest", "diffusers==0.42.1"],
         "engine": ["onnx", "onnxruntime", "onnxscript"],
+        # sag-dashboard / the rqt plugin (under rqt, its python_qt_binding provides Qt and qtpy follows it)
+        "dashboard": ["qtpy", "PySide6-Essentials", "pyqtgraph"],
         "ros": [
             "ros-jazzy-rclpy[fastrtps]",
             "ros-jazzy-std-msgs",
@@ -52,6 +54,7 @@ setup(
             "sag_inference = sag_ros.nodes.inference_node:main",
             "sag_sim = sag_ros.nodes.sim_node:main",
             "sag-bringup = sag_ros.nodes.bringup:entry_point",
+            "sag-dashboard = sag_ros.dashboard.main:entry_point",
         ],
     },
 )

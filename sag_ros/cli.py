@@ -111,6 +111,27 @@ def _bench(args: argparse.Namespace) -> None:
     print(f"wrote {args.json} and {args.plot}")
 
 
+def _bench_ros(args: argparse.Namespace) -> None:
+    import os
+
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    from sag_ros.nodes.bench_ros import format_ros_results, ros_methods, run_bench_ros, save_ros_report
+
+    pruners = dict(item.split("=", 1) for item in args.pruner)
+    policy_path = str(Path(args.policy) if args.policy else default_policy_path())
+    methods = ros_methods(pruners, backends=tuple(args.backend or ["eager"]))
+    from sag_ros.nodes.inference_node import ModelLoadError
+
+    try:
+        report = run_bench_ros(methods, policy_path, episodes=args.episodes, seed=args.seed, rate=args.rate,
+                               max_steps=args.max_steps, config_path=args.config, threads=args.threads)
+    except (ModelLoadError, TimeoutError) as exc:
+        raise SystemExit(str(exc)) from None
+    print(format_ros_results(report))
+    save_ros_report(report, Path(args.json))
+    print(f"wrote {args.json}")
+
+
 def format_table(rows: list[dict]) -> str:
     """A plain aligned text table; floats with 3 decimals."""
     cols = list(rows[0])
@@ -189,6 +210,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default="runs/bench/bench.json")
     p.add_argument("--plot", default="runs/bench/bench.png")
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser("bench-ros", help="dense vs SAG closed loop over ROS 2: rate, obs-to-action latency, score")
+    p.add_argument("--policy", help="checkpoint (default: the shipped Push-T policy)")
+    p.add_argument("--pruner", action="append", default=[], metavar="NAME=PATH", help="a SAG pruner to compare (repeat)")
+    p.add_argument("--episodes", type=int, default=3, help="Push-T episodes per method")
+    p.add_argument("--seed", type=int, default=100_000, help="seed of the first episode (the same for every method)")
+    p.add_argument("--rate", type=float, default=10.0, help="control rate in Hz")
+    p.add_argument("--max-steps", type=int, default=0, help="steps per episode (0 = the task's own limit)")
+    p.add_argument("--backend", action="append", default=None,
+                   help="block backend (repeat to compare; dense and every pruner run on each; default eager)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the inference node")
+    p.add_argument("--config", help="node parameter file (default: config/sag_nodes.yaml)")
+    p.add_argument("--json", default="runs/bench/bench_ros.json")
+    p.set_defaults(func=_bench_ros)
     return parser
 
 

@@ -67,7 +67,9 @@ class PolicyPredictor:
 
     @torch.no_grad()
     def __call__(self, obs: dict[str, np.ndarray], seed: int) -> np.ndarray:
-        batch = {k: torch.from_numpy(np.ascontiguousarray(obs[k]))[None] for k in self.policy.obs_keys if k in obs}
+        device = self.policy.denoiser.pos_emb.device
+        batch = {k: torch.from_numpy(np.ascontiguousarray(obs[k]))[None].to(device)
+                 for k in self.policy.obs_keys if k in obs}
         self.policy.validate_observation(batch)
         t0 = time.perf_counter()
         features = self.policy.encode_observation(batch)
@@ -75,7 +77,7 @@ class PolicyPredictor:
         runner, fraction = self.planner.plan(features)
         t2 = time.perf_counter()
         chunk = self.policy.sample(features, torch.Generator().manual_seed(seed), runner, self.kernels)
-        actions = self.policy.to_actions(chunk)["action"][0].numpy()
+        actions = self.policy.to_actions(chunk)["action"][0].cpu().numpy()
         t3 = time.perf_counter()
         self.last_timing = ChunkTiming(t1 - t0, t2 - t1, t3 - t2, fraction)
         if not np.isfinite(actions).all():
@@ -125,6 +127,7 @@ class PredictorSpec:
         planner: BlockPlanner | None = None
         if self.pruner_path is not None:
             pruner, extra = load_pruner(Path(self.pruner_path), policy)
+            pruner.to(policy.denoiser.pos_emb.device)
             planner = SagPlanner(block_fns, pruner, self.reuse or extra.get("reuse", "one_for_all"))
         elif self.interval is not None:
             mask = interval_mask(policy.schedule.num_steps, len(block_fns), self.interval)

@@ -7,12 +7,15 @@ thread, which runs the :class:`~sag_ros.predictor.PolicyPredictor` and publishes
 stamped against the observation stamp. Chunks with NaN/inf or out-of-range actions are not published.
 
 Per chunk: ``/sag/latency/{total_ms,plan_ms,denoise_ms,obs_age_ms}`` and ``/sag/executed_fraction``
-(``std_msgs/Float64``); every ``diagnostics_period_s``: ``diagnostic_msgs/DiagnosticArray`` on
-``/diagnostics`` with p50/p95/p99 against the control period, deadline misses, overruns and the achieved rate.
+(``std_msgs/Float64``); ``/sag/mask``: the chunk's SAG pruning mask (:func:`mask_to_msg`), only while someone
+subscribes and the planner has a mask (dense planners have none); every ``diagnostics_period_s``:
+``diagnostic_msgs/DiagnosticArray`` on ``/diagnostics`` with p50/p95/p99 against the control period, deadline
+misses, overruns and the achieved rate.
 """
 
 from __future__ import annotations
 
+import array
 import sys
 import threading
 import time
@@ -25,7 +28,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float64
+from std_msgs.msg import Float64, MultiArrayDimension, UInt8MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from sag_ros.latency import Level, RateMeter, SampleWindow, classify, summarize
@@ -36,6 +39,36 @@ from sag_ros.nodes.graph import ACTIONS_TOPIC, OBS_IMAGE_TOPIC, OBS_STATE_TOPIC
 from sag_ros.nodes.params import ConfigParameters, InferenceNodeConfig
 
 LATENCY_TOPICS = ("total_ms", "plan_ms", "denoise_ms", "obs_age_ms")
+MASK_TOPIC = "/sag/mask"
+
+
+def mask_to_msg(mask: np.ndarray) -> UInt8MultiArray:
+    """Bool mask [steps, blocks] (True = pruned) -> ``UInt8MultiArray`` of its bits, 8 cells a byte.
+
+    ``data`` is ``np.packbits`` of the row-major cells (first cell in the high bit, the last byte zero-padded);
+    ``layout.dim`` gives the cell grid (labels ``steps`` and ``blocks``, sizes and strides in cells).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-d [steps, blocks], got shape {mask.shape}")
+    steps, blocks = mask.shape
+    msg = UInt8MultiArray()
+    msg.layout.dim = [MultiArrayDimension(label="steps", size=steps, stride=steps * blocks),
+                      MultiArrayDimension(label="blocks", size=blocks, stride=blocks)]
+    msg.data = array.array("B", np.packbits(mask, axis=None).tobytes())
+    return msg
+
+
+def msg_to_mask(msg: UInt8MultiArray) -> np.ndarray:
+    """Inverse of :func:`mask_to_msg`: bool [steps, blocks]; ValueError if the layout does not fit the data."""
+    labels = [d.label for d in msg.layout.dim]
+    if labels != ["steps", "blocks"]:
+        raise ValueError(f"mask layout must be [steps, blocks], got {labels}")
+    steps, blocks = (d.size for d in msg.layout.dim)
+    packed = np.frombuffer(bytes(msg.data), dtype=np.uint8)
+    if len(packed) != (steps * blocks + 7) // 8:
+        raise ValueError(f"mask of {steps}x{blocks} cells needs {(steps * blocks + 7) // 8} bytes, got {len(packed)}")
+    return np.unpackbits(packed, count=steps * blocks).astype(bool).reshape(steps, blocks)
 
 
 class ModelLoadError(RuntimeError):
@@ -113,6 +146,7 @@ class InferenceNode(Node):
         self._actions_pub = self.create_publisher(JointTrajectory, ACTIONS_TOPIC, 1)
         self._latency_pubs = {k: self.create_publisher(Float64, f"/sag/latency/{k}", 10) for k in LATENCY_TOPICS}
         self._fraction_pub = self.create_publisher(Float64, "/sag/executed_fraction", 10)
+        self._mask_pub = self.create_publisher(UInt8MultiArray, MASK_TOPIC, 1)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
         self._job: tuple[int, dict[str, np.ndarray], int] | None = None
@@ -229,6 +263,7 @@ class InferenceNode(Node):
             for key, seconds in values.items():
                 self._latency_pubs[key].publish(Float64(data=seconds * 1e3))
             self._fraction_pub.publish(Float64(data=float(timing.executed_fraction)))
+            self._publish_mask()
         except Exception:  # the context was shut down (SIGINT) while this chunk was computed
             if self.context.ok() and not self._stopping:
                 raise
@@ -241,6 +276,14 @@ class InferenceNode(Node):
             self.stats.obs_age.add(obs_age_s)
             self.stats.fraction.add(timing.executed_fraction)
             self.stats.rate.tick(time.monotonic())
+
+    def _publish_mask(self) -> None:
+        """The last chunk's mask, packed and published only while someone subscribes."""
+        if self._mask_pub.get_subscription_count() == 0:
+            return
+        mask = getattr(self.predictor.planner, "last_mask", None)
+        if mask is not None:
+            self._mask_pub.publish(mask_to_msg(np.asarray(mask, dtype=bool)))
 
     # -- health --------------------------------------------------------------------------------------------
 

@@ -104,11 +104,12 @@ def crop_images(images: torch.Tensor, size: int, random: bool, generator: torch.
     if not random:
         top, left = (h - size) // 2, (w - size) // 2
         return images[:, :, top:top + size, left:left + size]
-    tops = torch.randint(0, h - size + 1, (n,), generator=generator)
-    lefts = torch.randint(0, w - size + 1, (n,), generator=generator)
-    rows = tops[:, None] + torch.arange(size)  # (N, size)
-    cols = lefts[:, None] + torch.arange(size)
-    batch = torch.arange(n)[:, None, None]
+    device = images.device
+    tops = torch.randint(0, h - size + 1, (n,), generator=generator).to(device)
+    lefts = torch.randint(0, w - size + 1, (n,), generator=generator).to(device)
+    rows = tops[:, None] + torch.arange(size, device=device)  # (N, size)
+    cols = lefts[:, None] + torch.arange(size, device=device)
+    batch = torch.arange(n, device=device)[:, None, None]
     return images.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 

@@ -24,7 +24,7 @@ from sag_ros.policy.denoiser import TransformerDenoiser
 from sag_ros.policy.encoder import ObservationEncoder
 from sag_ros.policy.normalizer import Normalizer
 from sag_ros.policy.sampling import (BlockRunner, DenoiserKernels, dense_runner, eager_kernels, prepare_chunk,
-                                    reverse_diffusion)
+                                    randn, reverse_diffusion)
 from sag_ros.policy.scheduler import NoiseSchedule
 
 Observation = dict[str, torch.Tensor]
@@ -91,8 +91,10 @@ class DiffusionPolicy(nn.Module):
         """Epsilon-prediction MSE on a batch: obs [B, To, ...], raw action chunk [B, Tp, A]."""
         features = self.encode_observation(obs)
         target = self.normalizer["action"].normalize(action)
-        noise = torch.randn(target.shape, generator=generator, device=target.device)
-        t = torch.randint(0, self.schedule.num_train_steps, (target.shape[0],), generator=generator, device=target.device)
+        noise = randn(tuple(target.shape), generator, target.device)
+        source = generator.device if generator is not None else target.device
+        t = torch.randint(0, self.schedule.num_train_steps, (target.shape[0],), generator=generator,
+                          device=source).to(target.device)
         noisy = self.schedule.add_noise(target, noise, t)
         return F.mse_loss(self.denoiser(noisy, t, features), noise)
 

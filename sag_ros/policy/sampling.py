@@ -53,6 +53,12 @@ class ChunkInputs:
     layer_kv: list[list[torch.Tensor]]  # [K][L] cross-attention keys/values, each (2, B, nh, S, hs)
 
 
+def randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """Gaussian noise drawn on the generator's device, then moved: a seed gives the same noise on CPU and GPU."""
+    source = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=source).to(device)
+
+
 def prepare_chunk(denoiser: TransformerDenoiser, schedule: NoiseSchedule, obs_features: torch.Tensor,
                   generator: torch.Generator | None) -> ChunkInputs:
     """Draw the noise and compute every step's condition memory in one batched call."""
@@ -60,9 +66,9 @@ def prepare_chunk(denoiser: TransformerDenoiser, schedule: NoiseSchedule, obs_fe
     b, k = obs_features.shape[0], schedule.num_steps
     device = obs_features.device
     shape = (b, cfg.horizon, cfg.action_dim)
-    x_init = torch.randn(shape, generator=generator, device=device)
+    x_init = randn(shape, generator, device)
     if schedule.needs_noise:
-        noise: list[torch.Tensor | None] = list(torch.randn((k, *shape), generator=generator, device=device).unbind(0))
+        noise: list[torch.Tensor | None] = list(randn((k, *shape), generator, device).unbind(0))
     else:
         noise = [None] * k
     timesteps = schedule.timesteps.to(device).repeat_interleave(b)  # [K*B], step-major

@@ -36,7 +36,7 @@ class PrunerConfig:
     obs_dim: int = 32
     hidden_dim: int = 64
     use_observation: bool = True
-    init_prune_rate: float = 0.5
+    init_prune_rate: float = 0.5  # the hard gate thresholds at 0.5, so this biases which way cells start
 
     def __post_init__(self) -> None:
         if not 0.0 < self.init_prune_rate < 1.0:
@@ -64,7 +64,7 @@ class Pruner(nn.Module):
         self.obs_proj = nn.Sequential(nn.Linear(c.obs_feature_dim, c.obs_dim), nn.Mish(),
                                       nn.Linear(c.obs_dim, c.hidden_dim, bias=False))
         self.mlp = nn.Sequential(nn.Mish(), nn.Linear(c.hidden_dim, c.hidden_dim), nn.Mish(), nn.Linear(c.hidden_dim, 2))
-        with torch.no_grad():  # start near the requested rate instead of a coin flip
+        with torch.no_grad():  # small logits: cells start near the gate's threshold, easy to move either way
             self.mlp[-1].weight.mul_(0.1)
             self.mlp[-1].bias.copy_(torch.tensor([0.0, float(torch.logit(torch.tensor(c.init_prune_rate)))]))
         steps = torch.arange(c.num_steps).repeat_interleave(c.num_blocks)
@@ -76,6 +76,10 @@ class Pruner(nn.Module):
     def train(self, mode: bool = True) -> "Pruner":
         self._index_table = None  # weights may change: rebuild the cached table when needed
         return super().train(mode)
+
+    def _apply(self, fn, recurse=True):  # .to()/.cuda()/.half(): the cached table must follow the weights
+        self._index_table = None
+        return super()._apply(fn, recurse)
 
     def index_table(self) -> torch.Tensor:
         """[K*3L, hidden] observation-independent half of the MLP's first layer; cached in eval mode."""

@@ -52,7 +52,7 @@ def pruner_config_for(policy: DiffusionPolicy, train: PrunerTrainConfig) -> Prun
     d = policy.config.denoiser
     return PrunerConfig(num_steps=policy.schedule.num_steps, num_blocks=d.num_blocks,
                         obs_feature_dim=d.n_obs_steps * policy.config.encoder.feature_dim,
-                        use_observation=train.use_observation, init_prune_rate=train.target_rate)
+                        use_observation=train.use_observation)
 
 
 def pruner_loss(policy: DiffusionPolicy, pruner: Pruner, features: torch.Tensor, target: torch.Tensor | None,

@@ -1,0 +1,78 @@
+"""rclpy subscriptions that feed a :class:`~sag_ros.dashboard.model.DashboardModel`; no Qt.
+
+The subscriptions live on a node the caller owns and spins (rqt's ``context.node``, or ``sag-dashboard``'s own),
+so the model fills on the executor thread while the widget reads it on the Qt thread. Subscribing to
+``/sag/mask`` is what makes the inference node publish it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.node import Node
+from std_msgs.msg import Float64, UInt8MultiArray
+
+from sag_ros.dashboard.model import FRACTION_SERIES, LATENCY_SERIES, DashboardModel, Status
+from sag_ros.nodes.inference_node import MASK_TOPIC, msg_to_mask
+
+LATENCY_TOPIC = "/sag/latency/{}"
+FRACTION_TOPIC = "/sag/executed_fraction"
+DIAGNOSTICS_TOPIC = "/diagnostics"
+
+
+def is_sag_status(status: DiagnosticStatus) -> bool:
+    """A status from a sag_ros node (``hardware_id`` ``sag_ros``, or a name that starts with ``sag``)."""
+    return status.hardware_id == "sag_ros" or status.name.lstrip("/").startswith("sag")
+
+
+def status_from_msg(status: DiagnosticStatus, t: float) -> Status:
+    level = status.level[0] if isinstance(status.level, (bytes, bytearray)) else int(status.level)
+    return Status(status.name, level, status.message, {kv.key: kv.value for kv in status.values}, t)
+
+
+class DashboardSource:
+    """Subscribes ``node`` to the sag latency, fraction, mask and diagnostics topics; arrival times are seconds
+    from ``clock`` (monotonic) since this source started."""
+
+    def __init__(self, model: DashboardModel, node: Node, clock: Callable[[], float] = time.monotonic) -> None:
+        self.model, self.node = model, node
+        self._clock = clock
+        self._t0 = clock()
+        self.dropped_masks = 0
+        subs = [node.create_subscription(Float64, LATENCY_TOPIC.format(name), self._sample_cb(name), 10)
+                for name in LATENCY_SERIES]
+        subs.append(node.create_subscription(Float64, FRACTION_TOPIC, self._sample_cb(FRACTION_SERIES), 10))
+        subs.append(node.create_subscription(UInt8MultiArray, MASK_TOPIC, self._on_mask, 1))
+        subs.append(node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_diagnostics, 10))
+        self._subscriptions = subs
+
+    def now(self) -> float:
+        return self._clock() - self._t0
+
+    def _sample_cb(self, series: str) -> Callable[[Float64], None]:
+        def callback(msg: Float64) -> None:
+            self.model.add_sample(series, self.now(), msg.data)
+        return callback
+
+    def _on_mask(self, msg: UInt8MultiArray) -> None:
+        try:
+            mask = msg_to_mask(msg)
+        except ValueError as exc:
+            self.dropped_masks += 1
+            self.node.get_logger().warning(f"dashboard: mask dropped: {exc}", throttle_duration_sec=5.0)
+            return
+        self.model.set_mask(mask, self.now())
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        t = self.now()
+        for status in msg.status:
+            if is_sag_status(status):
+                self.model.set_status(status_from_msg(status, t))
+
+    def destroy(self) -> None:
+        """Drop the subscriptions (the node stays the caller's)."""
+        for sub in self._subscriptions:
+            self.node.destroy_subscription(sub)
+        self._subscriptions = []

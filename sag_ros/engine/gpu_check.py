@@ -1,0 +1,491 @@
+"""GPU check: the shipped policy on CUDA, every inference backend present, equivalence and timing, one JSON.
+
+    python -m sag_ros.engine.gpu_check [--device cuda] [--out $OUT/gpu_check.json] [--quick]
+    tools/gpu_check.sh                      # the same, with a wall-clock limit
+
+Needs only torch, numpy and pyyaml (no network, nothing installed): what is absent is reported as skipped
+with the reason. Steps:
+
+1. the policy: the shipped checkpoint (``sag_ros.resources.default_policy_path()``) or, when that file is
+   missing, a freshly initialised policy from ``config/pusht_image.yaml``; moved to ``--device``;
+2. device probes: each stage of ``sag_ros.policy`` (normalizer, encoder incl. the training crop, noise
+   drawing in ``prepare_chunk``, ``scheduler.step``, ``sample``, ``to_actions``, ``compute_loss``) and the
+   ``PolicyPredictor`` / pruner path, run on the device; a stage that raises is recorded with its error, and
+   the check itself draws its noise with a generator on the device so that it does not depend on them;
+3. per backend (eager, compile, onnxruntime, tensorrt; plus eager fp16 on CUDA): equivalence against eager
+   fp32 on the device with the same prepared inputs (noise, cross-attention memory), dense and SAG with a
+   random-but-fixed mask (~90 % pruned, one-for-all reuse): relative error ||x - x_ref|| / ||x_ref|| of the
+   normalized chunk, tolerance 1e-4 (fp32) / 1e-2 (fp16); then the time of one whole dense and one SAG
+   chunk (encode + prepare + denoise + unnormalize), p50/p95 over ``--runs`` runs (CUDA events);
+   onnxruntime without a CUDA execution provider runs on a CPU copy of the policy (reported as such);
+4. optionally a CUDA-graph capture of one dense denoising step (replay time vs eager, same output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from sag_ros.engine.base import MissingDependencyError
+from sag_ros.policy.policy import DiffusionPolicy
+from sag_ros.policy.sampling import ChunkInputs, dense_runner, eager_kernels, prepare_chunk, reverse_diffusion
+from sag_ros.sparse.cache import make_cache
+from sag_ros.sparse.mask import executed_fraction, with_first_step_computed
+from sag_ros.sparse.sampler import SparseRunner
+
+REPO = Path(__file__).resolve().parents[2]
+TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
+ALL_BACKENDS = ("eager", "compile", "onnxruntime", "tensorrt")
+PRUNE_RATE = 0.9
+
+
+# -- the policy -------------------------------------------------------------------------------------------
+
+def load_check_policy(policy_path: str | None, config_path: Path) -> tuple[DiffusionPolicy, dict[str, Any]]:
+    """The shipped (or given) checkpoint, else a freshly initialised policy from the YAML config (CPU, eval)."""
+    from sag_ros.policy.checkpoint import load_policy
+
+    why = ""
+    if policy_path is None:
+        try:
+            from sag_ros.resources import default_policy_path
+
+            policy_path = str(default_policy_path())
+        except Exception as exc:  # resources unusable: fall back below
+            policy_path, why = None, f"default_policy_path() failed: {exc!r}"
+    if policy_path is not None and Path(policy_path).is_file():
+        policy, _ = load_policy(Path(policy_path))
+        return policy.eval(), {"source": "checkpoint", "path": policy_path}
+    why = f"{policy_path} does not exist" if policy_path is not None else why
+    import yaml
+
+    from sag_ros.policy.config import PolicyConfig
+
+    config = PolicyConfig.from_dict(yaml.safe_load(config_path.read_text())["policy"])
+    torch.manual_seed(0)
+    policy = DiffusionPolicy(config).eval()
+    return policy, {"source": "fresh", "path": str(config_path), "why": why}
+
+
+def random_observation(policy: DiffusionPolicy, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A well-formed raw observation (CPU, batch 1)."""
+    g = torch.Generator().manual_seed(seed)
+    enc, to = policy.config.encoder, policy.config.denoiser.n_obs_steps
+    return {"image": torch.randint(0, 256, (1, to, enc.image_size, enc.image_size, 3), generator=g, dtype=torch.uint8),
+            "state": torch.rand((1, to, enc.state_dim), generator=g) * 512,
+            "keypoints": torch.rand((1, to, enc.lowdim_dim), generator=g) * 512}
+
+
+def fixed_mask(num_steps: int, num_blocks: int, rate: float = PRUNE_RATE, seed: int = 0) -> torch.Tensor:
+    """A random-but-fixed SAG mask [K, 3L] (True = pruned), first step computed."""
+    g = torch.Generator().manual_seed(seed)
+    return with_first_step_computed(torch.rand((num_steps, num_blocks), generator=g) < rate)
+
+
+def _to(obs: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in obs.items()}
+
+
+def _device_of(policy: DiffusionPolicy) -> torch.device:
+    return policy.denoiser.pos_emb.device
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:400]
+
+
+# -- device probes ---------------------------------------------------------------------------------------
+
+def probe_device(policy: DiffusionPolicy, obs_cpu: dict[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
+    """Run each stage of the policy on its device; {stage: {ok, error?, where?}}."""
+    from sag_ros.policy.encoder import crop_images
+
+    device = _device_of(policy)
+    obs = _to(obs_cpu, device)
+    out: dict[str, dict[str, Any]] = {}
+
+    def stage(name: str, where: str, fn: Callable[[], Any]) -> Any:
+        try:
+            with torch.no_grad():
+                value = fn()
+            if isinstance(value, torch.Tensor) and value.device.type != device.type:
+                out[name] = {"ok": False, "where": where, "error": f"result on {value.device}, policy on {device}"}
+            else:
+                out[name] = {"ok": True, "where": where}
+            return value
+        except Exception as exc:  # record and go on: the check works around each failure
+            out[name] = {"ok": False, "where": where, "error": _error(exc)}
+            return None
+
+    key = "state" if "state" in policy.obs_keys else "keypoints"
+    stage("normalizer", "policy/normalizer.py", lambda: policy.normalizer[key].normalize(obs[key].float()))
+    features = stage("encode_observation", "policy/policy.py:encode_observation", lambda: policy.encode_observation(obs))
+    if policy.encoder.backbone is not None:
+        images = obs["image"].flatten(0, 1).permute(0, 3, 1, 2).float()
+        size = policy.config.encoder.crop_size
+        stage("encoder_crop_eval", "policy/encoder.py:crop_images", lambda: crop_images(images, size, random=False))
+        stage("encoder_crop_train_cpu_generator", "policy/encoder.py:crop_images",
+              lambda: crop_images(images, size, random=True, generator=torch.Generator().manual_seed(0)))
+    if features is None:
+        features = torch.zeros(1, policy.config.denoiser.n_obs_steps, policy.config.encoder.feature_dim, device=device)
+    schedule = policy.schedule
+    stage("prepare_chunk_no_generator", "policy/sampling.py:prepare_chunk",
+          lambda: prepare_chunk(policy.denoiser, schedule, features, None).x_init)
+    stage("prepare_chunk_cpu_generator", "policy/sampling.py:prepare_chunk",
+          lambda: prepare_chunk(policy.denoiser, schedule, features, torch.Generator().manual_seed(0)).x_init)
+    stage("prepare_chunk_device_generator", "policy/sampling.py:prepare_chunk",
+          lambda: prepare_chunk(policy.denoiser, schedule, features, torch.Generator(device=device).manual_seed(0)).x_init)
+    x = torch.randn(1, policy.config.denoiser.horizon, policy.config.denoiser.action_dim, device=device)
+    stage("scheduler_step", "policy/scheduler.py:step", lambda: schedule.step(0, x, x, x))
+    stage("scheduler_add_noise", "policy/scheduler.py:add_noise",
+          lambda: schedule.add_noise(x, x, torch.zeros(1, dtype=torch.long, device=device)))
+    chunk = stage("sample_device_generator", "policy/policy.py:sample",
+                  lambda: policy.sample(features, torch.Generator(device=device).manual_seed(0)))
+    stage("sample_cpu_generator", "policy/policy.py:sample",
+          lambda: policy.sample(features, torch.Generator().manual_seed(0)))
+    if chunk is not None:
+        stage("to_actions", "policy/policy.py:to_actions", lambda: policy.to_actions(chunk)["action"])
+    action = torch.rand(1, policy.config.denoiser.horizon, policy.config.denoiser.action_dim, device=device) * 512
+    stage("compute_loss_no_generator", "policy/policy.py:compute_loss", lambda: policy.compute_loss(obs, action))
+    stage("compute_loss_cpu_generator", "policy/policy.py:compute_loss",
+          lambda: policy.compute_loss(obs, action, torch.Generator().manual_seed(0)))
+
+    def predictor_call():
+        from sag_ros.predictor import PolicyPredictor
+
+        return PolicyPredictor(policy)({k: v[0].numpy() for k, v in obs_cpu.items()}, seed=0)
+
+    stage("predictor_numpy_obs", "predictor.py:PolicyPredictor.__call__", predictor_call)
+    policy.eval()  # compute_loss does not switch modes, but keep the policy as it came
+
+    def pruner_after_move():
+        from sag_ros.sparse.pruner import Pruner, PrunerConfig
+
+        d = policy.config.denoiser
+        pruner = Pruner(PrunerConfig(num_steps=schedule.num_steps, num_blocks=d.num_blocks,
+                                     obs_feature_dim=d.n_obs_steps * policy.config.encoder.feature_dim)).eval()
+        pruner.index_table()  # cached on the CPU, as a planner built before .to(device) would have it
+        return pruner.to(device).predict_mask(features)
+
+    stage("pruner_moved_after_eval", "sparse/pruner.py:index_table", pruner_after_move)
+    return out
+
+
+# -- running chunks ---------------------------------------------------------------------------------------
+
+def _inputs_to(inputs: ChunkInputs, device: torch.device, dtype: torch.dtype | None = None) -> ChunkInputs:
+    def move(t):
+        return None if t is None else t.to(device=device, dtype=dtype or t.dtype)
+
+    return ChunkInputs(move(inputs.x_init), [move(n) for n in inputs.noise],
+                       [[move(kv) for kv in step] for step in inputs.layer_kv])
+
+
+def _runner(kind: str, kernels, mask: torch.Tensor):
+    if kind == "dense":
+        return dense_runner(kernels.block_fns)
+    return SparseRunner(kernels.block_fns, mask, make_cache("one_for_all", len(kernels.block_fns)))
+
+
+def denoise(policy: DiffusionPolicy, inputs: ChunkInputs, kernels, kind: str, mask: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return reverse_diffusion(policy.schedule, inputs, kernels, _runner(kind, kernels, mask))
+
+
+def whole_chunk(policy: DiffusionPolicy, kernels, obs: dict[str, torch.Tensor], kind: str, mask: torch.Tensor,
+                seed: int) -> torch.Tensor:
+    """What the controller pays per chunk: encode, prepare (noise + memory), denoise, unnormalize."""
+    device = _device_of(policy)
+    with torch.no_grad():
+        features = policy.encode_observation(obs)
+        inputs = prepare_chunk(policy.denoiser, policy.schedule, features, torch.Generator(device=device).manual_seed(seed))
+        x = reverse_diffusion(policy.schedule, inputs, kernels, _runner(kind, kernels, mask))
+        return policy.to_actions(x)["action"]
+
+
+def time_ms(fn: Callable[[], Any], device: torch.device, runs: int, warmup: int) -> dict[str, float]:
+    """p50/p95/mean in ms over ``runs`` calls; CUDA events and synchronize on CUDA, perf_counter elsewhere."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    cuda = device.type == "cuda"
+    for _ in range(runs):
+        if cuda:
+            torch.cuda.synchronize(device)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize(device)
+            samples.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - t0) * 1e3)
+    ms = np.asarray(samples)
+    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+            "mean_ms": float(ms.mean()), "runs": runs}
+
+
+def rel_error(x: torch.Tensor, ref: torch.Tensor) -> float:
+    x, ref = x.detach().double().cpu(), ref.detach().double().cpu()
+    return float((x - ref).norm() / ref.norm().clamp(min=1e-12))
+
+
+# -- backends ----------------------------------------------------------------------------------------------
+
+def _build(name: str, policy: DiffusionPolicy):
+    """(policy the backend runs on, backend, note); onnxruntime falls back to a CPU copy without a CUDA EP."""
+    from sag_ros.engine import make_backend
+
+    device = _device_of(policy)
+    try:
+        return policy, make_backend(name, policy.denoiser, batch_size=1, cache_dir=None), ""
+    except ValueError as exc:
+        if name != "onnxruntime" or device.type == "cpu" or "onnxruntime offers only" not in str(exc):
+            raise
+        cpu_policy = copy.deepcopy(policy).cpu().eval()
+        return (cpu_policy, make_backend(name, cpu_policy.denoiser, batch_size=1, cache_dir=None),
+                f"no CUDA execution provider ({_error(exc)}): ran on a CPU copy of the policy")
+
+
+def check_backend(name: str, policy: DiffusionPolicy, reference: dict[str, torch.Tensor], inputs: ChunkInputs,
+                  obs_cpu: dict[str, torch.Tensor], mask: torch.Tensor, runs: int, warmup: int) -> dict[str, Any]:
+    """Equivalence against eager fp32 (same inputs) and whole-chunk timing, dense and SAG."""
+    precision = "fp16" if name.endswith("-fp16") else "fp32"
+    row: dict[str, Any] = {"precision": precision, "tolerance": TOLERANCE[precision]}
+    t0 = time.monotonic()
+    amp = contextlib.nullcontext
+    try:
+        if name == "eager-fp16":  # the eager modules under CUDA autocast: matmuls and convs in fp16
+            run_policy, backend, note = policy, None, "eager under torch.autocast(float16)"
+            kernels = eager_kernels(policy.denoiser)
+            amp = lambda: torch.autocast(device_type=_device_of(policy).type, dtype=torch.float16)  # noqa: E731
+        else:
+            run_policy, backend, note = _build(name, policy)
+            kernels = backend.kernels
+    except (MissingDependencyError, ImportError) as exc:
+        return {**row, "status": "skipped", "reason": _error(exc)}
+    except Exception as exc:
+        reason = _error(exc)
+        status = "skipped" if name == "tensorrt" and ("CUDA" in reason or "cuda" in reason) else "failed"
+        return {**row, "status": status, "reason": reason, "traceback": traceback.format_exc(limit=4)}
+    device = _device_of(run_policy)
+    row.update(status="ok", device=str(device), build_s=time.monotonic() - t0, note=note)
+    if backend is not None:
+        row["describe"] = {k: v for k, v in backend.describe().items() if isinstance(v, (str, int, float, bool, list))}
+    try:
+        moved = _inputs_to(inputs, device)
+        for kind in ("dense", "sag"):
+            with amp():
+                out = denoise(run_policy, moved, kernels, kind, mask).float()
+            err = rel_error(out, reference[kind])
+            row[kind] = {"rel_error": err, "pass": bool(np.isfinite(err) and err <= TOLERANCE[precision])}
+        obs = _to(obs_cpu, device)
+
+        def chunk(kind: str) -> torch.Tensor:
+            with amp():
+                return whole_chunk(run_policy, kernels, obs, kind, mask, 0)
+
+        row["timing"] = {kind: time_ms(lambda kind=kind: chunk(kind), device, runs, warmup) for kind in ("dense", "sag")}
+        row["sag_speedup"] = row["timing"]["dense"]["p50_ms"] / row["timing"]["sag"]["p50_ms"]
+    except Exception as exc:
+        row.update(status="failed", reason=_error(exc), traceback=traceback.format_exc(limit=4))
+    finally:
+        if backend is not None:
+            backend.close()
+    return row
+
+
+def cuda_graph_step(policy: DiffusionPolicy, inputs: ChunkInputs, runs: int) -> dict[str, Any]:
+    """Capture one dense denoising step (embed, 3L blocks, head, scheduler step) as a CUDA graph; time replays."""
+    device = _device_of(policy)
+    if device.type != "cuda":
+        return {"status": "skipped", "reason": f"needs a CUDA device (policy on {device})"}
+    try:
+        kernels = eager_kernels(policy.denoiser)
+        run = dense_runner(kernels.block_fns)
+        k = 0
+        static_x = inputs.x_init.clone()
+        kv = [t.clone() for t in inputs.layer_kv[k]]
+        noise = None if inputs.noise[k] is None else inputs.noise[k].clone()
+
+        def step() -> torch.Tensor:
+            return policy.schedule.step(k, static_x, kernels.output(run(k, kernels.embed(static_x), kv)), noise)
+
+        with torch.no_grad():
+            eager_out = step().clone()
+            stream = torch.cuda.Stream(device)
+            stream.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(stream):
+                for _ in range(3):
+                    step()
+            torch.cuda.current_stream(device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            t0 = time.perf_counter()
+            with torch.cuda.graph(graph):
+                static_out = step()
+            capture_ms = (time.perf_counter() - t0) * 1e3
+            graph.replay()
+            torch.cuda.synchronize(device)
+            err = rel_error(static_out, eager_out)
+            replay = time_ms(graph.replay, device, runs, 2)
+            eager = time_ms(step, device, runs, 2)
+        return {"status": "ok", "capture_ms": capture_ms, "rel_error": err, "pass": err <= TOLERANCE["fp32"],
+                "replay": replay, "eager": eager, "speedup": eager["p50_ms"] / replay["p50_ms"]}
+    except Exception as exc:
+        return {"status": "failed", "reason": _error(exc), "traceback": traceback.format_exc(limit=4)}
+
+
+# -- main ----------------------------------------------------------------------------------------------------
+
+def run_check(device: str, backends: list[str], runs: int, warmup: int, policy_path: str | None, config_path: Path,
+              sampler: str | None, num_steps: int | None, budget_s: float, cuda_graph: bool, log=print) -> dict:
+    start = time.monotonic()
+    dev = torch.device(device)
+    report: dict[str, Any] = {
+        "device": str(dev), "torch": torch.__version__, "python": platform.python_version(),
+        "cuda_available": torch.cuda.is_available(), "cuda_version": torch.version.cuda,
+        "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tolerance": TOLERANCE,
+    }
+    policy, source = load_check_policy(policy_path, config_path)
+    if sampler or num_steps:
+        policy.use_sampler(sampler or policy.config.scheduler.kind, num_steps or policy.schedule.num_steps)
+    policy = policy.to(dev).eval()
+    d = policy.config.denoiser
+    report["policy"] = {**source, "layers": d.n_layers, "d_model": d.d_model, "blocks": d.num_blocks,
+                        "sampler": policy.schedule.kind.value, "num_steps": policy.schedule.num_steps}
+    log(f"[gpu-check] {dev} torch {torch.__version__}; policy {source['source']} ({source['path']}), "
+        f"{policy.schedule.kind.value}-{policy.schedule.num_steps}, {d.num_blocks} blocks")
+
+    obs_cpu = random_observation(policy)
+    report["device_probe"] = probe_device(policy, obs_cpu)
+    bad = {k: v["error"] for k, v in report["device_probe"].items() if not v["ok"]}
+    log(f"[gpu-check] device probe: {len(report['device_probe']) - len(bad)} ok, {len(bad)} failed"
+        + "".join(f"\n    {k}: {v}" for k, v in bad.items()))
+
+    mask = fixed_mask(policy.schedule.num_steps, d.num_blocks)
+    report["mask"] = {"pruned_fraction": 1.0 - executed_fraction(mask), "reuse": "one_for_all", "seed": 0}
+    with torch.no_grad():  # the shared inputs: noise from a generator on the device, memory from eager fp32
+        features = policy.encode_observation(_to(obs_cpu, dev))
+        inputs = prepare_chunk(policy.denoiser, policy.schedule, features, torch.Generator(device=dev).manual_seed(0))
+    reference = {kind: denoise(policy, inputs, eager_kernels(policy.denoiser), kind, mask) for kind in ("dense", "sag")}
+
+    rows: dict[str, Any] = {}
+    for name in backends:
+        if time.monotonic() - start > budget_s:
+            rows[name] = {"status": "skipped", "reason": f"time budget of {budget_s:.0f} s spent"}
+            continue
+        if name == "eager-fp16" and dev.type != "cuda":
+            rows[name] = {"status": "skipped", "reason": "fp16 is checked on CUDA only"}
+            continue
+        log(f"[gpu-check] backend {name} ...")
+        rows[name] = check_backend(name, policy, reference, inputs, obs_cpu, mask, runs, warmup)
+        log(f"[gpu-check] backend {name}: {rows[name]['status']} {rows[name].get('reason', '')}")
+    report["backends"] = rows
+    if cuda_graph and time.monotonic() - start < budget_s:
+        report["cuda_graph_step"] = cuda_graph_step(policy, inputs, runs)
+    else:
+        report["cuda_graph_step"] = {"status": "skipped",
+                                     "reason": "disabled" if not cuda_graph else "time budget spent"}
+    report["all_equivalent"] = all(r.get(k, {}).get("pass", False) for r in rows.values() if r["status"] == "ok"
+                                   for k in ("dense", "sag"))
+    report["elapsed_s"] = time.monotonic() - start
+    return report
+
+
+def format_report(report: dict) -> str:
+    from sag_ros.cli import format_table
+
+    def f(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    rows = []
+    for name, r in report["backends"].items():
+        t = r.get("timing", {})
+        rows.append({"backend": name, "status": r["status"], "device": r.get("device", "-"),
+                     "prec": r.get("precision", "-"),
+                     "dense err": f(r.get("dense", {}).get("rel_error"), ".1e"),
+                     "sag err": f(r.get("sag", {}).get("rel_error"), ".1e"),
+                     "pass": "-" if "dense" not in r else str(r["dense"]["pass"] and r.get("sag", {}).get("pass", False)),
+                     "dense p50/p95 ms": "-" if "dense" not in t else f"{t['dense']['p50_ms']:.2f}/{t['dense']['p95_ms']:.2f}",
+                     "sag p50/p95 ms": "-" if "sag" not in t else f"{t['sag']['p50_ms']:.2f}/{t['sag']['p95_ms']:.2f}",
+                     "note": (r.get("reason") or r.get("note") or "")[:60]})
+    lines = [format_table(rows)]
+    g = report["cuda_graph_step"]
+    if g["status"] == "ok":
+        lines.append(f"cuda graph, one dense step: replay p50 {g['replay']['p50_ms']:.3f} ms vs eager "
+                     f"{g['eager']['p50_ms']:.3f} ms ({g['speedup']:.1f}x), rel err {g['rel_error']:.1e}")
+    else:
+        lines.append(f"cuda graph: {g['status']} ({g.get('reason', '')})")
+    bad = [f"{k} ({v['where']}): {v['error']}" for k, v in report["device_probe"].items() if not v["ok"]]
+    lines.append("device probe: " + ("all stages ok" if not bad else "FAILED\n  " + "\n  ".join(bad)))
+    return "\n".join(lines)
+
+
+def default_out() -> Path:
+    out = os.environ.get("OUT")
+    return Path(out) / "gpu_check.json" if out else Path("runs") / "gpu_check.json"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="gpu_check", description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run: DDIM-10 (unless --num-steps), 3 timed runs; on CPU without compile/tensorrt")
+    p.add_argument("--out", type=Path, default=None, help="JSON report (default: $OUT/gpu_check.json or runs/)")
+    p.add_argument("--policy", default=None, help="checkpoint (default: the shipped policy, else a fresh one)")
+    p.add_argument("--config", type=Path, default=REPO / "config" / "pusht_image.yaml",
+                   help="policy config of the fresh fallback policy")
+    p.add_argument("--backends", nargs="*", default=None,
+                   help=f"default: {' '.join(ALL_BACKENDS)} (+ eager-fp16 on CUDA)")
+    p.add_argument("--sampler", choices=["ddpm", "ddim"], default=None)
+    p.add_argument("--num-steps", type=int, default=None)
+    p.add_argument("--runs", type=int, default=None, help="timed chunks per method (default 20; quick: 3)")
+    p.add_argument("--budget-s", type=float, default=360.0, help="skip further backends after this many seconds")
+    p.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(f"[gpu-check] --device {args.device} but torch {torch.__version__} sees no CUDA device", file=sys.stderr)
+        return 2
+    backends = args.backends
+    if backends is None:
+        backends = list(ALL_BACKENDS) + (["eager-fp16"] if device.type == "cuda" else [])
+        if args.quick and device.type == "cpu":
+            backends = ["eager", "onnxruntime", "tensorrt"]  # inductor's C++ build does not fit a quick CPU run
+    sampler, num_steps = args.sampler, args.num_steps
+    if args.quick and num_steps is None:
+        sampler, num_steps = sampler or "ddim", 10
+    runs = args.runs or (3 if args.quick else 20)
+    torch.manual_seed(0)
+    report = run_check(str(device), backends, runs, 1 if args.quick else 3, args.policy, args.config, sampler,
+                       num_steps, args.budget_s, args.cuda_graph)
+    report["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    out = args.out or default_out()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=str))
+    print(format_report(report))
+    print(f"[gpu-check] wrote {out} in {report['elapsed_s']:.1f} s; all equivalent: {report['all_equivalent']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

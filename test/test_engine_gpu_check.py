@@ -1,0 +1,76 @@
+"""The GPU check's quick CPU mode end to end on the tiny policy: probes, equivalence, timing, JSON."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sag_ros.engine import gpu_check
+
+
+@pytest.fixture
+def tiny_policy_file(tmp_path):
+    from conftest import tiny_config
+    from sag_ros.policy.checkpoint import save_policy
+    from sag_ros.policy.policy import DiffusionPolicy
+
+    torch.manual_seed(0)
+    policy = DiffusionPolicy(tiny_config()).eval()
+    corners = np.array([[0.0, 0.0], [512.0, 512.0]])
+    policy.normalizer.fit({"action": corners, "state": corners})
+    path = tmp_path / "tiny.pt"
+    save_policy(policy, path, data_hash="test")
+    return path
+
+
+def test_fixed_mask_prunes_about_ninety_percent_and_computes_the_first_step():
+    mask = gpu_check.fixed_mask(100, 24)
+    assert mask.dtype == torch.bool and not mask[0].any()
+    assert 0.85 < mask[1:].float().mean() < 0.95
+    assert torch.equal(mask, gpu_check.fixed_mask(100, 24))
+
+
+def _check_quick_cpu_report(tiny_policy_file, tmp_path, capsys, backends):
+    out = tmp_path / "gpu_check.json"
+    assert gpu_check.main(["--device", "cpu", "--quick", "--policy", str(tiny_policy_file), "--out", str(out),
+                           "--backends", *backends]) == 0
+    assert "dense p50/p95 ms" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    for key in ("device", "torch", "cuda_available", "policy", "device_probe", "mask", "backends", "cuda_graph_step",
+                "all_equivalent", "elapsed_s", "tolerance"):
+        assert key in report, key
+    assert report["device"] == "cpu" and report["policy"]["source"] == "checkpoint"
+    assert report["policy"]["sampler"] == "ddim" and report["policy"]["num_steps"] == 10
+    assert all(stage["ok"] for stage in report["device_probe"].values()), report["device_probe"]
+    assert 0.8 < report["mask"]["pruned_fraction"] < 1.0
+    rows = report["backends"]
+    assert list(rows) == backends
+    for name in [b for b in backends if b in ("eager", "onnxruntime")]:
+        row = rows[name]
+        assert row["status"] == "ok", row
+        for kind in ("dense", "sag"):
+            assert row[kind]["pass"] and row[kind]["rel_error"] <= 1e-4
+            assert 0 < row["timing"][kind]["p50_ms"] <= row["timing"][kind]["p95_ms"]
+    assert rows["eager"]["dense"]["rel_error"] == 0.0
+    assert rows["tensorrt"]["status"] == "skipped" and rows["tensorrt"]["reason"]
+    assert rows["eager-fp16"]["status"] == "skipped"
+    assert report["cuda_graph_step"]["status"] == "skipped"
+    assert report["all_equivalent"] is True
+
+
+def test_quick_cpu_mode_writes_the_report(tiny_policy_file, tmp_path, capsys):
+    _check_quick_cpu_report(tiny_policy_file, tmp_path, capsys, ["eager", "tensorrt", "eager-fp16"])
+
+
+@pytest.mark.slow
+def test_quick_cpu_mode_with_onnxruntime(tiny_policy_file, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    _check_quick_cpu_report(tiny_policy_file, tmp_path, capsys, ["eager", "onnxruntime", "tensorrt", "eager-fp16"])
+
+
+def test_fresh_policy_fallback_when_the_checkpoint_is_missing(tmp_path):
+    policy, source = gpu_check.load_check_policy(str(tmp_path / "missing.pt"), gpu_check.REPO / "config" / "pusht_image.yaml")
+    assert source["source"] == "fresh" and "does not exist" in source["why"]
+    assert policy.config.denoiser.n_layers == 8 and not policy.training
