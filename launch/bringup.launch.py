@@ -12,11 +12,11 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from sag_ros.nodes.graph import describe_graph
-from sag_ros.resources import shipped_pruner_or_dense
+from sag_ros.resources import default_pruner_for
 
 ARGUMENTS = {
     "model_path": ("", "policy checkpoint; empty = the shipped default policy"),
-    "pruner_path": (shipped_pruner_or_dense(), "SAG pruner for the policy; 'none' = dense denoising"),
+    "pruner_path": ("", "SAG pruner for the policy; empty = the shipped one with the shipped policy; 'none' = dense"),
     "backend": ("", "inference backend; empty = config/sag_nodes.yaml"),
     "rate": ("0.0", "control rate in Hz for inference and sim; 0 = config/sag_nodes.yaml"),
     "use_sim": ("true", "start the Push-T simulator and wire the camera to it"),
@@ -25,7 +25,8 @@ ARGUMENTS = {
 
 def _nodes(context):
     value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
-    descriptions = describe_graph(model_path=value["model_path"], pruner_path=value["pruner_path"],
+    descriptions = describe_graph(model_path=value["model_path"],
+                                  pruner_path=value["pruner_path"] or default_pruner_for(value["model_path"]),
                                   backend=value["backend"],
                                   rate=float(value["rate"] or 0.0),
                                   use_sim=value["use_sim"].strip().lower() in ("1", "true", "yes", "on"))

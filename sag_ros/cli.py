@@ -81,6 +81,15 @@ def _eval(args: argparse.Namespace) -> None:
         print(f"wrote {args.json}")
 
 
+def _pack(args: argparse.Namespace) -> None:
+    from sag_ros.policy.checkpoint import load_policy, save_policy
+
+    policy, meta = load_policy(Path(args.policy))
+    save_policy(policy, Path(args.out), data_hash=meta["data_hash"], half=True, extra=meta["extra"])
+    load_policy(Path(args.out))  # it must load back
+    print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB, fp16 weights)")
+
+
 def _train_pruner(args: argparse.Namespace) -> None:
     from sag_ros.policy.checkpoint import load_policy
     from sag_ros.sparse.train_pruner import PrunerTrainConfig, train_pruner
@@ -88,7 +97,7 @@ def _train_pruner(args: argparse.Namespace) -> None:
     policy, _ = load_policy(Path(args.policy))
     policy.use_sampler(args.sampler, args.steps)
     cfg = PrunerTrainConfig(target_rate=args.rho, sparsity_weight=args.sparsity_weight, num_steps=args.iterations,
-                            batch_size=args.batch_size, lr=args.lr, reuse=args.reuse, reference=args.reference,
+                            batch_size=args.batch_size, lr=args.lr, cell_lr=args.cell_lr, reuse=args.reuse, reference=args.reference,
                             use_observation=not args.static, seed=args.seed, threads=args.threads)
     train_pruner(policy, cfg, _training_sampler(policy.config, Path(args.data)), Path(args.out))
 
@@ -97,7 +106,7 @@ def _bench(args: argparse.Namespace) -> None:
     from sag_ros.benchmark import format_results, plot_results, run_benchmark, save_report, standard_methods
     from sag_ros.sim.task import get_task
 
-    pruners = dict(item.split("=", 1) for item in args.pruner)
+    pruners = _named_paths(args.pruner)
     policy_path = str(Path(args.policy) if args.policy else default_policy_path())
     methods = standard_methods(policy_path, pruners, intervals=tuple(args.intervals), ddim_steps=tuple(args.ddim),
                                backends=tuple(args.backends))
@@ -117,7 +126,7 @@ def _bench_ros(args: argparse.Namespace) -> None:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     from sag_ros.nodes.bench_ros import format_ros_results, ros_methods, run_bench_ros, save_ros_report
 
-    pruners = dict(item.split("=", 1) for item in args.pruner)
+    pruners = _named_paths(args.pruner)
     policy_path = str(Path(args.policy) if args.policy else default_policy_path())
     methods = ros_methods(pruners, backends=tuple(args.backend or ["eager"]))
     from sag_ros.nodes.inference_node import ModelLoadError
@@ -130,6 +139,15 @@ def _bench_ros(args: argparse.Namespace) -> None:
     print(format_ros_results(report))
     save_ros_report(report, Path(args.json))
     print(f"wrote {args.json}")
+
+
+def _named_paths(items: list[str]) -> dict[str, str]:
+    """``NAME=PATH`` arguments -> {name: path}; split at the last '=' (names may hold one, paths rarely do)."""
+    pairs = [item.rsplit("=", 1) for item in items]
+    bad = [item for item, pair in zip(items, pairs) if len(pair) != 2]
+    if bad:
+        raise SystemExit(f"expected NAME=PATH, got {bad}")
+    return dict(pairs)
 
 
 def format_table(rows: list[dict]) -> str:
@@ -175,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", type=int, default=0, help="write GIFs of the first N episodes")
     p.add_argument("--video-dir", default="runs/videos")
     p.set_defaults(func=_eval)
+    p = sub.add_parser("pack", help="store a trained policy with fp16 weights (for shipping in models/)")
+    p.add_argument("--policy", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_pack)
+
     p = sub.add_parser("train-pruner", help="train a SAG pruner for a frozen policy")
     p.add_argument("--policy", required=True)
     p.add_argument("--data", required=True)
@@ -182,8 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rho", type=float, default=0.9, help="target pruning rate")
     p.add_argument("--sparsity-weight", type=float, default=1.0, help="lambda of |mean(M) - rho|")
     p.add_argument("--iterations", type=int, default=300)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=6)
+    p.add_argument("--lr", type=float, default=3e-4, help="pruner network learning rate")
+    p.add_argument("--cell-lr", type=float, default=5e-2, help="learning rate of the per-cell logit offsets")
     p.add_argument("--reuse", choices=["one_for_all", "per_block"], default="one_for_all")
     p.add_argument("--reference", choices=["dense", "demo"], default="dense")
     p.add_argument("--static", action="store_true", help="one learned mask for all observations (L2C-style)")

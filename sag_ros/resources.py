@@ -36,7 +36,9 @@ def default_pruner_path() -> Path:
     return share_dir() / "models" / SHIPPED_PRUNER
 
 
-def shipped_pruner_or_dense() -> str:
-    """The shipped pruner's path when it is installed, else "none" (dense): the bringup default."""
-    path = default_pruner_path()
-    return str(path) if path.is_file() else "none"
+def default_pruner_for(model_path: str) -> str:
+    """Bringup's pruner default: the shipped SAG pruner for the shipped policy (when installed), else
+    "none" (dense), since a pruner only ever fits the policy it was trained for."""
+    shipped = default_pruner_path()
+    uses_shipped_policy = not model_path or Path(model_path).resolve() == default_policy_path().resolve()
+    return str(shipped) if uses_shipped_policy and shipped.is_file() else "none"

@@ -40,3 +40,19 @@ def random_observation(config: PolicyConfig, batch: int = 1, seed: int = 0) -> d
         "state": torch.rand((batch, to, enc.state_dim), generator=g) * 512,
         "keypoints": torch.rand((batch, to, enc.lowdim_dim), generator=g) * 512,
     }
+
+
+@pytest.fixture(scope="module")
+def policy():
+    """A tiny policy in eval mode shared by a module's tests (backend comparisons)."""
+    from sag_ros.policy.policy import DiffusionPolicy
+
+    torch.manual_seed(0)
+    return DiffusionPolicy(tiny_config()).eval()
+
+
+@pytest.fixture(scope="module")
+def features(policy) -> torch.Tensor:
+    """Observation features of one random observation for ``policy``."""
+    with torch.no_grad():
+        return policy.encode_observation(random_observation(policy.config))

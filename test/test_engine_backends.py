@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from conftest import random_observation, tiny_config
+from conftest import tiny_config
 from sag_ros.engine import BACKENDS, MissingDependencyError, make_backend
 from sag_ros.engine.base import build_units
 from sag_ros.policy.policy import DiffusionPolicy
@@ -20,18 +20,6 @@ RTOL = 1e-4
 
 def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return ((actual - expected).norm() / expected.norm().clamp_min(1e-12)).item()
-
-
-@pytest.fixture(scope="module")
-def policy() -> DiffusionPolicy:
-    torch.manual_seed(0)
-    return DiffusionPolicy(tiny_config()).eval()
-
-
-@pytest.fixture(scope="module")
-def features(policy) -> torch.Tensor:
-    with torch.no_grad():
-        return policy.encode_observation(random_observation(policy.config))
 
 
 def assert_units_match(policy: DiffusionPolicy, backend) -> None:

@@ -13,7 +13,7 @@ from conftest import tiny_config  # noqa: E402
 from sag_ros.engine import make_backend  # noqa: E402
 from sag_ros.engine.artifacts import cache_key, key_fields  # noqa: E402
 from sag_ros.policy.policy import DiffusionPolicy  # noqa: E402
-from test_engine_backends import assert_sample_matches, assert_units_match, features, policy  # noqa: E402,F401
+from test_engine_backends import assert_sample_matches, assert_units_match  # noqa: E402
 
 
 @pytest.fixture(scope="module")

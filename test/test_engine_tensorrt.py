@@ -12,7 +12,7 @@ from sag_ros.engine import make_backend
 from sag_ros.engine.base import build_units
 from sag_ros.engine.tensorrt import export_units
 from sag_ros.policy.policy import DiffusionPolicy
-from test_engine_backends import RTOL, policy, rel_err  # noqa: F401  (policy is a fixture)
+from test_engine_backends import RTOL, rel_err
 
 HAS_TRT = importlib.util.find_spec("torch_tensorrt") is not None
 

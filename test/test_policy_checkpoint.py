@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from sag_ros.policy.checkpoint import CheckpointError, atomic_torch_save, load_policy, save_policy
-from sag_ros.policy.policy import DiffusionPolicy
 
 from conftest import random_observation, tiny_config
 

@@ -15,7 +15,6 @@ buffer), so ``torch.compile``, ``torch.onnx.export`` and ``torch.export`` all se
 from __future__ import annotations
 
 import importlib
-from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any, Callable, Sequence
@@ -159,7 +158,7 @@ def kernels_from_units(units: Sequence[Unit], fns: Sequence[UnitFn]) -> Denoiser
 
 # -- the contract ---------------------------------------------------------------------------------
 
-class Backend(ABC):
+class Backend:
     """A denoiser compiled for one batch size: ``kernels`` for the sampler, plus lifetime and metadata.
 
     Use as a context manager or call :meth:`close`. :meth:`warmup` runs every unit once on its example
@@ -173,13 +172,18 @@ class Backend(ABC):
         self.batch_size = batch_size
         self.units = build_units(denoiser, batch_size)
 
-    @property
-    @abstractmethod
-    def kernels(self) -> DenoiserKernels: ...
+    def _bind(self, fns: dict[str, UnitFn], kernels: DenoiserKernels | None = None) -> None:
+        """Install one callable per unit, and the sampler's kernels (built from them unless given)."""
+        self._fns = fns
+        self._kernels = kernels or kernels_from_units(self.units, [fns[unit.name] for unit in self.units])
 
-    @abstractmethod
+    @property
+    def kernels(self) -> DenoiserKernels:
+        return self._kernels
+
     def unit_fns(self) -> dict[str, UnitFn]:
         """Unit name -> callable on the unit's own inputs (SA/FFN take h only); used by warmup and benches."""
+        return dict(self._fns)
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "batch_size": self.batch_size, "num_units": len(self.units),

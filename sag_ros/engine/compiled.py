@@ -11,9 +11,8 @@ from typing import Any
 
 import torch
 
-from sag_ros.engine.base import Backend, UnitFn, kernels_from_units
+from sag_ros.engine.base import Backend
 from sag_ros.policy.denoiser import TransformerDenoiser
-from sag_ros.policy.sampling import DenoiserKernels
 
 
 class CompiledBackend(Backend):
@@ -27,14 +26,7 @@ class CompiledBackend(Backend):
         self._fns = {unit.name: torch.compile(unit.module, backend="inductor", mode=mode, dynamic=False,
                                               fullgraph=fullgraph)
                      for unit in self.units}
-        self._kernels = kernels_from_units(self.units, [self._fns[unit.name] for unit in self.units])
-
-    @property
-    def kernels(self) -> DenoiserKernels:
-        return self._kernels
-
-    def unit_fns(self) -> dict[str, UnitFn]:
-        return dict(self._fns)
+        self._bind(self._fns)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "compiler": "inductor", "mode": self.mode or "default", "dynamic": False}

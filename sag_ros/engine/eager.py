@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from sag_ros.engine.base import Backend, UnitFn
+from sag_ros.engine.base import Backend
 from sag_ros.policy.denoiser import TransformerDenoiser
-from sag_ros.policy.sampling import DenoiserKernels, eager_kernels
+from sag_ros.policy.sampling import eager_kernels
 
 
 class EagerBackend(Backend):
@@ -12,11 +12,4 @@ class EagerBackend(Backend):
 
     def __init__(self, denoiser: TransformerDenoiser, batch_size: int = 1) -> None:
         super().__init__(denoiser, batch_size)
-        self._kernels = eager_kernels(denoiser)
-
-    @property
-    def kernels(self) -> DenoiserKernels:
-        return self._kernels
-
-    def unit_fns(self) -> dict[str, UnitFn]:
-        return {unit.name: unit.module for unit in self.units}
+        self._bind({unit.name: unit.module for unit in self.units}, eager_kernels(denoiser))

@@ -30,9 +30,8 @@ import numpy as np
 import torch
 
 from sag_ros.engine.artifacts import ArtifactDir, key_fields
-from sag_ros.engine.base import Backend, Unit, UnitFn, kernels_from_units, require
+from sag_ros.engine.base import Backend, Unit, UnitFn, require
 from sag_ros.policy.denoiser import TransformerDenoiser
-from sag_ros.policy.sampling import DenoiserKernels
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +150,7 @@ class OnnxRuntimeBackend(Backend):
                 raise ValueError("io_binding=False is only supported on CPU")
         used = sorted({p for s in self.sessions.values() for p in s.get_providers()})
         log.info("onnxruntime %s sessions use providers %s", len(self.sessions), used)
-        self._kernels = kernels_from_units(self.units, [self._fns[u.name] for u in self.units])
+        self._bind(self._fns)
 
     def _providers(self, preference: Sequence[str] | None, trt_fp16: bool) -> list[Any]:
         available = set(self.ort.get_available_providers())
@@ -185,13 +184,6 @@ class OnnxRuntimeBackend(Backend):
         so.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3  # warnings from every one of the 3L+2 sessions drown the real ones
         return so
-
-    @property
-    def kernels(self) -> DenoiserKernels:
-        return self._kernels
-
-    def unit_fns(self) -> dict[str, UnitFn]:
-        return dict(self._fns)
 
     def describe(self) -> dict[str, Any]:
         providers = {name: s.get_providers()[0] for name, s in self.sessions.items()}

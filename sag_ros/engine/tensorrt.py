@@ -21,9 +21,8 @@ from typing import Any
 import torch
 
 from sag_ros.engine.artifacts import ArtifactDir, key_fields
-from sag_ros.engine.base import Backend, UnitFn, build_units, kernels_from_units, require
+from sag_ros.engine.base import Backend, UnitFn, build_units, require
 from sag_ros.policy.denoiser import TransformerDenoiser
-from sag_ros.policy.sampling import DenoiserKernels
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +74,7 @@ class TensorRTBackend(Backend):
         self.artifacts.write_manifest({u.name: {"input_shapes": [list(x.shape) for x in u.example_inputs]}
                                        for u in self.units})
         log.info("tensorrt engines in %s (built %d of %d)", self.artifacts.path, len(self.built), len(self.units))
-        self._kernels = kernels_from_units(self.units, [self._fns[u.name] for u in self.units])
-
-    @property
-    def kernels(self) -> DenoiserKernels:
-        return self._kernels
-
-    def unit_fns(self) -> dict[str, UnitFn]:
-        return dict(self._fns)
+        self._bind(self._fns)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "torch_tensorrt": self.trt.__version__, "fp16": self.fp16,

@@ -25,7 +25,7 @@ from sag_ros.nodes.camera_node import CameraNode, ObservationBuffer
 from sag_ros.nodes.graph import CAMERA, INFERENCE, SIM, NodeDescription, describe_graph
 from sag_ros.nodes.inference_node import InferenceNode, ModelLoadError
 from sag_ros.nodes.sim_node import SimNode
-from sag_ros.resources import shipped_pruner_or_dense
+from sag_ros.resources import default_pruner_for
 
 
 def _node_kwargs(description: NodeDescription, context) -> dict:
@@ -82,7 +82,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--config", default=None, help="parameter file (default: config/sag_nodes.yaml)")
     parser.add_argument("--model-path", default="", help="policy checkpoint (default: the shipped policy)")
     parser.add_argument("--pruner-path", default=None,
-                        help="SAG pruner; 'none' = dense (default: the shipped pruner when installed)")
+                        help="SAG pruner; 'none' = dense (default: the shipped pruner with the shipped policy)")
     parser.add_argument("--backend", default="", help="inference backend (default: from the config)")
     parser.add_argument("--rate", type=float, default=0.0, help="control rate in Hz (default: from the config)")
     parser.add_argument("--no-sim", dest="use_sim", action="store_false", help="do not start the Push-T simulator")
@@ -107,7 +107,7 @@ def _sim_overrides(args: argparse.Namespace) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     args = parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
-    pruner = args.pruner_path if args.pruner_path is not None else shipped_pruner_or_dense()
+    pruner = args.pruner_path if args.pruner_path is not None else default_pruner_for(args.model_path)
     descriptions = describe_graph(args.config, model_path=args.model_path, pruner_path=pruner, backend=args.backend,
                                   rate=args.rate, use_sim=args.use_sim, overrides=_sim_overrides(args))
     rclpy.init(args=argv)

@@ -14,8 +14,6 @@ import copy
 import threading
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
@@ -23,6 +21,7 @@ from sensor_msgs.msg import Image, JointState
 from sag_ros.nodes.convert import (array_to_image, array_to_joint_state, fit_square, image_to_array,
                                    joint_state_to_array, stamp_to_ns)
 from sag_ros.nodes.graph import CAMERA_IMAGE_INPUT, CAMERA_STATE_INPUT, OBS_IMAGE_TOPIC, OBS_STATE_TOPIC
+from sag_ros.nodes.lifecycle import run_node
 from sag_ros.nodes.params import CameraNodeConfig, ConfigParameters
 
 
@@ -134,17 +133,7 @@ class CameraNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = CameraNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(CameraNode, args=args)
 
 
 if __name__ == "__main__":

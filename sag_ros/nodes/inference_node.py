@@ -16,16 +16,13 @@ misses, overruns and the achieved rate.
 from __future__ import annotations
 
 import array
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64, MultiArrayDimension, UInt8MultiArray
@@ -36,6 +33,7 @@ from sag_ros.nodes.camera_node import ObservationBuffer
 from sag_ros.nodes.convert import (chunk_to_trajectory, fit_square, image_to_array, joint_state_to_array,
                                    stamp_to_ns)
 from sag_ros.nodes.graph import ACTIONS_TOPIC, OBS_IMAGE_TOPIC, OBS_STATE_TOPIC
+from sag_ros.nodes.lifecycle import NodeStartupError, run_node
 from sag_ros.nodes.params import ConfigParameters, InferenceNodeConfig
 
 LATENCY_TOPICS = ("total_ms", "plan_ms", "denoise_ms", "obs_age_ms")
@@ -71,7 +69,7 @@ def msg_to_mask(msg: UInt8MultiArray) -> np.ndarray:
     return np.unpackbits(packed, count=steps * blocks).astype(bool).reshape(steps, blocks)
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(NodeStartupError):
     """The policy file is missing, unreadable, or does not fit this node's parameters."""
 
 
@@ -330,20 +328,7 @@ class InferenceNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = InferenceNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ModelLoadError as exc:  # a missing or mismatched model: say what to fix, no traceback
-        print(exc, file=sys.stderr)
-        raise SystemExit(1) from None
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(InferenceNode, args=args)
 
 
 if __name__ == "__main__":

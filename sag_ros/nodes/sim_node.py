@@ -14,7 +14,6 @@ import json
 
 import numpy as np
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.task import Future
 from sensor_msgs.msg import Image, JointState
@@ -24,6 +23,7 @@ from trajectory_msgs.msg import JointTrajectory
 from sag_ros.nodes.camera_node import sensor_qos_depth1
 from sag_ros.nodes.convert import array_to_image, array_to_joint_state, ns_to_stamp, trajectory_to_chunk
 from sag_ros.nodes.graph import ACTIONS_TOPIC, EPISODE_TOPIC, SIM_IMAGE_TOPIC, SIM_STATE_TOPIC
+from sag_ros.nodes.lifecycle import run_node
 from sag_ros.nodes.params import ConfigParameters, SimNodeConfig
 
 
@@ -159,20 +159,14 @@ class SimNode(Node):
         super().destroy_node()
 
 
+def _spin_episodes(node: "SimNode") -> None:
+    rclpy.spin_until_future_complete(node, node.finished)
+    if node.summary is not None:
+        print(json.dumps(node.summary), flush=True)
+
+
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SimNode()
-        rclpy.spin_until_future_complete(node, node.finished)
-        if node.summary is not None:
-            print(json.dumps(node.summary), flush=True)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(SimNode, _spin_episodes, args=args)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 Index branch (observation-independent): sinusoidal embeddings of the step index k and the block index j,
 summed per (k, j) cell, through a small transformer encoder over all K x 3L cells. Observation branch:
 the policy's own observation features (no second encoder), flattened and projected. A 3-layer MLP over
-[index embedding ; observation embedding] gives two logits per cell (compute, prune); the gate is the hard
-argmax with a straight-through softmax gradient.
+[index embedding ; observation embedding] gives two logits per cell (compute, prune), plus a learned per-cell
+offset on the prune logit; the gate is the hard argmax with a straight-through softmax gradient.
 
 The MLP's first layer is linear in the concatenation, so it splits into W_idx e_idx + W_obs e_obs. In
 eval mode the index half, the whole transformer included, is computed once and cached (a [K*3L, hidden]
@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sag_ros.policy.denoiser import sinusoidal_embedding
@@ -64,8 +63,10 @@ class Pruner(nn.Module):
         self.obs_proj = nn.Sequential(nn.Linear(c.obs_feature_dim, c.obs_dim), nn.Mish(),
                                       nn.Linear(c.obs_dim, c.hidden_dim, bias=False))
         self.mlp = nn.Sequential(nn.Mish(), nn.Linear(c.hidden_dim, c.hidden_dim), nn.Mish(), nn.Linear(c.hidden_dim, 2))
-        with torch.no_grad():  # small logits: cells start near the gate's threshold, easy to move either way
-            self.mlp[-1].weight.mul_(0.1)
+        # A learned offset per (step, block) cell on the prune logit: lets each cell's own fidelity gradient
+        # move it directly, which the shared MLP alone does slowly (the mask then moves as one piece).
+        self.cell_bias = nn.Parameter(torch.zeros(c.num_steps, c.num_blocks))
+        with torch.no_grad():  # cells start spread around the gate's threshold, centred on init_prune_rate
             self.mlp[-1].bias.copy_(torch.tensor([0.0, float(torch.logit(torch.tensor(c.init_prune_rate)))]))
         steps = torch.arange(c.num_steps).repeat_interleave(c.num_blocks)
         blocks = torch.arange(c.num_blocks).repeat(c.num_steps)
@@ -96,8 +97,8 @@ class Pruner(nn.Module):
         table = self.index_table()[None]  # (1, K*3L, hidden)
         if self.config.use_observation:
             table = table + self.obs_proj(obs_features.flatten(1))[:, None, :]
-        out = self.mlp(table.expand(b, -1, -1))
-        return out.view(b, self.config.num_steps, self.config.num_blocks, 2)
+        out = self.mlp(table.expand(b, -1, -1)).view(b, self.config.num_steps, self.config.num_blocks, 2)
+        return out + torch.stack((torch.zeros_like(self.cell_bias), self.cell_bias), dim=-1)
 
     def gates(self, obs_features: torch.Tensor) -> torch.Tensor:
         """Straight-through gates [B, K, 3L] (1 = prune), first step forced to compute."""

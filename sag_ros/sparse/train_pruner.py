@@ -31,8 +31,9 @@ class PrunerTrainConfig:
     target_rate: float = 0.9  # rho
     sparsity_weight: float = 1.0  # lambda
     num_steps: int = 300
-    batch_size: int = 8
-    lr: float = 1e-3
+    batch_size: int = 6
+    lr: float = 3e-4  # pruner network
+    cell_lr: float = 5e-2  # per-cell logit offsets: fast, so cells separate before the whole mask drifts
     reuse: ReuseKind = ReuseKind.ONE_FOR_ALL
     reference: str = "dense"  # or "demo"
     use_observation: bool = True  # False: one learned static mask for all observations
@@ -78,7 +79,9 @@ def train_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig, sampler: Windo
     torch.manual_seed(cfg.seed)
     policy.eval().requires_grad_(False)
     pruner = Pruner(pruner_config_for(policy, cfg)).train()
-    optimizer = torch.optim.AdamW(pruner.parameters(), lr=cfg.lr, weight_decay=0.0)
+    network = [p for name, p in pruner.named_parameters() if name != "cell_bias"]
+    optimizer = torch.optim.AdamW([{"params": network, "lr": cfg.lr}, {"params": [pruner.cell_bias], "lr": cfg.cell_lr}],
+                                  weight_decay=0.0)
     generator = torch.Generator().manual_seed(cfg.seed)
     history: list[dict[str, float]] = []
     start = time.perf_counter()
