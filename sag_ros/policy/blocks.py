@@ -32,6 +32,11 @@ def _split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
     return x.view(b, t, n_heads, d // n_heads).transpose(1, 2)  # (B, nh, T, hs)
 
 
+def _dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Dropout that costs nothing at inference (p = 0), where every microsecond per block call counts."""
+    return F.dropout(x, p, True) if p > 0 else x
+
+
 def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     b, nh, t, hs = x.shape
     return x.transpose(1, 2).reshape(b, t, nh * hs)  # (B, T, d)
@@ -56,7 +61,7 @@ class SelfAttentionBlock(nn.Module):
         out = F.scaled_dot_product_attention(
             _split_heads(q, self.n_heads), _split_heads(k, self.n_heads), _split_heads(v, self.n_heads),
             attn_mask=attn_mask, dropout_p=p)
-        return F.dropout(self.out_proj(_merge_heads(out)), p, self.training)
+        return _dropout(self.out_proj(_merge_heads(out)), p)
 
 
 class CrossAttentionBlock(nn.Module):
@@ -82,7 +87,7 @@ class CrossAttentionBlock(nn.Module):
         q = _split_heads(self.q_proj(self.norm(x)), self.n_heads)
         p = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, memory_kv[0], memory_kv[1], attn_mask=attn_mask, dropout_p=p)
-        return F.dropout(self.out_proj(_merge_heads(out)), p, self.training)
+        return _dropout(self.out_proj(_merge_heads(out)), p)
 
 
 class FeedForwardBlock(nn.Module):
@@ -98,8 +103,8 @@ class FeedForwardBlock(nn.Module):
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = F.dropout(F.gelu(self.linear1(self.norm(x))), self.dropout, self.training)
-        return F.dropout(self.linear2(hidden), self.dropout, self.training)
+        p = self.dropout if self.training else 0.0
+        return _dropout(self.linear2(_dropout(F.gelu(self.linear1(self.norm(x))), p)), p)
 
 
 class DecoderLayer(nn.Module):

@@ -38,6 +38,8 @@ class SagPlanner:
     def __init__(self, block_fns: Sequence[BlockFn], pruner: Pruner, reuse: ReuseKind | str) -> None:
         self._fns = list(block_fns)
         self.pruner = pruner.eval()
+        with torch.no_grad():
+            self.pruner.index_table()  # observation-independent half: built once here, not in the first chunk
         self._cache = make_cache(reuse, len(self._fns))
         self.last_mask: torch.Tensor | None = None
 
