@@ -127,16 +127,18 @@ def run_benchmark(methods: list[Method], task_name: str, seeds: range, noise_see
     predictors = {m.name: dataclasses.replace(m.spec, threads=threads)() for m in methods}
     dense = predictors[methods[0].name]
     observations = recorded_observations(dense, task_name, range(seeds.start, seeds.start + latency_observations))
+    if not observations:
+        raise ValueError("latency_observations must be >= 1")
     latency = measure_latency(predictors, observations, repeats)
     flops = {n: count_flops(p, observations[:3]) for n, p in predictors.items()}
     results = {}
     for m in methods:
         runs = [summarize(evaluate(m.spec, task_name, seeds, workers=workers, noise_seed=s, desc=f"{m.name} [{s}]"))
-                for s in range(noise_seeds)]
+                for s in range(noise_seeds if len(seeds) else 0)]  # no seeds: a speed-only benchmark
         scores, successes = [r["score"] for r in runs], [r["success_rate"] for r in runs]
         results[m.name] = {
-            "score_mean": float(np.mean(scores)), "score_std": float(np.std(scores)),
-            "success_mean": float(np.mean(successes)), "success_std": float(np.std(successes)),
+            "score_mean": _mean(scores), "score_std": _std(scores),
+            "success_mean": _mean(successes), "success_std": _std(successes),
             "gflops_per_chunk": flops[m.name] / 1e9, **latency[m.name],
             "speedup": latency[methods[0].name]["p50_ms"] / latency[m.name]["p50_ms"],
             "spec": dataclasses.asdict(m.spec),
@@ -144,6 +146,14 @@ def run_benchmark(methods: list[Method], task_name: str, seeds: range, noise_see
     masks = _example_masks(predictors, observations)
     return {"task": task_name, "seeds": [seeds.start, seeds.stop], "noise_seeds": noise_seeds, "threads": threads,
             "latency_observations": len(observations), "repeats": repeats, "methods": results, "masks": masks}
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def _std(values: list[float]) -> float | None:
+    return float(np.std(values)) if values else None
 
 
 def _example_masks(predictors: dict[str, PolicyPredictor], observations: list[dict]) -> dict[str, list]:
@@ -166,8 +176,10 @@ def format_results(report: dict) -> str:
 
     rows = []
     for name, r in report["methods"].items():
-        rows.append({"method": name, "score": f"{r['score_mean']:.3f}±{r['score_std']:.3f}",
-                     "success": f"{r['success_mean']:.2f}±{r['success_std']:.2f}",
+        scored = r["score_mean"] is not None
+        rows.append({"method": name,
+                     "score": f"{r['score_mean']:.3f}±{r['score_std']:.3f}" if scored else "-",
+                     "success": f"{r['success_mean']:.2f}±{r['success_std']:.2f}" if scored else "-",
                      "blocks": f"{r['executed_fraction']:.3f}", "GFLOP": f"{r['gflops_per_chunk']:.3f}",
                      "p50 ms": f"{r['p50_ms']:.1f}", "p95 ms": f"{r['p95_ms']:.1f}", "p99 ms": f"{r['p99_ms']:.1f}",
                      "plan ms": f"{r['plan_ms']:.2f}", "speed-up": f"{r['speedup']:.2f}x"})
@@ -186,6 +198,8 @@ def plot_results(report: dict, path: Path) -> None:
     axes = np.atleast_1d(axes)
     ax = axes[0]
     for name, r in report["methods"].items():
+        if r["score_mean"] is None:
+            continue
         ax.errorbar(r["speedup"], r["score_mean"], yerr=r["score_std"], fmt="o", capsize=3)
         ax.annotate(name, (r["speedup"], r["score_mean"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xlabel("speed-up vs dense DDPM-100 (p50, same run)")

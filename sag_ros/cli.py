@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", help="checkpoint (default: the shipped Push-T policy)")
     p.add_argument("--pruner", action="append", default=[], metavar="NAME=PATH", help="a pruner to compare (repeat)")
     p.add_argument("--task", default="pusht")
-    p.add_argument("--episodes", type=int, default=50, help="env seeds from the task's test seeds")
+    p.add_argument("--episodes", type=int, default=50, help="env seeds from the task's test seeds (0: speed only)")
     p.add_argument("--noise-seeds", type=int, default=3, help="evaluation seeds per env seed")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--latency-obs", type=int, default=5, help="env seeds to record observations from")

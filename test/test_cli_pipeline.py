@@ -44,3 +44,12 @@ def test_pipeline_end_to_end(tmp_path, capsys):
     assert interval["gflops_per_chunk"] < dense["gflops_per_chunk"]
     assert bench_png.stat().st_size > 10_000
     assert "speed-up" in capsys.readouterr().out
+
+    # speed only (no episodes), dense and SAG on a second backend
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install -e .[engine])")
+    main(["bench", "--policy", str(policy), "--pruner", f"sag={pruner}", "--episodes", "0", "--latency-obs", "1",
+          "--repeats", "1", "--intervals", "--ddim", "--backends", "eager", "onnxruntime",
+          "--json", str(bench_json), "--plot", str(bench_png)])
+    speed = json.loads(bench_json.read_text())["methods"]
+    assert list(speed) == ["dense", "sag", "dense [onnxruntime]", "sag [onnxruntime]"]
+    assert speed["sag [onnxruntime]"]["score_mean"] is None and speed["sag [onnxruntime]"]["p50_ms"] > 0
