@@ -208,7 +208,7 @@ def plot_results(report: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     for i, mask in enumerate(masks):
         axes[1 + i].imshow(np.array(mask), aspect="auto", cmap="Greys", interpolation="nearest")
-        axes[1 + i].set_title(f"obs {i}: {np.mean(mask):.0%} pruned", fontsize=8)
+        axes[1 + i].set_title(f"obs {i}: {np.mean(mask):.0%} pruned (black)", fontsize=8)
         axes[1 + i].set_xlabel("block (SA, CA, FFN per layer)")
         axes[1 + i].set_ylabel("denoising step")
     fig.tight_layout()

@@ -138,6 +138,7 @@ class InferenceNode(Node):
 
         self.stats = ChunkStats.create(cfg.stats_window)
         self.chunks = self.overruns = self.stale_ticks = self.refused = self.failures = 0
+        self._attempts = 0  # seeds the sampling noise: a refused chunk is never redrawn with the same noise
         self._problem: str | None = "no observation received yet"
         self._lock = threading.Lock()
 
@@ -236,7 +237,8 @@ class InferenceNode(Node):
         obs_age_s = max(0.0, (tick_ns - stamp_ns) * 1e-9)
         t0 = time.perf_counter()
         try:
-            actions = self.predictor(obs, seed=cfg.seed + self.chunks)
+            self._attempts += 1
+            actions = self.predictor(obs, seed=cfg.seed + self._attempts)
         except (ValueError, FloatingPointError, RuntimeError) as exc:
             with self._lock:
                 self.failures += 1

@@ -58,7 +58,7 @@ class InferenceNodeConfig:
     joint_names: list = _param(["x", "y"], "one name per action dimension", read_only=True)
     action_min: list = _param([0.0, 0.0], "lower bound per action dimension; chunks outside are not published")
     action_max: list = _param([512.0, 512.0], "upper bound per action dimension")
-    seed: int = _param(0, "seed of the first chunk's noise; chunk i uses seed + i")
+    seed: int = _param(0, "seed of the sampling noise; inference attempt i uses seed + i")
     stats_window: int = _param(100, "chunks in the latency window", read_only=True)
     diagnostics_period_s: float = _param(1.0, "seconds between two /diagnostics messages", read_only=True)
 
