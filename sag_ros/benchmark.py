@@ -93,6 +93,14 @@ def count_flops(predictor: PolicyPredictor, observations: list[dict]) -> float:
     return float(np.mean(totals))
 
 
+def _method_flops(method: Method, predictor: PolicyPredictor, observations: list[dict], threads: int) -> float:
+    """FLOPs are the method's, not the backend's: count them through eager blocks, which torch's counter sees
+    (it cannot look inside ONNX Runtime sessions or compiled graphs)."""
+    if method.spec.backend != "eager":
+        predictor = dataclasses.replace(method.spec, backend="eager", threads=threads)()
+    return count_flops(predictor, observations)
+
+
 def measure_latency(predictors: dict[str, PolicyPredictor], observations: list[dict], repeats: int) -> dict[str, dict]:
     """Round-robin timing: for each repeat and observation, every method once, in a rotating order."""
     names = list(predictors)
@@ -130,7 +138,7 @@ def run_benchmark(methods: list[Method], task_name: str, seeds: range, noise_see
     if not observations:
         raise ValueError("latency_observations must be >= 1")
     latency = measure_latency(predictors, observations, repeats)
-    flops = {n: count_flops(p, observations[:3]) for n, p in predictors.items()}
+    flops = {m.name: _method_flops(m, predictors[m.name], observations[:3], threads) for m in methods}
     results = {}
     for m in methods:
         runs = [summarize(evaluate(m.spec, task_name, seeds, workers=workers, noise_seed=s, desc=f"{m.name} [{s}]"))

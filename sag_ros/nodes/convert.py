@@ -38,10 +38,6 @@ def seconds_to_duration(seconds: float) -> Duration:
     return Duration(sec=sec, nanosec=nanosec)
 
 
-def duration_to_seconds(duration: Duration) -> float:
-    return duration.sec + duration.nanosec * 1e-9
-
-
 # -- images ------------------------------------------------------------------------------------------
 
 

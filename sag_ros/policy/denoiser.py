@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from sag_ros.policy.blocks import BlockKind, DecoderLayer
+from sag_ros.policy.blocks import DecoderLayer
 from sag_ros.policy.config import DenoiserConfig
 
 BlockFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -113,11 +113,6 @@ class TransformerDenoiser(nn.Module):
             fns.append(lambda h, kv, ca=ca: ca(h, kv, self.memory_mask))
             fns.append(lambda h, kv, ffn=ffn: ffn(h))
         return fns
-
-    @staticmethod
-    def block_kind(index: int) -> BlockKind:
-        """Column j of a SAG mask is sub-block ``j % 3`` of layer ``j // 3``."""
-        return BlockKind(index % 3)
 
     # -- dense forward, used in training ---------------------------------------------------------
 
