@@ -97,7 +97,7 @@ def run_method(method: RosMethod, policy_path: str, *, episodes: int, seed: int,
     from rclpy.context import Context
     from rclpy.executors import MultiThreadedExecutor
 
-    from sag_ros.nodes.bringup import build_nodes, shutdown_executor
+    from sag_ros.nodes.bringup import build_nodes, stop_graph
     from sag_ros.nodes.graph import INFERENCE, SIM, describe_graph
 
     inference = {"stats_window": STATS_WINDOW, "threads": threads}
@@ -143,13 +143,7 @@ def run_method(method: RosMethod, policy_path: str, *, episodes: int, seed: int,
                 "mean_score": float(summary["mean_score"]), "success_rate": float(summary["success_rate"]),
                 "episodes": [dict(r) for r in sim_node.results]}
     finally:
-        if executor is not None:
-            shutdown_executor(executor)
-        for node in nodes.values():
-            try:
-                node.destroy_node()
-            except Exception as exc:  # keep stopping the others
-                log(f"[bench-ros] {node.get_name()}: error while stopping: {exc!r}")
+        stop_graph(executor, nodes, lambda line: log(f"[bench-ros] {line}"))
         rclpy.try_shutdown(context=context)
 
 

@@ -14,7 +14,7 @@ import json
 import sys
 import threading
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -67,6 +67,17 @@ def shutdown_executor(executor) -> None:
     pool = getattr(executor, "_executor", None)
     if pool is not None:
         pool.shutdown(wait=True)
+
+
+def stop_graph(executor, nodes: dict[str, Node], log: Callable[[str], None]) -> None:
+    """Stop the executor, then every node; an error stopping one node is logged and the others still stop."""
+    if executor is not None:
+        shutdown_executor(executor)
+    for node in nodes.values():
+        try:
+            node.destroy_node()
+        except Exception as exc:  # keep stopping the others; the process still exits
+            log(f"{node.get_name()}: error while stopping: {exc!r}")
 
 
 def latency_line(node: InferenceNode) -> str:
@@ -138,13 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         code = 1
     finally:
-        if executor is not None:
-            shutdown_executor(executor)
-        for node in nodes.values():
-            try:
-                node.destroy_node()
-            except Exception as exc:  # keep stopping the others; the process still exits
-                print(f"[sag-bringup] {node.get_name()}: error while stopping: {exc!r}", file=sys.stderr)
+        stop_graph(executor, nodes, lambda line: print(f"[sag-bringup] {line}", file=sys.stderr))
         rclpy.try_shutdown()
     others = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
     print(f"[sag-bringup] stopped; threads left: {len(others)} {others}", flush=True)

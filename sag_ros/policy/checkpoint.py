@@ -8,13 +8,12 @@ engines) record so they can never be paired with another policy.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from sag_ros.atomic import atomic_write
 from sag_ros.policy.config import PolicyConfig
 from sag_ros.policy.policy import DiffusionPolicy
 
@@ -27,19 +26,9 @@ class CheckpointError(RuntimeError):
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save through :func:`sag_ros.atomic.atomic_write`."""
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 def load_artifact(path: Path, expected_format: str, expected_version: int) -> dict[str, Any]:

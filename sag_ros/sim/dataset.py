@@ -10,8 +10,6 @@ arguments give the same file and an interrupted write never leaves a loadable fi
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from sag_ros.atomic import atomic_write
 from sag_ros.sim.task import TaskSpec
 
 FORMAT_VERSION = 1
@@ -70,30 +69,15 @@ class Demos:
 def save_demos(demos: Demos, path: Path) -> Path:
     """Write ``demos`` atomically (temp file in the same dir, fsync, rename); returns ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {key: np.ascontiguousarray(getattr(demos, key), dtype=_DTYPES[key]) for key in ARRAY_KEYS}
     arrays["metadata"] = np.array(json.dumps({**demos.metadata, "format_version": FORMAT_VERSION}, sort_keys=True))
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-                for key, array in arrays.items():
-                    # Same layout as np.savez_compressed, but with fixed timestamps for reproducible bytes.
-                    info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_EPOCH)
-                    info.compress_type = zipfile.ZIP_DEFLATED
-                    with zf.open(info, "w", force_zip64=True) as member:
-                        np.lib.format.write_array(member, array, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with atomic_write(path) as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for key, array in arrays.items():
+            # Same layout as np.savez_compressed, but with fixed timestamps for reproducible bytes.
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
     return path
 
 
