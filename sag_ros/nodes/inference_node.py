@@ -36,6 +36,7 @@ from sag_ros.nodes.graph import ACTIONS_TOPIC, OBS_IMAGE_TOPIC, OBS_STATE_TOPIC
 from sag_ros.nodes.lifecycle import NodeStartupError, run_node
 from sag_ros.nodes.params import ConfigParameters, InferenceNodeConfig
 
+_PAIRING_DEPTH = 8  # unmatched images/states kept per kind while waiting for their other half
 LATENCY_TOPICS = ("total_ms", "plan_ms", "denoise_ms", "obs_age_ms")
 MASK_TOPIC = "/sag/mask"
 
@@ -123,7 +124,7 @@ class InferenceNode(Node):
         enc, to = policy_cfg.encoder, policy_cfg.denoiser.n_obs_steps
         if observations is None:
             observations = ObservationBuffer(to, enc.image_size, enc.state_dim)
-            self._pending: dict[str, tuple[int, np.ndarray]] = {}
+            self._pending: dict[str, dict[int, np.ndarray]] = {"image": {}, "state": {}}
             self.create_subscription(Image, OBS_IMAGE_TOPIC, self._on_image, 1)
             self.create_subscription(JointState, OBS_STATE_TOPIC, self._on_state, 1)
         elif (observations.n_obs_steps, observations.image_size, observations.state_dim) != (to, enc.image_size, enc.state_dim):
@@ -180,12 +181,19 @@ class InferenceNode(Node):
         self._pair("state", stamp_to_ns(msg.header.stamp), state)
 
     def _pair(self, key: str, stamp_ns: int, value: np.ndarray) -> None:
-        self._pending[key] = (stamp_ns, value)
-        other = self._pending.get("state" if key == "image" else "image")
-        if other is not None and other[0] == stamp_ns:
-            image, state = (value, other[1]) if key == "image" else (other[1], value)
-            self.observations.push(stamp_ns, image, state)
-            self._pending.clear()
+        """Join image and state by stamp; either may arrive first, and a few may be in flight at once."""
+        other = self._pending["state" if key == "image" else "image"]
+        if stamp_ns not in other:
+            mine = self._pending[key]
+            mine[stamp_ns] = value
+            while len(mine) > _PAIRING_DEPTH:
+                mine.pop(next(iter(mine)))
+            return
+        image, state = (value, other[stamp_ns]) if key == "image" else (other[stamp_ns], value)
+        self.observations.push(stamp_ns, image, state)
+        for pending in self._pending.values():  # older halves can no longer make a newer observation
+            for stamp in [t for t in pending if t <= stamp_ns]:
+                del pending[stamp]
 
     # -- control loop --------------------------------------------------------------------------------------
 
