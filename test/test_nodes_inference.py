@@ -132,6 +132,32 @@ def test_observations_over_topics_are_paired_by_stamp(ros_context, executor, tin
             node.destroy_node()
 
 
+def test_diagnostics_warn_when_inference_is_slower_than_the_period(ros_context, executor, tiny_checkpoint):
+    policy, _ = load_policy(tiny_checkpoint)
+    policy.use_sampler("ddim", 2)
+    predictor = PolicyPredictor(policy)
+    predictor.planner = SleepyPlanner(predictor.planner, 0.15)  # the dense planner, 150 ms late
+    buffer = ObservationBuffer(2, SIZE, 2)
+    inference = _inference(ros_context, tiny_checkpoint, buffer, predictor, control_rate_hz=10.0,
+                           diagnostics_period_s=0.3)
+    probe = Node("probe", context=ros_context)
+    recorder = Recorder(probe)
+    _feed_buffer(probe, buffer)
+    for node in (inference, probe):
+        executor.add_node(node)
+    try:
+        assert spin_until(executor, lambda: DiagnosticStatus.WARN in recorder.levels(), 5.0), recorder.levels()
+        warn = next(d.status[0] for d in recorder.diagnostics if d.status[0].level == DiagnosticStatus.WARN)
+        values = {kv.key: kv.value for kv in warn.values}
+        assert float(values["p95_ms"]) > 100.0 and int(values["deadline_misses"]) >= 1
+        assert "exceeds" in warn.message
+        assert recorder.plan_ms and min(recorder.plan_ms) >= 150.0
+        assert inference.overruns >= 1  # ticks that found the worker busy were counted, not queued
+    finally:
+        for node in (inference, probe):
+            node.destroy_node()
+
+
 def test_stale_observations_stop_publishing_and_report_error(ros_context, executor, tiny_checkpoint):
     buffer = ObservationBuffer(2, SIZE, 2)
     inference = _inference(ros_context, tiny_checkpoint, buffer, control_rate_hz=10.0, stale_timeout_s=0.3,
