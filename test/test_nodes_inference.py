@@ -132,6 +132,17 @@ def test_observations_over_topics_are_paired_by_stamp(ros_context, executor, tin
             node.destroy_node()
 
 
+class SleepyPlanner:
+    """A dense planner that sleeps first: a model slower than the control period."""
+
+    def __init__(self, planner, seconds: float) -> None:
+        self.planner, self.seconds = planner, seconds
+
+    def plan(self, features):
+        time.sleep(self.seconds)
+        return self.planner.plan(features)
+
+
 def test_diagnostics_warn_when_inference_is_slower_than_the_period(ros_context, executor, tiny_checkpoint):
     policy, _ = load_policy(tiny_checkpoint)
     policy.use_sampler("ddim", 2)
