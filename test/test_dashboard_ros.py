@@ -20,7 +20,8 @@ from ros_fixtures import spin_until  # noqa: E402
 from sag_ros.dashboard.model import DashboardModel  # noqa: E402
 from sag_ros.dashboard.source import DashboardSource  # noqa: E402
 from sag_ros.nodes.camera_node import ObservationBuffer  # noqa: E402
-from sag_ros.nodes.inference_node import InferenceNode, mask_to_msg, msg_to_mask  # noqa: E402
+from sag_ros.nodes.convert import mask_to_msg, msg_to_mask  # noqa: E402
+from sag_ros.nodes.inference_node import InferenceNode  # noqa: E402
 from sag_ros.policy.checkpoint import load_policy  # noqa: E402
 from sag_ros.policy.sampling import eager_kernels  # noqa: E402
 from sag_ros.predictor import PolicyPredictor  # noqa: E402

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from sag_ros.latency import LatencySummary, RateMeter, SampleWindow, summarize
+from sag_ros.nodes.graph import LATENCY_SERIES
 
-LATENCY_SERIES = ("obs_age_ms", "plan_ms", "denoise_ms", "total_ms")
 FRACTION_SERIES = "executed_fraction"
 SERIES = LATENCY_SERIES + (FRACTION_SERIES,)
 LEVEL_NAMES = {0: "OK", 1: "WARN", 2: "ERROR", 3: "STALE"}  # diagnostic_msgs/DiagnosticStatus levels

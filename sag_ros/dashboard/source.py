@@ -14,11 +14,10 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from std_msgs.msg import Float64, UInt8MultiArray
 
-from sag_ros.dashboard.model import FRACTION_SERIES, LATENCY_SERIES, DashboardModel, Status
-from sag_ros.nodes.inference_node import MASK_TOPIC, msg_to_mask
+from sag_ros.dashboard.model import FRACTION_SERIES, DashboardModel, Status
+from sag_ros.nodes.convert import msg_to_mask
+from sag_ros.nodes.graph import FRACTION_TOPIC, LATENCY_SERIES, LATENCY_TOPIC, MASK_TOPIC
 
-LATENCY_TOPIC = "/sag/latency/{}"
-FRACTION_TOPIC = "/sag/executed_fraction"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 
 

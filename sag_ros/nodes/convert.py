@@ -11,11 +11,14 @@ Every refusal is a ``ValueError`` naming the problem.
 
 from __future__ import annotations
 
+import array
+
 from typing import Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
 from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import MultiArrayDimension, UInt8MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 _CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
@@ -170,3 +173,35 @@ def trajectory_to_chunk(msg: JointTrajectory, joint_names: Sequence[str] | None 
     if np.any(np.diff(times) < 0):
         raise ValueError("trajectory points are not in time order")
     return times, actions
+
+
+# -- pruning masks ------------------------------------------------------------------------------------
+
+
+def mask_to_msg(mask: np.ndarray) -> UInt8MultiArray:
+    """Bool mask [steps, blocks] (True = pruned) -> ``UInt8MultiArray`` of its bits, 8 cells a byte.
+
+    ``data`` is ``np.packbits`` of the row-major cells (first cell in the high bit, the last byte zero-padded);
+    ``layout.dim`` gives the cell grid (labels ``steps`` and ``blocks``, sizes and strides in cells).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-d [steps, blocks], got shape {mask.shape}")
+    steps, blocks = mask.shape
+    msg = UInt8MultiArray()
+    msg.layout.dim = [MultiArrayDimension(label="steps", size=steps, stride=steps * blocks),
+                      MultiArrayDimension(label="blocks", size=blocks, stride=blocks)]
+    msg.data = array.array("B", np.packbits(mask, axis=None).tobytes())
+    return msg
+
+
+def msg_to_mask(msg: UInt8MultiArray) -> np.ndarray:
+    """Inverse of :func:`mask_to_msg`: bool [steps, blocks]; ValueError if the layout does not fit the data."""
+    labels = [d.label for d in msg.layout.dim]
+    if labels != ["steps", "blocks"]:
+        raise ValueError(f"mask layout must be [steps, blocks], got {labels}")
+    steps, blocks = (d.size for d in msg.layout.dim)
+    packed = np.frombuffer(bytes(msg.data), dtype=np.uint8)
+    if len(packed) != (steps * blocks + 7) // 8:
+        raise ValueError(f"mask of {steps}x{blocks} cells needs {(steps * blocks + 7) // 8} bytes, got {len(packed)}")
+    return np.unpackbits(packed, count=steps * blocks).astype(bool).reshape(steps, blocks)

@@ -26,6 +26,10 @@ OBS_IMAGE_TOPIC = "/sag/observation/image"
 OBS_STATE_TOPIC = "/sag/observation/state"
 ACTIONS_TOPIC = "/sag/actions"
 EPISODE_TOPIC = "/sag/episode"
+MASK_TOPIC = "/sag/mask"  # the pruning mask, published only while someone subscribes
+LATENCY_TOPIC = "/sag/latency/{}"  # one std_msgs/Float64 topic per series, in milliseconds
+LATENCY_SERIES = ("obs_age_ms", "plan_ms", "denoise_ms", "total_ms")
+FRACTION_TOPIC = "/sag/executed_fraction"
 
 CAMERA, INFERENCE, SIM = "sag_camera", "sag_inference", "sag_sim"
 CONFIGS: dict[str, type] = {CAMERA: CameraNodeConfig, INFERENCE: InferenceNodeConfig, SIM: SimNodeConfig}

@@ -15,7 +15,6 @@ misses, overruns and the achieved rate.
 
 from __future__ import annotations
 
-import array
 import threading
 import time
 from dataclasses import dataclass
@@ -25,49 +24,19 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float64, MultiArrayDimension, UInt8MultiArray
+from std_msgs.msg import Float64, UInt8MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from sag_ros.latency import Level, RateMeter, SampleWindow, classify, summarize
 from sag_ros.nodes.camera_node import ObservationBuffer
-from sag_ros.nodes.convert import (chunk_to_trajectory, fit_square, image_to_array, joint_state_to_array,
+from sag_ros.nodes.convert import (chunk_to_trajectory, fit_square, image_to_array, joint_state_to_array, mask_to_msg,
                                    stamp_to_ns)
-from sag_ros.nodes.graph import ACTIONS_TOPIC, OBS_IMAGE_TOPIC, OBS_STATE_TOPIC
+from sag_ros.nodes.graph import (ACTIONS_TOPIC, FRACTION_TOPIC, LATENCY_SERIES, LATENCY_TOPIC, MASK_TOPIC,
+                                 OBS_IMAGE_TOPIC, OBS_STATE_TOPIC)
 from sag_ros.nodes.lifecycle import NodeStartupError, run_node
 from sag_ros.nodes.params import ConfigParameters, InferenceNodeConfig
 
 _PAIRING_DEPTH = 8  # unmatched images/states kept per kind while waiting for their other half
-LATENCY_TOPICS = ("total_ms", "plan_ms", "denoise_ms", "obs_age_ms")
-MASK_TOPIC = "/sag/mask"
-
-
-def mask_to_msg(mask: np.ndarray) -> UInt8MultiArray:
-    """Bool mask [steps, blocks] (True = pruned) -> ``UInt8MultiArray`` of its bits, 8 cells a byte.
-
-    ``data`` is ``np.packbits`` of the row-major cells (first cell in the high bit, the last byte zero-padded);
-    ``layout.dim`` gives the cell grid (labels ``steps`` and ``blocks``, sizes and strides in cells).
-    """
-    mask = np.asarray(mask, dtype=bool)
-    if mask.ndim != 2:
-        raise ValueError(f"mask must be 2-d [steps, blocks], got shape {mask.shape}")
-    steps, blocks = mask.shape
-    msg = UInt8MultiArray()
-    msg.layout.dim = [MultiArrayDimension(label="steps", size=steps, stride=steps * blocks),
-                      MultiArrayDimension(label="blocks", size=blocks, stride=blocks)]
-    msg.data = array.array("B", np.packbits(mask, axis=None).tobytes())
-    return msg
-
-
-def msg_to_mask(msg: UInt8MultiArray) -> np.ndarray:
-    """Inverse of :func:`mask_to_msg`: bool [steps, blocks]; ValueError if the layout does not fit the data."""
-    labels = [d.label for d in msg.layout.dim]
-    if labels != ["steps", "blocks"]:
-        raise ValueError(f"mask layout must be [steps, blocks], got {labels}")
-    steps, blocks = (d.size for d in msg.layout.dim)
-    packed = np.frombuffer(bytes(msg.data), dtype=np.uint8)
-    if len(packed) != (steps * blocks + 7) // 8:
-        raise ValueError(f"mask of {steps}x{blocks} cells needs {(steps * blocks + 7) // 8} bytes, got {len(packed)}")
-    return np.unpackbits(packed, count=steps * blocks).astype(bool).reshape(steps, blocks)
 
 
 class ModelLoadError(NodeStartupError):
@@ -144,8 +113,8 @@ class InferenceNode(Node):
         self._lock = threading.Lock()
 
         self._actions_pub = self.create_publisher(JointTrajectory, ACTIONS_TOPIC, 1)
-        self._latency_pubs = {k: self.create_publisher(Float64, f"/sag/latency/{k}", 10) for k in LATENCY_TOPICS}
-        self._fraction_pub = self.create_publisher(Float64, "/sag/executed_fraction", 10)
+        self._latency_pubs = {k: self.create_publisher(Float64, LATENCY_TOPIC.format(k), 10) for k in LATENCY_SERIES}
+        self._fraction_pub = self.create_publisher(Float64, FRACTION_TOPIC, 10)
         self._mask_pub = self.create_publisher(UInt8MultiArray, MASK_TOPIC, 1)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
@@ -159,7 +128,7 @@ class InferenceNode(Node):
         self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics)
         schedule = self.predictor.policy.schedule
         self.get_logger().info(f"policy ready: To={to}, {enc.image_size}px, {schedule.kind.value} x {schedule.num_steps} "
-                               f"steps, {'SAG pruner ' + cfg.pruner_path if cfg.pruner_path else 'dense'}, "
+                               f"steps, {type(self.predictor.planner).__name__}, "
                                f"{cfg.backend} blocks, {cfg.control_rate_hz} Hz")
 
     # -- observations from topics (separate processes) ------------------------------------------------------
