@@ -33,6 +33,8 @@ setup(
         "engine": ["onnx", "onnxruntime", "onnxscript"],
         # sag-dashboard / the rqt plugin (under rqt, its python_qt_binding provides Qt and qtpy follows it)
         "dashboard": ["qtpy", "PySide6-Essentials", "pyqtgraph"],
+        # the Meta-World task suite (MuJoCo; headless images need the system's EGL, see .ci/run)
+        "metaworld": ["metaworld==3.1.1"],
         "ros": [
             "ros-jazzy-rclpy[fastrtps]",
             "ros-jazzy-std-msgs",

@@ -214,9 +214,14 @@ def plot_results(report: dict, path: Path) -> None:
     ax.set_ylabel(f"{report['task']} score")
     ax.set_xscale("log")
     ax.grid(alpha=0.3)
-    for i, mask in enumerate(masks):
-        axes[1 + i].imshow(np.array(mask), aspect="auto", cmap="Greys", interpolation="nearest")
-        axes[1 + i].set_title(f"obs {i}: {np.mean(mask):.0%} pruned (black)", fontsize=8)
+    for i, mask in enumerate(np.array(masks, dtype=bool)):
+        # grey = pruned, white = computed; red = cells where this observation's mask differs from obs 0's
+        image = np.where(mask[..., None], 0.35, 1.0) * np.ones(3)
+        changed = mask != masks[0]
+        image[changed] = (0.85, 0.1, 0.1)
+        axes[1 + i].imshow(image, aspect="auto", interpolation="nearest")
+        title = f"obs {i}: {mask.mean():.0%} pruned (grey)"
+        axes[1 + i].set_title(title + (f"\n{changed.sum()} cells differ from obs 0 (red)" if i else ""), fontsize=8)
         axes[1 + i].set_xlabel("block (SA, CA, FFN per layer)")
         axes[1 + i].set_ylabel("denoising step")
     fig.tight_layout()

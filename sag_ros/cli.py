@@ -55,16 +55,25 @@ def _train(args: argparse.Namespace) -> None:
     train_policy(experiment.policy, train_config, sampler, Path(args.out))
 
 
+def _policy_task(policy_task: str, requested: str | None):
+    """The task a command runs: the policy's own unless ``--task`` names one, which must then be the same."""
+    from sag_ros.sim.task import get_task
+
+    if requested is not None and requested != policy_task:
+        raise SystemExit(f"the policy was trained on {policy_task!r}; it cannot run --task {requested!r}")
+    return get_task(policy_task)
+
+
 def _eval(args: argparse.Namespace) -> None:
     from sag_ros.predictor import PredictorSpec
     from sag_ros.sim.evaluate import evaluate, summarize
-    from sag_ros.sim.task import get_task
 
     policy_path = Path(args.policy) if args.policy else default_policy_path()
     spec = PredictorSpec(str(policy_path), sampler=args.sampler, num_steps=args.steps, pruner_path=args.pruner,
                          backend=args.backend, threads=args.threads)
-    schedule = spec().policy.schedule  # fails fast, here, on a missing or mismatched checkpoint
-    task = get_task(args.task)
+    policy = spec().policy  # fails fast, here, on a missing or mismatched checkpoint
+    schedule = policy.schedule
+    task = _policy_task(policy.config.task, args.task)
     start = args.seed_start if args.seed_start is not None else task.test_seed_start
     results = evaluate(spec, task.name, range(start, start + args.episodes), workers=args.workers,
                        video_dir=Path(args.video_dir) if args.videos else None, num_videos=args.videos)
@@ -97,20 +106,21 @@ def _train_pruner(args: argparse.Namespace) -> None:
     policy, _ = load_policy(Path(args.policy))
     policy.use_sampler(args.sampler, args.steps)
     cfg = PrunerTrainConfig(target_rate=args.rho, sparsity_weight=args.sparsity_weight, num_steps=args.iterations,
-                            batch_size=args.batch_size, lr=args.lr, cell_lr=args.cell_lr, reuse=args.reuse, reference=args.reference,
-                            use_observation=not args.static, seed=args.seed, threads=args.threads)
+                            batch_size=args.batch_size, lr=args.lr, cell_lr=args.cell_lr, rate_warmup=args.rate_warmup,
+                            reuse=args.reuse, reference=args.reference, use_observation=not args.static, seed=args.seed,
+                            threads=args.threads, init_from=args.init)
     train_pruner(policy, cfg, _training_sampler(policy.config, Path(args.data)), Path(args.out))
 
 
 def _bench(args: argparse.Namespace) -> None:
     from sag_ros.benchmark import format_results, plot_results, run_benchmark, save_report, standard_methods
-    from sag_ros.sim.task import get_task
+    from sag_ros.policy.checkpoint import load_policy
 
     pruners = _named_paths(args.pruner)
     policy_path = str(Path(args.policy) if args.policy else default_policy_path())
     methods = standard_methods(policy_path, pruners, intervals=tuple(args.intervals), ddim_steps=tuple(args.ddim),
                                backends=tuple(args.backends))
-    task = get_task(args.task)
+    task = _policy_task(load_policy(Path(policy_path))[0].config.task, args.task)
     start = task.test_seed_start
     report = run_benchmark(methods, task.name, range(start, start + args.episodes), args.noise_seeds, args.workers,
                            args.latency_obs, args.repeats, args.threads)
@@ -180,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="closed-loop evaluation; prints a table, optionally writes JSON and GIFs")
     p.add_argument("--policy", help="checkpoint (default: the shipped Push-T policy)")
-    p.add_argument("--task", default="pusht")
+    p.add_argument("--task", help="default: the policy's task")
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--seed-start", type=int, help="first env seed (default: the task's test seeds)")
     p.add_argument("--sampler", choices=["ddpm", "ddim"], help="default: the checkpoint's")
@@ -205,9 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rho", type=float, default=0.9, help="target pruning rate")
     p.add_argument("--sparsity-weight", type=float, default=1.0, help="lambda of |mean(M) - rho|")
     p.add_argument("--iterations", type=int, default=300)
-    p.add_argument("--batch-size", type=int, default=6)
-    p.add_argument("--lr", type=float, default=3e-4, help="pruner network learning rate")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3, help="pruner network learning rate")
     p.add_argument("--cell-lr", type=float, default=5e-2, help="learning rate of the per-cell logit offsets")
+    p.add_argument("--rate-warmup", type=int, default=0, help="iterations over which the target ramps up to rho")
+    p.add_argument("--init", help="warm start from this pruner (trained for the same policy)")
     p.add_argument("--reuse", choices=["one_for_all", "per_block"], default="one_for_all")
     p.add_argument("--reference", choices=["dense", "demo"], default="dense")
     p.add_argument("--static", action="store_true", help="one learned mask for all observations (L2C-style)")
@@ -220,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="dense vs SAG vs baselines: score, FLOPs, latency, speed-up")
     p.add_argument("--policy", help="checkpoint (default: the shipped Push-T policy)")
     p.add_argument("--pruner", action="append", default=[], metavar="NAME=PATH", help="a pruner to compare (repeat)")
-    p.add_argument("--task", default="pusht")
+    p.add_argument("--task", help="default: the policy's task")
     p.add_argument("--episodes", type=int, default=50, help="env seeds from the task's test seeds (0: speed only)")
     p.add_argument("--noise-seeds", type=int, default=3, help="evaluation seeds per env seed")
     p.add_argument("--workers", type=int, default=2)

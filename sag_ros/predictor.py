@@ -34,7 +34,7 @@ class DensePlanner:
     """Every block at every step: the reference policy."""
 
     def __init__(self, kernels: DenoiserKernels) -> None:
-        self._runner = dense_runner(kernels.block_fns)
+        self._runner = dense_runner(kernels)
 
     def plan(self, features: torch.Tensor) -> tuple[BlockRunner, float]:
         return self._runner, 1.0
@@ -123,13 +123,12 @@ class PredictorSpec:
                                self.num_steps or policy.config.scheduler.num_inference_steps)
         cache = Path(self.engine_cache) if self.engine_cache else Path(self.policy_path).with_suffix(".engines")
         kernels = make_backend(self.backend, policy.denoiser, batch_size=1, cache_dir=cache).kernels
-        block_fns = kernels.block_fns
         planner: BlockPlanner | None = None
         if self.pruner_path is not None:
             pruner, extra = load_pruner(Path(self.pruner_path), policy)
             pruner.to(policy.denoiser.pos_emb.device)
-            planner = SagPlanner(block_fns, pruner, self.reuse or extra.get("reuse", "one_for_all"))
+            planner = SagPlanner(kernels, pruner, self.reuse or extra.get("reuse", "one_for_all"))
         elif self.interval is not None:
-            mask = interval_mask(policy.schedule.num_steps, len(block_fns), self.interval)
-            planner = StaticMaskPlanner(block_fns, mask, self.reuse or "per_block")
+            mask = interval_mask(policy.schedule.num_steps, len(kernels.block_fns), self.interval)
+            planner = StaticMaskPlanner(kernels, mask, self.reuse or "per_block")
         return PolicyPredictor(policy, planner, kernels)

@@ -56,3 +56,15 @@ def features(policy) -> torch.Tensor:
     """Observation features of one random observation for ``policy``."""
     with torch.no_grad():
         return policy.encode_observation(random_observation(policy.config))
+
+
+def assert_observation_contract(task, adapter) -> dict:
+    """What every task adapter promises (``sag_ros.sim.task.TaskAdapter``): shapes and dtypes of one observation."""
+    import numpy as np
+
+    obs = adapter.observation()
+    assert obs["image"].shape == (task.image_size, task.image_size, 3) and obs["image"].dtype == np.uint8
+    assert obs["state"].shape == (task.state_dim,) and obs["state"].dtype == np.float32
+    assert obs["keypoints"].shape == (task.keypoint_dim,) and obs["keypoints"].dtype == np.float32
+    assert adapter.sim_state().ndim == 1 and adapter.sim_state().dtype == np.float64
+    return obs

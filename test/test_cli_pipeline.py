@@ -27,11 +27,14 @@ def test_pipeline_end_to_end(tmp_path, capsys):
     pruner = tmp_path / "pruner.pt"
     main(["train-pruner", "--policy", str(policy), "--data", str(data), "--out", str(pruner), "--iterations", "2",
           "--batch-size", "2", "--steps", "10", "--rho", "0.5", "--threads", "1"])
+    _check_pruner_resume_and_warm_start(policy, data, pruner, tmp_path, capsys)
     report = tmp_path / "eval.json"
     main(["eval", "--policy", str(policy), "--pruner", str(pruner), "--episodes", "1", "--workers", "1",
           "--steps", "10", "--json", str(report)])
     summary = json.loads(report.read_text())["summary"]
     assert summary["episodes"] == 1 and 0.0 <= summary["score"] <= 1.0
+    with pytest.raises(SystemExit, match="trained on 'pusht'"):
+        main(["eval", "--policy", str(policy), "--task", "mw-drawer-open", "--episodes", "1"])
     bench_json, bench_png = tmp_path / "bench.json", tmp_path / "bench.png"
     main(["bench", "--policy", str(policy), "--pruner", f"sag={pruner}", "--episodes", "1", "--noise-seeds", "1",
           "--latency-obs", "1", "--repeats", "1", "--intervals", "2", "--ddim", "5", "--workers", "1",
@@ -53,3 +56,23 @@ def test_pipeline_end_to_end(tmp_path, capsys):
     speed = json.loads(bench_json.read_text())["methods"]
     assert list(speed) == ["dense", "sag", "dense [onnxruntime]", "sag [onnxruntime]"]
     assert speed["sag [onnxruntime]"]["score_mean"] is None and speed["sag [onnxruntime]"]["p50_ms"] > 0
+
+
+def _check_pruner_resume_and_warm_start(policy, data, pruner, tmp_path, capsys):
+    """A longer run continues from the saved state; other settings are refused; --init warm-starts."""
+    from sag_ros.policy.checkpoint import CheckpointError, load_policy
+    from sag_ros.sparse.artifact import load_pruner
+
+    args = ["train-pruner", "--policy", str(policy), "--data", str(data), "--batch-size", "2", "--steps", "10",
+            "--threads", "1"]
+    capsys.readouterr()
+    main(args + ["--out", str(pruner), "--iterations", "3", "--rho", "0.5"])
+    assert "resumed from" in capsys.readouterr().out
+    dense, _ = load_policy(policy)
+    dense.use_sampler("ddpm", 10)
+    assert load_pruner(pruner, dense)[1]["train_step"] == 3
+    with pytest.raises(CheckpointError, match="other settings"):
+        main(args + ["--out", str(pruner), "--iterations", "4", "--rho", "0.6"])
+    finetuned = tmp_path / "pruner_rho0.6.pt"
+    main(args + ["--out", str(finetuned), "--iterations", "1", "--rho", "0.6", "--init", str(pruner)])
+    assert load_pruner(finetuned, dense)[1]["init_from"] == str(pruner)

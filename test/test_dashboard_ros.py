@@ -38,7 +38,7 @@ def sag_predictor(path) -> PolicyPredictor:
     policy, _ = load_policy(path)
     kernels = eager_kernels(policy.denoiser)
     pruner = Pruner(pruner_config_for(policy, PrunerTrainConfig()))
-    return PolicyPredictor(policy, SagPlanner(kernels.block_fns, pruner, "one_for_all"), kernels)
+    return PolicyPredictor(policy, SagPlanner(kernels, pruner, "one_for_all"), kernels)
 
 
 def start_inference(ctx, path, probe: Node, **params) -> InferenceNode:

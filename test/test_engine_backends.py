@@ -6,6 +6,8 @@ Equivalence in fp32 within 1e-4 relative error (Polygraphy's comparator idea: sa
 from __future__ import annotations
 
 import sys
+import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -14,6 +16,10 @@ from conftest import tiny_config
 from sag_ros.engine import BACKENDS, MissingDependencyError, make_backend
 from sag_ros.engine.base import build_units
 from sag_ros.policy.policy import DiffusionPolicy
+from sag_ros.policy.sampling import eager_kernels
+from sag_ros.sparse.cache import make_cache
+from sag_ros.sparse.mask import with_first_step_computed
+from sag_ros.sparse.sampler import sparse_runner
 
 RTOL = 1e-4
 
@@ -40,6 +46,20 @@ def assert_units_match(policy: DiffusionPolicy, backend) -> None:
         h = torch.randn(units[-1].example_inputs[0].shape, generator=g)
         err = rel_err(backend.kernels.output(h), policy.denoiser.output(h))
         assert err < RTOL, f"{backend.name} output: relative error {err:.2e} vs eager"
+        if backend.kernels.fused_blocks is not None:
+            assert_fused_matches(eager, backend.kernels.fused_blocks, h, torch.stack([kv] * (len(eager) // 3)))
+
+
+def assert_fused_matches(eager, fused, h, kv) -> None:
+    """The fused step's final stream and every block delta against eager blocks run in order."""
+    final, deltas = fused(h, kv)
+    assert len(deltas) == len(eager)
+    for j, (fn, delta) in enumerate(zip(eager, deltas)):
+        expected = fn(h, kv[j // 3])
+        err = rel_err(delta, expected)
+        assert err < RTOL, f"fused block {j}: relative error {err:.2e} vs eager"
+        h = h + expected
+    assert rel_err(final, h) < RTOL
 
 
 def assert_sample_matches(policy: DiffusionPolicy, features: torch.Tensor, backend) -> None:
@@ -47,6 +67,25 @@ def assert_sample_matches(policy: DiffusionPolicy, features: torch.Tensor, backe
     actual = policy.sample(features, torch.Generator().manual_seed(7), kernels=backend.kernels)
     err = rel_err(actual, expected)
     assert err < RTOL, f"{backend.name}: dense reverse diffusion relative error {err:.2e} vs eager"
+
+
+def assert_sparse_matches(policy: DiffusionPolicy, features: torch.Tensor, backend) -> None:
+    """A SAG mask (some rows fully computed, so the fused call runs if the backend has one) against eager."""
+    k, n = policy.schedule.num_steps, policy.config.denoiser.num_blocks
+    mask = with_first_step_computed(torch.rand(k, n, generator=torch.Generator().manual_seed(1)) < 0.6)
+    mask[k // 2] = False
+    calls = []
+    kernels = backend.kernels
+    if kernels.fused_blocks is not None:
+        kernels = replace(kernels, fused_blocks=lambda h, kv: calls.append(1) or backend.kernels.fused_blocks(h, kv))
+
+    def chunk(kernels):
+        return policy.sample(features, torch.Generator().manual_seed(7),
+                             sparse_runner(kernels, mask, make_cache("one_for_all", n)), kernels)
+
+    err = rel_err(chunk(kernels), chunk(eager_kernels(policy.denoiser)))
+    assert err < RTOL, f"{backend.name}: sparse reverse diffusion relative error {err:.2e} vs eager"
+    assert len(calls) == (2 if backend.fuse else 0)  # the two all-compute rows
 
 
 def test_eager_backend_is_the_reference(policy, features):
@@ -58,10 +97,23 @@ def test_eager_backend_is_the_reference(policy, features):
 
 @pytest.mark.slow
 def test_compile_backend_matches_eager(policy, features):
-    with make_backend("compile", policy.denoiser) as backend:  # warmup compiles ~5 graphs (inductor, CPU)
+    # warmup compiles ~6 graphs (inductor, CPU); keep_faster=False: every compiled unit is what gets checked
+    with make_backend("compile", policy.denoiser, keep_faster=False) as backend:
         assert_units_match(policy, backend)
         assert_sample_matches(policy, features, backend)
+        assert_sparse_matches(policy, features, backend)
         assert backend.describe()["dynamic"] is False
+
+
+def test_keep_faster_units_runs_eager_where_the_compiled_call_is_slower(policy):
+    backend = make_backend("eager", policy.denoiser)
+    fns = backend.unit_fns()
+    embed = fns["embed"]
+    fns["embed"] = lambda x: time.sleep(5e-4) or embed(x)  # a "compiled" embed with a 0.5 ms call overhead
+    backend._bind(fns)
+    backend.keep_faster_units(calls=40)
+    assert "embed" in backend.describe()["eager_groups"]
+    assert backend.kernels.embed is backend.units[0].module
 
 
 def test_unknown_backend_name_is_refused(policy):

@@ -13,7 +13,7 @@ from conftest import tiny_config  # noqa: E402
 from sag_ros.engine import make_backend  # noqa: E402
 from sag_ros.engine.artifacts import cache_key, key_fields  # noqa: E402
 from sag_ros.policy.policy import DiffusionPolicy  # noqa: E402
-from test_engine_backends import assert_sample_matches, assert_units_match  # noqa: E402
+from test_engine_backends import assert_sample_matches, assert_sparse_matches, assert_units_match  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def cache_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def first_build(policy, cache_dir):
     start = time.perf_counter()
-    backend = make_backend("onnxruntime", policy.denoiser, cache_dir=cache_dir)
+    backend = make_backend("onnxruntime", policy.denoiser, cache_dir=cache_dir, keep_faster=False)
     yield backend, time.perf_counter() - start
     backend.close()
 
@@ -33,12 +33,13 @@ def test_onnxruntime_matches_eager(policy, features, first_build):
     backend, _ = first_build
     assert_units_match(policy, backend)
     assert_sample_matches(policy, features, backend)
+    assert_sparse_matches(policy, features, backend)
 
 
 def test_onnxruntime_reports_providers_and_threads(first_build):
     info = first_build[0].describe()
     assert info["providers_used"] == ["CPUExecutionProvider"]
-    assert set(info["provider_per_unit"]) == {"embed", "output"} | {f"layer{i}.{k}" for i in range(2)
+    assert set(info["provider_per_unit"]) == {"embed", "blocks", "output"} | {f"layer{i}.{k}" for i in range(2)
                                                                       for k in ("sa", "ca", "ffn")}
     assert info["intra_op_num_threads"] == 1 and info["onnxruntime"]
 
@@ -48,7 +49,8 @@ def test_second_backend_loads_cached_exports(policy, features, cache_dir, first_
     assert len(first.exported) == len(first.units)
     start = time.perf_counter()
     # the second instance also takes the other call path (IO binding; CPU defaults to session.run)
-    with make_backend("onnxruntime", policy.denoiser, cache_dir=cache_dir, io_binding=True) as second:
+    with make_backend("onnxruntime", policy.denoiser, cache_dir=cache_dir, io_binding=True,
+                      keep_faster=False) as second:
         seconds = time.perf_counter() - start
         assert second.describe()["io_binding"] is True and first.describe()["io_binding"] is False
         assert second.exported == [], "the second backend re-exported units that were cached"

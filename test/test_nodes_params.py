@@ -3,6 +3,7 @@
 from dataclasses import fields
 
 import pytest
+import yaml
 
 pytest.importorskip("rclpy", reason="rclpy absent: pip install -e .[ros]")
 pytestmark = pytest.mark.ros
@@ -14,6 +15,7 @@ from ros_fixtures import *  # noqa: E402,F401,F403
 from sag_ros.nodes.graph import CONFIGS, describe_graph, load_node_parameters, default_config_path  # noqa: E402
 from sag_ros.nodes.params import (CameraNodeConfig, ConfigParameters, InferenceNodeConfig,  # noqa: E402
                                   SimNodeConfig)
+from sag_ros.sim.task import get_task  # noqa: E402
 
 
 @pytest.mark.parametrize("cls", [CameraNodeConfig, InferenceNodeConfig, SimNodeConfig])
@@ -79,6 +81,22 @@ def test_graph_takes_image_size_from_the_checkpoint_and_validates(tiny_checkpoin
         describe_graph(overrides={"sag_sim": {"max_step": 7}})
     with pytest.raises(ValueError, match="num_episodes"):
         describe_graph(overrides={"sag_sim": {"num_episodes": 0}})
+
+
+def test_graph_takes_the_action_range_from_the_policy_task(tiny_checkpoint, tmp_path):
+    task = get_task("pusht")  # the tiny checkpoint's task, and the node's default
+    assert (InferenceNodeConfig().action_min, InferenceNodeConfig().action_max) == (list(task.action_low),
+                                                                                    list(task.action_high))
+    params = load_node_parameters(default_config_path())
+    params["sag_inference"]["action_min"] = [1.0, 1.0]  # a parameter file the task's range overrides
+    path = tmp_path / "nodes.yaml"
+    path.write_text(yaml.safe_dump({name: {"ros__parameters": values} for name, values in params.items()}))
+    inference = {d.name: d for d in describe_graph(path, model_path=str(tiny_checkpoint))}["sag_inference"]
+    assert (inference.parameters["action_min"], inference.parameters["action_max"]) == ([0.0, 0.0], [512.0, 512.0])
+    narrowed = {d.name: d for d in describe_graph(path, model_path=str(tiny_checkpoint),
+                                                  overrides={"sag_inference": {"action_max": [100.0, 100.0]}})}
+    assert (narrowed["sag_inference"].parameters["action_min"],
+            narrowed["sag_inference"].parameters["action_max"]) == ([0.0, 0.0], [100.0, 100.0])
 
 
 def test_launch_file_builds_the_same_graph(tiny_checkpoint):

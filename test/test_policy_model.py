@@ -49,11 +49,25 @@ def test_batched_condition_loop_equals_per_step_dense_forward(tiny_policy):
     den, schedule = tiny_policy.denoiser, tiny_policy.schedule
     feats = torch.randn(2, den.config.n_obs_steps, tiny_policy.config.encoder.feature_dim)
     inputs = prepare_chunk(den, schedule, feats, torch.Generator().manual_seed(1))
-    fast = reverse_diffusion(schedule, inputs, eager_kernels(den), dense_runner(den.block_fns()))
+    fast = reverse_diffusion(schedule, inputs, eager_kernels(den), dense_runner(eager_kernels(den)))
     x = inputs.x_init
     for k, t in enumerate(schedule.timesteps):
         x = schedule.step(k, x, den(x, t.repeat(2), feats), inputs.noise[k])
     torch.testing.assert_close(fast, x, rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
+def test_chunk_memory_kv_equals_full_condition_and_follows_weight_changes(tiny_policy):
+    den, steps = tiny_policy.denoiser, tiny_policy.schedule.timesteps
+    feats = torch.randn(2, den.config.n_obs_steps, tiny_policy.config.encoder.feature_dim)
+    full = den.memory_kv(den.condition(steps.repeat_interleave(2), feats.repeat(len(steps), 1, 1)))
+    expected = full.unflatten(2, (len(steps), 2)).permute(2, 0, 1, 3, 4, 5, 6)  # [K, L, 2, B, nh, S, hs]
+    torch.testing.assert_close(den.chunk_memory_kv(steps, feats), expected, rtol=1e-6, atol=1e-6)
+    assert den.step_memory_kv(steps) is den.step_memory_kv(steps)  # cached in eval mode
+    den.cond_encoder[0].bias.add_(0.5)  # an in-place weight change (EMA update, load_state_dict) ...
+    full = den.memory_kv(den.condition(steps.repeat_interleave(2), feats.repeat(len(steps), 1, 1)))
+    expected = full.unflatten(2, (len(steps), 2)).permute(2, 0, 1, 3, 4, 5, 6)
+    torch.testing.assert_close(den.chunk_memory_kv(steps, feats), expected, rtol=1e-6, atol=1e-6)  # ... misses it
 
 
 def test_predict_action_shapes_and_determinism(tiny_policy):

@@ -1,10 +1,14 @@
 """Push-T adapter: observation contract, exact re-rendering from stored states, score protocol."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from sag_ros.sim.pusht import GOAL_POSE
 from sag_ros.sim.task import get_task
+
+from conftest import assert_observation_contract
 
 
 @pytest.fixture()
@@ -26,11 +30,8 @@ def test_unknown_task_lists_known_names():
 
 def test_observation_shapes_and_dtypes(task, adapter):
     adapter.reset(0)
-    obs = adapter.observation()
-    assert obs["image"].shape == (task.image_size, task.image_size, 3) and obs["image"].dtype == np.uint8
-    assert obs["state"].shape == (task.state_dim,) and obs["state"].dtype == np.float32
-    assert obs["keypoints"].shape == (task.keypoint_dim,) and obs["keypoints"].dtype == np.float32
-    assert adapter.sim_state().shape == (5,) and adapter.sim_state().dtype == np.float64
+    obs = assert_observation_contract(task, adapter)
+    assert adapter.sim_state().shape == (5,)
     assert adapter.render_frame().ndim == 3
 
 
@@ -56,6 +57,24 @@ def test_render_state_reproduces_observation_exactly(adapter):
         for key in obs:
             np.testing.assert_array_equal(again[key], obs[key], err_msg=key)
     np.testing.assert_array_equal(adapter.sim_state(), live)  # rendering did not move anything
+
+
+def test_actions_are_absolute_targets_and_holding_targets_the_agent(task, adapter):
+    assert task.absolute_actions and (task.action_low, task.action_high) == ((0.0, 0.0), (512.0, 512.0))
+    adapter.reset(0)
+    obs = adapter.observation()
+    hold = task.hold_action(obs)
+    assert hold.dtype == np.float64 and hold.tolist() == obs["state"].tolist()
+    for _ in range(3):
+        adapter.step(hold)
+    np.testing.assert_array_equal(adapter.observation()["state"], obs["state"])
+
+
+def test_action_range_must_fit_the_action_size(task):
+    with pytest.raises(ValueError, match="action_dim=2"):
+        dataclasses.replace(task, action_low=(0.0,))
+    with pytest.raises(ValueError, match="below"):
+        dataclasses.replace(task, action_low=(0.0, 512.0))
 
 
 def test_block_at_goal_scores_one_and_succeeds(task, adapter):

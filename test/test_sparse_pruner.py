@@ -85,3 +85,11 @@ def test_pruner_checkpoint_is_bound_to_its_policy(tmp_path, tiny_policy):
     tiny_policy.use_sampler("ddim", 5)
     with pytest.raises(CheckpointError, match="masks are for sampler"):
         load_pruner(path, tiny_policy)
+
+
+def test_target_rate_ramps_from_the_start_rate_to_rho():
+    from sag_ros.sparse.train_pruner import target_rate_at
+
+    cfg = PrunerTrainConfig(target_rate=0.9, rate_warmup=10)
+    assert [target_rate_at(s, 0.5, cfg) for s in (0, 5, 10, 50)] == pytest.approx([0.5, 0.7, 0.9, 0.9])
+    assert target_rate_at(0, 0.5, PrunerTrainConfig(target_rate=0.9)) == 0.9

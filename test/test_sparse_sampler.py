@@ -15,7 +15,7 @@ def _chunk(policy, runner_for, seed=0):
     features = policy.encode_observation(random_observation(policy.config))
     kernels = eager_kernels(policy.denoiser)
     inputs = prepare_chunk(policy.denoiser, policy.schedule, features, torch.Generator().manual_seed(seed))
-    return reverse_diffusion(policy.schedule, inputs, kernels, runner_for(kernels.block_fns))
+    return reverse_diffusion(policy.schedule, inputs, kernels, runner_for(kernels))
 
 
 @torch.no_grad()
@@ -23,7 +23,7 @@ def test_all_compute_mask_reproduces_dense_bit_for_bit(tiny_policy):
     k, n = tiny_policy.schedule.num_steps, tiny_policy.config.denoiser.num_blocks
     dense = _chunk(tiny_policy, dense_runner)
     for kind in ("one_for_all", "per_block"):
-        sparse = _chunk(tiny_policy, lambda fns: SparseRunner(fns, torch.zeros(k, n, dtype=torch.bool), make_cache(kind, n)))
+        sparse = _chunk(tiny_policy, lambda kernels: SparseRunner(kernels.block_fns, torch.zeros(k, n, dtype=torch.bool), make_cache(kind, n)))
         assert torch.equal(sparse, dense)
 
 
@@ -85,6 +85,19 @@ def test_per_block_reuses_same_block_at_its_last_computed_step():
     assert increments[2] == others(2) + rec.ids[(0, 3)]
 
 
+def test_fully_pruned_rows_add_the_current_cache():
+    # rows 1-2 prune everything, row 3 recomputes SA1, row 4 prunes everything again
+    mask = torch.ones(5, 6, dtype=torch.bool)
+    mask[0] = False
+    mask[3, 3] = False
+    rec = _Recorder(6)
+    increments = rec.run(SparseRunner(rec.fns, mask, OneForAllCache(6)), 5)
+    first = rec.ids[(0, 3)] + rec.ids[(0, 4)] + rec.ids[(0, 5)]  # the latest SA, CA, FFN: layer 1 of step 0
+    assert increments[1] == increments[2] == 2 * first
+    assert increments[3] == first + rec.ids[(3, 3)] + rec.ids[(0, 4)] + rec.ids[(0, 5)]
+    assert increments[4] == 2 * (rec.ids[(3, 3)] + rec.ids[(0, 4)] + rec.ids[(0, 5)])  # the sum was refreshed
+
+
 def test_empty_cache_falls_back_to_compute():
     mask = torch.ones(2, 3, dtype=torch.bool)  # even the first step says "prune"
     rec = _Recorder(3)
@@ -98,8 +111,8 @@ def test_gated_runner_forward_equals_sparse_runner(tiny_policy):
     k, n = tiny_policy.schedule.num_steps, tiny_policy.config.denoiser.num_blocks
     mask = with_first_step_computed(torch.rand(k, n, generator=torch.Generator().manual_seed(3)) < 0.7)
     for kind in ("one_for_all", "per_block"):
-        hard = _chunk(tiny_policy, lambda fns: SparseRunner(fns, mask, make_cache(kind, n)))
-        gated = _chunk(tiny_policy, lambda fns: GatedRunner(fns, mask.float()[None], make_cache(kind, n)))
+        hard = _chunk(tiny_policy, lambda kernels: SparseRunner(kernels.block_fns, mask, make_cache(kind, n)))
+        gated = _chunk(tiny_policy, lambda kernels: GatedRunner(kernels.block_fns, mask.float()[None], make_cache(kind, n)))
         torch.testing.assert_close(gated, hard, rtol=1e-5, atol=1e-5)
         assert not torch.allclose(hard, _chunk(tiny_policy, dense_runner))
 

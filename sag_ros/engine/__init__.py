@@ -27,8 +27,11 @@ _USES_CACHE = {"onnxruntime", "tensorrt"}
 
 
 def make_backend(name: str, denoiser: TransformerDenoiser, batch_size: int = 1, cache_dir: Path | None = None,
-                 warmup: bool = True, **options: Any) -> Backend:
+                 warmup: bool = True, keep_faster: bool = True, **options: Any) -> Backend:
     """Build backend ``name`` for ``denoiser`` (eval mode) at a fixed batch size, warmed up unless told not to.
+
+    ``keep_faster`` (CPU denoisers): unit groups whose compiled call is slower than eager run eager
+    (:meth:`Backend.keep_faster_units`; about a second at start).
 
     ``cache_dir`` holds exported artifacts (onnxruntime, tensorrt; ``None`` = a temporary folder removed on
     ``close``); ``compile`` ignores it and relies on inductor's own on-disk cache.
@@ -43,6 +46,8 @@ def make_backend(name: str, denoiser: TransformerDenoiser, batch_size: int = 1, 
     backend = backend_cls(denoiser, batch_size, **options)
     if warmup:
         backend.warmup()
+    if keep_faster and name != "eager" and backend.device.type == "cpu":
+        backend.keep_faster_units()
     return backend
 
 

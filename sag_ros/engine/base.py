@@ -1,4 +1,5 @@
-"""The backend contract and the compiled unit: one residual sub-block, plus ``embed`` and ``output``.
+"""The backend contract and the compiled unit: one residual sub-block, plus ``embed`` and ``output``
+(and optionally ``blocks``, every sub-block of a step fused into one call).
 
 SAG decides per (denoising step, sub-block) at run time whether a block runs, so a backend compiles
 each sub-block on its own and leaves gating, caches and the loop in Python (:mod:`sag_ros.policy.sampling`).
@@ -6,7 +7,10 @@ A backend turns a :class:`TransformerDenoiser` in eval mode, at a fixed batch si
 memory length S = 1 + To, into :class:`DenoiserKernels` with the eager semantics:
 
 - ``block_fns[j](h, kv) -> delta``: h [B, Tp, d]; kv [2, B, nh, S, hs] (used by CA, ignored by SA/FFN);
-- ``embed(noisy_action [B, Tp, A]) -> h``; ``output(h) -> eps [B, Tp, A]``.
+- ``embed(noisy_action [B, Tp, A]) -> h``; ``output(h) -> eps [B, Tp, A]``;
+- ``blocks(h, kv [L, 2, B, nh, S, hs]) -> [1 + 3L, B, Tp, d]`` (fused backends only): the residual stream after
+  all 3L blocks, then each block's delta (SAG caches need them). At batch 1 a unit call costs tens of µs
+  whatever its size, so a dense step as one call instead of 3L is most of what a compiler can win.
 
 Every unit is a small :class:`nn.Module` with tensor-only inputs (its attention mask is a constant
 buffer), so ``torch.compile``, ``torch.onnx.export`` and ``torch.export`` all see the same graph.
@@ -15,6 +19,9 @@ buffer), so ``torch.compile``, ``torch.onnx.export`` and ``torch.export`` all se
 from __future__ import annotations
 
 import importlib
+import logging
+import statistics
+import time
 from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any, Callable, Sequence
@@ -24,10 +31,13 @@ from torch import nn
 
 from sag_ros.policy.blocks import BlockKind
 from sag_ros.policy.denoiser import BlockFn, TransformerDenoiser
-from sag_ros.policy.sampling import DenoiserKernels
+from sag_ros.policy.sampling import DenoiserKernels, FusedBlocks
+
+log = logging.getLogger(__name__)
 
 EMBED = "embed"
 OUTPUT = "output"
+BLOCKS = "blocks"
 UnitFn = Callable[..., torch.Tensor]
 
 
@@ -96,6 +106,27 @@ class _FeedForwardUnit(nn.Module):
         return self.block(h)
 
 
+class _BlockStackUnit(nn.Module):
+    """Every sub-block of a step in order, on the same modules as the single-block units.
+
+    Returns one stacked tensor rather than a tuple so that every backend's single-output plumbing applies;
+    :func:`split_fused` unpacks it.
+    """
+
+    def __init__(self, blocks: Sequence[nn.Module], kinds: Sequence[BlockKind]) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.kinds = tuple(kinds)
+
+    def forward(self, h: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        deltas = []
+        for j, (block, kind) in enumerate(zip(self.blocks, self.kinds)):
+            delta = block(h, kv[j // 3]) if kind is BlockKind.CA else block(h)
+            deltas.append(delta)
+            h = h + delta
+        return torch.stack([h, *deltas])
+
+
 @dataclass(frozen=True)
 class Unit:
     """One compiled unit: its name (``embed``, ``layer3.ca``, ``output``), module and static example inputs."""
@@ -119,8 +150,8 @@ def check_denoiser(denoiser: TransformerDenoiser, batch_size: int) -> None:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
 
 
-def build_units(denoiser: TransformerDenoiser, batch_size: int = 1) -> list[Unit]:
-    """``embed``, the 3L sub-blocks in execution order, ``output``; example inputs at static shapes."""
+def build_units(denoiser: TransformerDenoiser, batch_size: int = 1, fuse: bool = False) -> list[Unit]:
+    """``embed``, the 3L sub-blocks in execution order, [``blocks`` if ``fuse``], ``output``; static example inputs."""
     check_denoiser(denoiser, batch_size)
     cfg = denoiser.config
     param = denoiser.pos_emb
@@ -137,6 +168,10 @@ def build_units(denoiser: TransformerDenoiser, batch_size: int = 1) -> list[Unit
                  (h, kv), ("h", "kv"), BlockKind.CA),
             Unit(block_unit_name(3 * index + 2), _FeedForwardUnit(layer.ffn), (h,), ("h",), BlockKind.FFN),
         ]
+    if fuse:
+        blocks = units[1:]
+        units.append(Unit(BLOCKS, _BlockStackUnit([u.module for u in blocks], [u.kind for u in blocks]),
+                          (h, torch.zeros(cfg.n_layers, *kv.shape, **like)), ("h", "kv")))
     units.append(Unit(OUTPUT, _OutputUnit(denoiser), (h,), ("h",)))
     with torch.no_grad():
         return [replace(unit, output_shape=tuple(unit.module(*unit.example_inputs).shape)) for unit in units]
@@ -149,11 +184,39 @@ def as_block_fn(kind: BlockKind, fn: UnitFn) -> BlockFn:
     return lambda h, kv: fn(h)
 
 
+def split_fused(fn: UnitFn) -> FusedBlocks:
+    """Adapt a ``blocks`` unit callable to the sampler's ``(h, kv) -> (h, deltas)``."""
+    def run(h: torch.Tensor, kv: torch.Tensor) -> tuple[torch.Tensor, Sequence[torch.Tensor]]:
+        final, *deltas = fn(h, kv).unbind(0)
+        return final, deltas
+
+    return run
+
+
 def kernels_from_units(units: Sequence[Unit], fns: Sequence[UnitFn]) -> DenoiserKernels:
     """Assemble :class:`DenoiserKernels` from one callable per unit (same order as :func:`build_units`)."""
     by_name = {unit.name: fn for unit, fn in zip(units, fns, strict=True)}
     blocks = [as_block_fn(unit.kind, fn) for unit, fn in zip(units, fns) if unit.kind is not None]
-    return DenoiserKernels(blocks, by_name[EMBED], by_name[OUTPUT])
+    fused = by_name.get(BLOCKS)
+    return DenoiserKernels(blocks, by_name[EMBED], by_name[OUTPUT], None if fused is None else split_fused(fused))
+
+
+def time_calls(fn: Callable[[], Any], calls: int, warmup: int = 20) -> list[float]:
+    """Microseconds of each of ``calls`` calls (CPU clock; no device synchronization), after a warm-up."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    clock = time.perf_counter_ns
+    for _ in range(calls):
+        start = clock()
+        fn()
+        samples.append((clock() - start) / 1e3)
+    return samples
+
+
+def unit_group(unit: Unit) -> str:
+    """Units that share a graph shape and cost: ``embed``, ``SA``, ``CA``, ``FFN``, ``blocks``, ``output``."""
+    return unit.kind.name if unit.kind is not None else unit.name
 
 
 # -- the contract ---------------------------------------------------------------------------------
@@ -167,10 +230,14 @@ class Backend:
 
     name: str = "base"
 
-    def __init__(self, denoiser: TransformerDenoiser, batch_size: int = 1) -> None:
+    def __init__(self, denoiser: TransformerDenoiser, batch_size: int = 1, fuse: bool = False) -> None:
+        """``fuse``: also build the ``blocks`` unit, used for steps that compute every block."""
         check_denoiser(denoiser, batch_size)
         self.batch_size = batch_size
-        self.units = build_units(denoiser, batch_size)
+        self.fuse = fuse
+        self.device = denoiser.pos_emb.device
+        self.units = build_units(denoiser, batch_size, fuse)
+        self.eager_groups: dict[str, dict[str, float]] = {}
 
     def _bind(self, fns: dict[str, UnitFn], kernels: DenoiserKernels | None = None) -> None:
         """Install one callable per unit, and the sampler's kernels (built from them unless given)."""
@@ -187,7 +254,35 @@ class Backend:
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "batch_size": self.batch_size, "num_units": len(self.units),
-                "torch": torch.__version__}
+                "fused_blocks": self.fuse, "eager_groups": dict(self.eager_groups), "torch": torch.__version__}
+
+    @torch.no_grad()
+    def keep_faster_units(self, calls: int = 200) -> None:
+        """Per unit group, run the eager module instead of the compiled one where eager is faster (CPU only).
+
+        A compiled call has a fixed cost (tens of µs for an ONNX Runtime ``run``) that the smallest units
+        (``embed`` is one A -> d linear) do not earn back at batch 1. One unit per group is timed both ways,
+        interleaved in rounds so that machine noise hits both alike; the decision applies to the whole group
+        and is logged and reported by :meth:`describe` (``eager_groups``: group -> median µs of each).
+        """
+        if self.device.type != "cpu":
+            raise ValueError("keep_faster_units times calls on the CPU clock; it is for CPU denoisers only")
+        fns = dict(self._fns)
+        for unit in {unit_group(u): u for u in reversed(self.units)}.values():
+            inputs = unit.example_inputs
+            compiled: list[float] = []
+            eager: list[float] = []
+            for _ in range(4):
+                compiled += time_calls(lambda: fns[unit.name](*inputs), calls // 4)
+                eager += time_calls(lambda: unit.module(*inputs), calls // 4)
+            fast, slow = statistics.median(eager), statistics.median(compiled)
+            if fast < slow:
+                group = unit_group(unit)
+                self.eager_groups[group] = {"eager_us": round(fast, 1), f"{self.name}_us": round(slow, 1)}
+                fns.update({u.name: u.module for u in self.units if unit_group(u) == group})
+        if self.eager_groups:
+            log.info("%s: eager is faster for unit groups %s", self.name, self.eager_groups)
+            self._bind(fns)
 
     @torch.no_grad()
     def warmup(self, iterations: int = 2) -> None:

@@ -1,7 +1,8 @@
 """``torch.compile`` per unit (inductor, static shapes).
 
 Units of one kind share their Python code, and inductor lifts parameters to graph inputs, so the 3L
-blocks compile into about five graphs (embed, SA, CA, FFN, output); the other instances reuse them.
+blocks compile into about five graphs (embed, SA, CA, FFN, output), plus one for the fused step; the other
+instances reuse them.
 Compilation happens on first call: :meth:`warmup` (called by ``make_backend`` by default) pays it up front.
 """
 
@@ -19,9 +20,10 @@ class CompiledBackend(Backend):
     name = "compile"
 
     def __init__(self, denoiser: TransformerDenoiser, batch_size: int = 1, mode: str | None = None,
-                 fullgraph: bool = True) -> None:
-        """``mode``: a ``torch.compile`` mode (``None`` = default; ``"reduce-overhead"`` adds CUDA graphs on GPU)."""
-        super().__init__(denoiser, batch_size)
+                 fullgraph: bool = True, fuse: bool = True) -> None:
+        """``mode``: a ``torch.compile`` mode (``None`` = default; ``"reduce-overhead"`` adds CUDA graphs on GPU).
+        ``fuse``: compile a whole step's blocks as one graph too (used for steps that compute every block)."""
+        super().__init__(denoiser, batch_size, fuse)
         self.mode = mode
         self._fns = {unit.name: torch.compile(unit.module, backend="inductor", mode=mode, dynamic=False,
                                               fullgraph=fullgraph)

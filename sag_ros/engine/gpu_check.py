@@ -40,10 +40,10 @@ import torch
 
 from sag_ros.engine.base import MissingDependencyError
 from sag_ros.policy.policy import DiffusionPolicy
-from sag_ros.policy.sampling import ChunkInputs, dense_runner, eager_kernels, prepare_chunk, reverse_diffusion
+from sag_ros.policy.sampling import ChunkInputs, StepKV, dense_runner, eager_kernels, prepare_chunk, reverse_diffusion
 from sag_ros.sparse.cache import make_cache
 from sag_ros.sparse.mask import executed_fraction, with_first_step_computed
-from sag_ros.sparse.sampler import SparseRunner
+from sag_ros.sparse.sampler import sparse_runner
 
 REPO = Path(__file__).resolve().parents[2]
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
@@ -190,13 +190,13 @@ def _inputs_to(inputs: ChunkInputs, device: torch.device, dtype: torch.dtype | N
         return None if t is None else t.to(device=device, dtype=dtype or t.dtype)
 
     return ChunkInputs(move(inputs.x_init), [move(n) for n in inputs.noise],
-                       [[move(kv) for kv in step] for step in inputs.layer_kv])
+                       [StepKV(move(step.stacked)) for step in inputs.layer_kv])
 
 
 def _runner(kind: str, kernels, mask: torch.Tensor):
     if kind == "dense":
-        return dense_runner(kernels.block_fns)
-    return SparseRunner(kernels.block_fns, mask, make_cache("one_for_all", len(kernels.block_fns)))
+        return dense_runner(kernels)
+    return sparse_runner(kernels, mask, make_cache("one_for_all", len(kernels.block_fns)))
 
 
 def denoise(policy: DiffusionPolicy, inputs: ChunkInputs, kernels, kind: str, mask: torch.Tensor) -> torch.Tensor:
@@ -316,10 +316,10 @@ def cuda_graph_step(policy: DiffusionPolicy, inputs: ChunkInputs, runs: int) -> 
         return {"status": "skipped", "reason": f"needs a CUDA device (policy on {device})"}
     try:
         kernels = eager_kernels(policy.denoiser)
-        run = dense_runner(kernels.block_fns)
+        run = dense_runner(kernels)
         k = 0
         static_x = inputs.x_init.clone()
-        kv = [t.clone() for t in inputs.layer_kv[k]]
+        kv = StepKV(inputs.layer_kv[k].stacked.clone())
         noise = None if inputs.noise[k] is None else inputs.noise[k].clone()
 
         def step() -> torch.Tensor:

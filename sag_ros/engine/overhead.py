@@ -1,4 +1,4 @@
-"""Per-call cost of one unit (SA, CA, FFN of layer 0) per backend, at the shipped size and batch 1.
+"""Per-call cost of the units (embed, SA/CA/FFN of layer 0, output, fused step) per backend, shipped size, batch 1.
 
 With most blocks pruned a SAG step is a handful of tiny calls, so the fixed cost of a call (guards,
 binding, allocation) matters as much as the math. Run ``python -m sag_ros.engine.overhead``; it prints
@@ -12,16 +12,14 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
-
 import torch
 
 from sag_ros.engine import make_backend
-from sag_ros.engine.base import Backend, MissingDependencyError
+from sag_ros.engine.base import Backend, MissingDependencyError, time_calls
 from sag_ros.policy.config import DenoiserConfig
 from sag_ros.policy.denoiser import TransformerDenoiser
 
-UNITS = ("layer0.sa", "layer0.ca", "layer0.ffn")
+UNITS = ("embed", "layer0.sa", "layer0.ca", "layer0.ffn", "output", "blocks")
 
 
 def shipped_denoiser() -> TransformerDenoiser:
@@ -30,31 +28,20 @@ def shipped_denoiser() -> TransformerDenoiser:
     return TransformerDenoiser(cfg, obs_feature_dim=66).eval()
 
 
-def time_calls(fn: Callable[[], torch.Tensor], calls: int) -> list[float]:
-    """Microseconds of each of ``calls`` calls, after a short warm-up."""
-    for _ in range(20):
-        fn()
-    samples = []
-    clock = time.perf_counter_ns
-    for _ in range(calls):
-        start = clock()
-        fn()
-        samples.append((clock() - start) / 1e3)
-    return samples
-
-
 def measure(backend: Backend, calls: int) -> dict[str, tuple[float, float]]:
-    """Unit name -> (median, p95) microseconds per call, through the kernels' block signature."""
-    units = {u.name: u for u in backend.units}
-    index = {u.name: j for j, u in enumerate(u for u in backend.units if u.kind is not None)}
+    """Unit name -> (median, p95) microseconds per call on random inputs of its static shapes.
+
+    ``blocks`` (a whole step's 3L blocks in one call) is measured only where the backend fuses.
+    """
+    fns = backend.unit_fns()
     out = {}
     with torch.no_grad():
-        for name in UNITS:
-            unit, fn = units[name], backend.kernels.block_fns[index[name]]
-            h = torch.randn(unit.example_inputs[0].shape)
-            kv = torch.randn(2, *unit.example_inputs[-1].shape[1:]) if len(unit.example_inputs) == 2 else h
-            samples = sorted(time_calls(lambda: fn(h, kv), calls))
-            out[name] = (statistics.median(samples), samples[int(0.95 * (len(samples) - 1))])
+        for unit in backend.units:
+            if unit.name not in UNITS:
+                continue
+            inputs = tuple(torch.randn(x.shape) for x in unit.example_inputs)
+            samples = sorted(time_calls(lambda: fns[unit.name](*inputs), calls))
+            out[unit.name] = (statistics.median(samples), samples[int(0.95 * (len(samples) - 1))])
     return out
 
 
@@ -73,9 +60,9 @@ def main(argv: list[str] | None = None) -> None:
                 name, options = "onnxruntime", {"io_binding": True}
             start = time.perf_counter()
             try:
-                # warmup=False: only the three measured units get called (compile then builds 3 graphs, not 5)
+                # warmup=False: only the measured units get called (compile builds just their graphs)
                 backend = make_backend(name, denoiser, 1, Path(cache) if name == "onnxruntime" else None,
-                                       warmup=False, **options)
+                                       warmup=False, keep_faster=False, **options)
             except MissingDependencyError as exc:
                 print(f"{label}: skipped ({exc})")
                 continue
@@ -84,9 +71,9 @@ def main(argv: list[str] | None = None) -> None:
             rows.append((label, time.perf_counter() - start, result))
     print(f"\nper-call µs, batch 1, 1 thread, d_model 128, 8 layers, horizon 16, 4 heads, obs steps 2 "
           f"(median / p95 of {args.calls} calls)")
-    print(f"{'backend':<22}" + "".join(f"{n.split('.')[1].upper():>16}" for n in UNITS) + f"{'setup s':>10}")
+    print(f"{'backend':<22}" + "".join(f"{n.split('.')[-1].upper():>16}" for n in UNITS) + f"{'setup s':>10}")
     for label, setup, result in rows:
-        cells = "".join(f"{f'{m:.1f} / {p:.1f}':>16}" for m, p in (result[n] for n in UNITS))
+        cells = "".join(f"{f'{result[n][0]:.1f} / {result[n][1]:.1f}' if n in result else '-':>16}" for n in UNITS)
         print(f"{label:<22}{cells}{setup:>10.1f}")
 
 

@@ -27,10 +27,11 @@ from sag_ros.policy.denoiser import TransformerDenoiser
 log = logging.getLogger(__name__)
 
 
-def export_units(denoiser: TransformerDenoiser, batch_size: int = 1) -> dict[str, torch.export.ExportedProgram]:
-    """``torch.export.export`` of every unit (``embed``, ``layer{i}.{sa,ca,ffn}``, ``output``) at static shapes."""
+def export_units(denoiser: TransformerDenoiser, batch_size: int = 1,
+                 fuse: bool = True) -> dict[str, torch.export.ExportedProgram]:
+    """``torch.export.export`` of every unit (``embed``, ``layer{i}.{sa,ca,ffn}``, ``blocks``, ``output``)."""
     return {unit.name: torch.export.export(unit.module, unit.example_inputs)
-            for unit in build_units(denoiser, batch_size)}
+            for unit in build_units(denoiser, batch_size, fuse)}
 
 
 def _fp16_settings(compile_fn: Any) -> dict[str, Any]:
@@ -45,9 +46,9 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, denoiser: TransformerDenoiser, batch_size: int = 1, cache_dir: Path | None = None,
-                 fp16: bool = True) -> None:
+                 fp16: bool = True, fuse: bool = True) -> None:
         self.trt = require("torch_tensorrt")
-        super().__init__(denoiser, batch_size)
+        super().__init__(denoiser, batch_size, fuse)
         device = denoiser.pos_emb.device
         if device.type != "cuda":
             raise ValueError(f"the tensorrt backend needs the denoiser on a CUDA device, not {device}")

@@ -1,8 +1,9 @@
 """The node graph, described once for ``launch/bringup.launch.py`` and the one-process ``sag-bringup``.
 
 Pure: reads ``config/sag_nodes.yaml`` (``<node>: ros__parameters:``), validates each node's parameters by
-building its config dataclass, fills in what the policy checkpoint dictates (image size, To, state size)
-and returns :class:`NodeDescription` objects (executable = node name = YAML key, parameters, remappings).
+building its config dataclass, fills in what the policy checkpoint dictates (image size, To, state size, and
+the action range of its task) and returns :class:`NodeDescription` objects (executable = node name = YAML key,
+parameters, remappings).
 Imports no rclpy and no launch.
 """
 
@@ -15,7 +16,7 @@ from typing import Any, Mapping
 import yaml
 
 from sag_ros.nodes.params import CameraNodeConfig, InferenceNodeConfig, SimNodeConfig, config_from_values
-from sag_ros.policy.config import to_plain
+from sag_ros.policy.config import PolicyConfig, to_plain
 
 # Topics (absolute names; the camera's inputs are relative so a real camera is a remapping away).
 SIM_IMAGE_TOPIC = "/sag/sim/image"
@@ -96,17 +97,28 @@ def build_config(name: str, values: Mapping[str, Any]) -> Any:
     return config_from_values(cls, coerced)
 
 
-def policy_inputs(model_path: str | Path) -> dict[str, int] | None:
-    """What the camera must produce for this checkpoint, or None when it cannot be read here."""
+def read_policy_config(model_path: str | Path) -> PolicyConfig | None:
+    """The checkpoint's policy config, or None when it cannot be read here."""
     from sag_ros.policy.checkpoint import FORMAT, VERSION, CheckpointError, load_artifact
-    from sag_ros.policy.config import PolicyConfig
 
     try:
-        config = PolicyConfig.from_dict(load_artifact(Path(model_path), FORMAT, VERSION)["config"])
+        return PolicyConfig.from_dict(load_artifact(Path(model_path), FORMAT, VERSION)["config"])
     except (CheckpointError, KeyError, TypeError, ValueError):
         return None  # the inference node reports the problem clearly at start
+
+
+def policy_inputs(config: PolicyConfig) -> dict[str, int]:
+    """What the camera must produce for this policy."""
     return {"image_size": config.encoder.image_size, "n_obs_steps": config.denoiser.n_obs_steps,
             "state_dim": config.encoder.state_dim}
+
+
+def action_range(config: PolicyConfig) -> dict[str, list[float]]:
+    """The inference node's safety bounds for this policy: the valid action range of the task it was trained on."""
+    from sag_ros.sim.task import get_task
+
+    task = get_task(config.task)
+    return {"action_min": list(task.action_low), "action_max": list(task.action_high)}
 
 
 def describe_graph(config_path: str | Path | None = None, *, model_path: str = "", pruner_path: str = "",
@@ -114,7 +126,8 @@ def describe_graph(config_path: str | Path | None = None, *, model_path: str = "
                    overrides: Mapping[str, Mapping[str, Any]] | None = None) -> list[NodeDescription]:
     """The nodes to start: camera + inference (+ sim), with every parameter explicit and validated.
 
-    Empty arguments keep the parameter file's values; ``pruner_path="none"`` forces dense denoising.
+    Empty arguments keep the parameter file's values; ``pruner_path="none"`` forces dense denoising. The inference
+    node's ``action_min``/``action_max`` are the policy task's range unless ``overrides`` set them.
     """
     params = load_node_parameters(Path(config_path) if config_path else default_config_path())
     for name, extra in (overrides or {}).items():
@@ -135,9 +148,11 @@ def describe_graph(config_path: str | Path | None = None, *, model_path: str = "
         from sag_ros.resources import default_policy_path
 
         inference["model_path"] = str(default_policy_path())
-    inputs = policy_inputs(inference["model_path"])
-    if inputs is not None:
-        params.setdefault(CAMERA, {}).update(inputs)
+    policy = read_policy_config(inference["model_path"])
+    if policy is not None:
+        params.setdefault(CAMERA, {}).update(policy_inputs(policy))
+        given = (overrides or {}).get(INFERENCE, {})
+        inference.update({k: v for k, v in action_range(policy).items() if k not in given})
 
     names = [CAMERA, INFERENCE] + ([SIM] if use_sim else [])
     camera_remaps = ((CAMERA_IMAGE_INPUT, SIM_IMAGE_TOPIC), (CAMERA_STATE_INPUT, SIM_STATE_TOPIC)) if use_sim else ()

@@ -56,8 +56,10 @@ class InferenceNodeConfig:
     execution_offset_s: float = _param(0.0, "added to the observation stamp to stamp the chunk")
     frame_id: str = _param("pusht", "frame of the published trajectories")
     joint_names: list = _param(["x", "y"], "one name per action dimension", read_only=True)
-    action_min: list = _param([0.0, 0.0], "lower bound per action dimension; chunks outside are not published")
-    action_max: list = _param([512.0, 512.0], "upper bound per action dimension")
+    action_min: list = _param([0.0, 0.0], "lower bound per action dimension; chunks outside are not published "
+                              "(Push-T's; the launch graph sets the policy task's range)")
+    action_max: list = _param([512.0, 512.0], "upper bound per action dimension (Push-T's; the launch graph sets "
+                              "the policy task's range)")
     seed: int = _param(0, "seed of the sampling noise; inference attempt i uses seed + i")
     stats_window: int = _param(100, "chunks in the latency window", read_only=True)
     diagnostics_period_s: float = _param(1.0, "seconds between two /diagnostics messages", read_only=True)

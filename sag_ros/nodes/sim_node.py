@@ -1,9 +1,9 @@
-"""``sag_sim``: a task adapter (Push-T) stepped in real time, driven by the newest action chunk.
+"""``sag_sim``: a task adapter (``task`` parameter) stepped in real time, driven by the newest action chunk.
 
 Every control period: pick the action due now from the newest ``/sag/actions`` chunk (actions whose time
-has passed are dropped; a new chunk replaces the rest; with none due the last target is held), step the
-adapter, then publish the rendered image (``/sag/sim/image``, rgb8) and the agent state
-(``/sag/sim/joint_states``) stamped with the node clock. Each finished episode is reported on
+has passed are dropped; a new chunk replaces the rest; with none due the robot is held, see
+:func:`fallback_action`), step the adapter, then publish the rendered image (``/sag/sim/image``, rgb8) and
+the agent state (``/sag/sim/joint_states``) stamped with the node clock. Each finished episode is reported on
 ``/sag/episode`` (``std_msgs/String``, JSON) and, after ``num_episodes``, a final summary (``"final": true``);
 :attr:`SimNode.finished` then completes.
 """
@@ -11,6 +11,7 @@ adapter, then publish the rendered image (``/sag/sim/image``, rgb8) and the agen
 from __future__ import annotations
 
 import json
+from typing import Mapping
 
 import numpy as np
 import rclpy
@@ -25,6 +26,7 @@ from sag_ros.nodes.convert import array_to_image, array_to_joint_state, ns_to_st
 from sag_ros.nodes.graph import ACTIONS_TOPIC, EPISODE_TOPIC, SIM_IMAGE_TOPIC, SIM_STATE_TOPIC
 from sag_ros.nodes.lifecycle import run_node
 from sag_ros.nodes.params import ConfigParameters, SimNodeConfig
+from sag_ros.sim.task import TaskSpec
 
 
 class ActionSchedule:
@@ -63,6 +65,15 @@ class ActionSchedule:
         return None
 
 
+def fallback_action(spec: TaskSpec, last_action: np.ndarray | None,
+                    observation: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Action for a step with no chunk action due: the last one where repeating it holds the robot (absolute
+    targets), else the task's hold action for the current observation, so a delta is never re-applied."""
+    if spec.absolute_actions and last_action is not None:
+        return last_action
+    return spec.hold_action(observation)
+
+
 class SimNode(Node):
     def __init__(self, *, name: str = "sag_sim", **node_kwargs) -> None:
         super().__init__(name, **node_kwargs)
@@ -81,7 +92,9 @@ class SimNode(Node):
         self._episode = 0
         self._steps = 0
         self._rewards: list[float] = []
-        self._target: np.ndarray | None = None
+        self._last_action: np.ndarray | None = None
+        self._observation: dict[str, np.ndarray] = {}
+        """The last published observation: the state the next step starts from."""
         self._needs_reset = True
         self.held_steps = 0
 
@@ -110,9 +123,9 @@ class SimNode(Node):
             action = self.schedule.pop_due(now_ns, int(0.5e9 / self.rate_hz))
             if action is None:
                 self.held_steps += 1
-            else:
-                self._target = action
-            result = self.adapter.step(self._target)
+                action = fallback_action(self.spec, self._last_action, self._observation)
+            self._last_action = action
+            result = self.adapter.step(action)
             self._steps += 1
             self._rewards.append(result.reward)
             if result.done or self._steps >= self.max_steps:
@@ -125,7 +138,7 @@ class SimNode(Node):
         self.adapter.reset(seed)
         self.schedule.reset(now_ns)
         self._steps, self._rewards, self._needs_reset = 0, [], False
-        self._target = self.adapter.observation()["state"].astype(np.float64)  # hold still until a chunk comes
+        self._last_action = None
         self.get_logger().info(f"episode {self._episode} (seed {seed}) started")
 
     def _end_episode(self, success: bool) -> None:
@@ -148,7 +161,7 @@ class SimNode(Node):
 
     def _publish_observation(self, now_ns: int) -> None:
         cfg = self.params.config
-        obs = self.adapter.observation()
+        obs = self._observation = self.adapter.observation()
         stamp = ns_to_stamp(now_ns)
         # State first: a camera pairs each frame with the newest state it has.
         self._state_pub.publish(array_to_joint_state(obs["state"], stamp, cfg.joint_names[:len(obs["state"])]))

@@ -7,8 +7,10 @@ Tensors in, tensors out; no normalizer, no scheduler. The forward pass is
     for each of the 3L sub-blocks: h = h + block(h)    # SA, CA, FFN of layer 0, then layer 1, ...
     eps = head(h)                                      # LayerNorm + Linear
 
-Only the step token changes across denoising steps, so :meth:`condition` accepts a vector of steps and
-computes every step's memory (and each layer's cross-attention keys/values) in one batched call.
+The condition encoder is a per-token MLP, so a memory token depends on its own input only: the step token's
+cross-attention keys/values depend on the diffusion step alone (the same for every chunk) and the observation
+tokens' on the observation alone (the same for every step). :meth:`chunk_memory_kv` uses that: per chunk it
+encodes To tokens, not K x (1 + To), and takes the step tokens' keys/values from a cache.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class TransformerDenoiser(nn.Module):
         self.apply(self._init_weights)
         nn.init.normal_(self.pos_emb, std=0.02)
         nn.init.normal_(self.cond_pos_emb, std=0.02)
+        self._step_kv_cache: dict[tuple, torch.Tensor] = {}
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -95,6 +98,40 @@ class TransformerDenoiser(nn.Module):
     def memory_kv(self, memory: torch.Tensor) -> torch.Tensor:
         """Cross-attention keys/values of every layer: memory [N, S, d] -> [L, 2, N, nh, S, hs]."""
         return torch.stack([layer.cross_attn.project_memory(memory) for layer in self.layers])
+
+    def step_memory_kv(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """Keys/values of the diffusion-step token of each step: [K] -> [L, 2, K, nh, 1, hs].
+
+        Observation-independent, so in eval mode it is cached per (steps, device, dtype, weight versions): an
+        in-place change of the weights (load_state_dict, an EMA update) bumps their versions and misses the cache.
+        """
+        params = (self.cond_pos_emb, *self.cond_encoder.parameters(),
+                  *(p for layer in self.layers for p in layer.cross_attn.kv_proj.parameters()))
+        key = (tuple(timesteps.tolist()), timesteps.device, self.cond_pos_emb.dtype, tuple(p._version for p in params))
+        if not self.training and key in self._step_kv_cache:
+            return self._step_kv_cache[key]
+        token = sinusoidal_embedding(timesteps, self.config.d_model)[:, None, :] + self.cond_pos_emb[:, :1]
+        kv = self.memory_kv(self.cond_encoder(self.drop(token.to(self.cond_pos_emb.dtype))))
+        if not self.training:
+            self._step_kv_cache = {key: kv.detach()}  # one sampler at a time: keep the latest only
+        return kv
+
+    def chunk_memory_kv(self, timesteps: torch.Tensor, obs_features: torch.Tensor) -> torch.Tensor:
+        """Keys/values of every step and layer for one chunk: [K], [B, To, F] -> [K, L, 2, B, nh, 1 + To, hs].
+
+        Equals ``memory_kv(condition(steps, features))`` over all (step, sample) pairs, at the cost of To tokens.
+        """
+        obs_tokens = self.cond_obs_emb(obs_features) + self.cond_pos_emb[:, 1:]
+        obs_kv = self.memory_kv(self.cond_encoder(self.drop(obs_tokens)))  # [L, 2, B, nh, To, hs]
+        step_kv = self.step_memory_kv(timesteps)  # [L, 2, K, nh, 1, hs]
+        k, b = step_kv.shape[2], obs_kv.shape[2]
+        step_part = step_kv.permute(2, 0, 1, 3, 4, 5)[:, :, :, None].expand(-1, -1, -1, b, -1, -1, -1)
+        obs_part = obs_kv[None].expand(k, *obs_kv.shape)
+        return torch.cat((step_part, obs_part), dim=-2)
+
+    def _apply(self, fn, recurse=True):  # .to()/.half(): cached keys/values must follow the weights
+        self._step_kv_cache = {}
+        return super()._apply(fn, recurse)
 
     def embed(self, noisy_action: torch.Tensor) -> torch.Tensor:
         """Noisy action chunk [B, Tp, A] -> action tokens [B, Tp, d]."""

@@ -109,7 +109,7 @@ class DiffusionPolicy(nn.Module):
         """
         kernels = kernels or eager_kernels(self.denoiser)
         inputs = prepare_chunk(self.denoiser, self.schedule, features, generator)
-        return reverse_diffusion(self.schedule, inputs, kernels, run_blocks or dense_runner(kernels.block_fns))
+        return reverse_diffusion(self.schedule, inputs, kernels, run_blocks or dense_runner(kernels))
 
     def to_actions(self, normalized_chunk: torch.Tensor) -> dict[str, torch.Tensor]:
         """Unnormalize a sampled chunk and slice the Ta actions to execute (from the current obs step on)."""

@@ -1,12 +1,14 @@
 """The one reverse-diffusion loop. Dense sampling and every sparse variant share it.
 
-Per chunk, everything that does not depend on the noisy actions is prepared up front in batched calls:
-the condition memory of all K steps (only the step token changes), every layer's cross-attention
-keys/values for every step, and all the Gaussian noise the sampler will need. The loop itself is then
+Per chunk, everything that does not depend on the noisy actions is prepared up front: every layer's
+cross-attention keys/values for every step (the observation tokens' once, the step tokens' from a cache,
+see :meth:`TransformerDenoiser.chunk_memory_kv`) and all the Gaussian noise the sampler will need. The loop itself is then
 
     for k in steps: h = embed(x); h = run_blocks(k, h, kv[k]); x = schedule.step(k, x, head(h), z[k])
 
-where ``run_blocks`` is the strategy: dense adds every block's delta; the SAG sampler gates them.
+where ``run_blocks`` is the strategy: dense adds every block's delta; the SAG sampler gates them. A backend
+may also offer ``fused_blocks``, all 3L blocks of a step in one compiled call, which runners use for steps
+that compute every block (all dense steps; SAG's first step): at batch 1 the per-call cost dominates.
 """
 
 from __future__ import annotations
@@ -20,10 +22,23 @@ from sag_ros.policy.denoiser import BlockFn, TransformerDenoiser
 from sag_ros.policy.scheduler import NoiseSchedule
 
 
+class StepKV(list):
+    """One step's cross-attention keys/values: a list of per-layer views [2, B, nh, S, hs] for single blocks,
+    plus ``stacked`` [L, 2, B, nh, S, hs] (the same memory) for fused units."""
+
+    def __init__(self, stacked: torch.Tensor) -> None:
+        super().__init__(stacked.unbind(0))
+        self.stacked = stacked
+
+
 class BlockRunner(Protocol):
     """Runs the 3L sub-blocks of one denoising step k on the residual stream h."""
 
-    def __call__(self, k: int, h: torch.Tensor, layer_kv: Sequence[torch.Tensor]) -> torch.Tensor: ...
+    def __call__(self, k: int, h: torch.Tensor, layer_kv: StepKV) -> torch.Tensor: ...
+
+
+FusedBlocks = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, Sequence[torch.Tensor]]]
+"""(h, stacked kv) -> (h after all 3L blocks, the 3L block deltas in order)."""
 
 
 @dataclass(frozen=True)
@@ -32,12 +47,14 @@ class DenoiserKernels:
 
     ``block_fns[j]`` is sub-block ``j % 3`` (SA, CA, FFN) of layer ``j // 3`` with the uniform signature
     ``(h, memory_kv_of_its_layer) -> residual delta``; ``embed``: noisy actions -> tokens;
-    ``output``: residual stream -> predicted noise.
+    ``output``: residual stream -> predicted noise. ``fused_blocks`` (optional): every block of a step in one
+    call, same values as running ``block_fns`` in order.
     """
 
     block_fns: Sequence[BlockFn]
     embed: Callable[[torch.Tensor], torch.Tensor]
     output: Callable[[torch.Tensor], torch.Tensor]
+    fused_blocks: FusedBlocks | None = None
 
 
 def eager_kernels(denoiser: TransformerDenoiser) -> DenoiserKernels:
@@ -50,7 +67,7 @@ class ChunkInputs:
 
     x_init: torch.Tensor  # [B, Tp, A] initial Gaussian sample
     noise: list[torch.Tensor | None]  # per step, DDPM's z_k (None for DDIM)
-    layer_kv: list[list[torch.Tensor]]  # [K][L] cross-attention keys/values, each (2, B, nh, S, hs)
+    layer_kv: list[StepKV]  # [K] cross-attention keys/values of every layer
 
 
 def randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
@@ -61,7 +78,7 @@ def randn(shape: tuple[int, ...], generator: torch.Generator | None, device: tor
 
 def prepare_chunk(denoiser: TransformerDenoiser, schedule: NoiseSchedule, obs_features: torch.Tensor,
                   generator: torch.Generator | None) -> ChunkInputs:
-    """Draw the noise and compute every step's condition memory in one batched call."""
+    """Draw the noise and compute every step's cross-attention keys/values."""
     cfg = denoiser.config
     b, k = obs_features.shape[0], schedule.num_steps
     device = obs_features.device
@@ -71,18 +88,18 @@ def prepare_chunk(denoiser: TransformerDenoiser, schedule: NoiseSchedule, obs_fe
         noise: list[torch.Tensor | None] = list(randn((k, *shape), generator, device).unbind(0))
     else:
         noise = [None] * k
-    timesteps = schedule.timesteps.to(device).repeat_interleave(b)  # [K*B], step-major
-    memory = denoiser.condition(timesteps, obs_features.repeat(k, 1, 1))  # [K*B, S, d]
-    kv = denoiser.memory_kv(memory)  # [L, 2, K*B, nh, S, hs]
-    kv = kv.unflatten(2, (k, b)).permute(2, 0, 1, 3, 4, 5, 6).contiguous()  # [K, L, 2, B, nh, S, hs]
-    return ChunkInputs(x_init=x_init, noise=noise, layer_kv=[list(step.unbind(0)) for step in kv.unbind(0)])
+    kv = denoiser.chunk_memory_kv(schedule.timesteps.to(device), obs_features)  # [K, L, 2, B, nh, S, hs]
+    return ChunkInputs(x_init=x_init, noise=noise, layer_kv=[StepKV(step) for step in kv.unbind(0)])
 
 
-def dense_runner(block_fns: Sequence[BlockFn]) -> BlockRunner:
-    """Every block computed: h += block(h) in order. Layer of block j is j // 3."""
-    fns = [(fn, j // 3) for j, fn in enumerate(block_fns)]
+def dense_runner(kernels: DenoiserKernels) -> BlockRunner:
+    """Every block computed: the fused call when the backend has one, else h += block(h) in order."""
+    fused = kernels.fused_blocks
+    if fused is not None:
+        return lambda k, h, layer_kv: fused(h, layer_kv.stacked)[0]
+    fns = [(fn, j // 3) for j, fn in enumerate(kernels.block_fns)]  # layer of block j is j // 3
 
-    def run(k: int, h: torch.Tensor, layer_kv: Sequence[torch.Tensor]) -> torch.Tensor:
+    def run(k: int, h: torch.Tensor, layer_kv: StepKV) -> torch.Tensor:
         for fn, layer in fns:
             h = h + fn(h, layer_kv[layer])
         return h

@@ -8,7 +8,7 @@ not pixels.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -71,7 +71,7 @@ class PushTAdapter:
         self._steps = 0
 
     def step(self, action: np.ndarray) -> StepResult:
-        action = np.clip(np.asarray(action, dtype=np.float64).reshape(2), 0.0, 512.0)
+        action = np.clip(np.asarray(action, dtype=np.float64).reshape(2), self._spec.action_low, self._spec.action_high)
         _, _, _, _, info = self._env.step(action)
         self._steps += 1
         coverage = float(info["coverage"])
@@ -144,6 +144,11 @@ class PushTAdapter:
         raw.space.reindex_shapes_for_body(raw.block)
 
 
+def hold_agent(observation: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Push-T's action is the agent's target position, so targeting where the agent is keeps it there."""
+    return observation["state"].astype(np.float64)
+
+
 def pusht_task() -> TaskSpec:
     """Push-T with the Diffusion Policy protocol: 300 steps at 10 Hz, success at coverage > 0.95."""
     from sag_ros.sim.expert import PushTExpert
@@ -171,5 +176,9 @@ def pusht_task() -> TaskSpec:
         make_expert=PushTExpert,
         success_threshold=0.95,
         test_seed_start=100_000,
+        action_low=(0.0, 0.0),
+        action_high=(512.0, 512.0),
+        absolute_actions=True,
+        hold_action=hold_agent,
     )
     return spec

@@ -8,6 +8,7 @@ registry entry and never a change to the trainer, the node or the evaluator.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
@@ -54,7 +55,7 @@ class TaskAdapter(Protocol):
 
 
 class Expert(Protocol):
-    """Scripted demonstrator: produces the next absolute action from the live adapter."""
+    """Scripted demonstrator: produces the next action from the live adapter."""
 
     def reset(self, adapter: TaskAdapter) -> None:
         """Prepare for a new episode (the adapter has just been reset)."""
@@ -79,13 +80,30 @@ class TaskSpec:
     make_adapter: Callable[[], TaskAdapter]
     make_expert: Callable[[], Expert]
     success_threshold: float
-    """Coverage above which an episode counts as solved (and ends)."""
+    """Task progress above which an episode counts as solved (and ends). Progress is the task's own measure:
+    Push-T's goal coverage, Meta-World's 0/1 success flag."""
     test_seed_start: int
     """Evaluation seeds start here; training/demo seeds must stay below it."""
+    action_low: tuple[float, ...]
+    action_high: tuple[float, ...]
+    """Valid range of each action dimension: the env clips to it, and a policy output outside it is a fault."""
+    absolute_actions: bool
+    """True when an action is a target the robot goes to (Push-T's agent position): repeating the last action then
+    keeps the robot there. False for deltas (Meta-World's hand motion): repeating the last one keeps it moving."""
+    hold_action: Callable[[Mapping[str, np.ndarray]], np.ndarray]
+    """Action that keeps the robot where an observation shows it: what a controller sends before its first command
+    and, for delta actions, whenever it has no fresh one."""
 
-    def reward(self, coverage: float) -> float:
-        """Per-step reward of the Diffusion Policy protocol: clip(coverage / threshold, 0, 1)."""
-        return float(np.clip(coverage / self.success_threshold, 0.0, 1.0))
+    def __post_init__(self) -> None:
+        if not len(self.action_low) == len(self.action_high) == self.action_dim:
+            raise ValueError(f"{self.name}: action_low ({len(self.action_low)}) and action_high "
+                             f"({len(self.action_high)}) must have action_dim={self.action_dim} entries")
+        if not all(lo < hi for lo, hi in zip(self.action_low, self.action_high)):
+            raise ValueError(f"{self.name}: action_low={self.action_low} must be below action_high={self.action_high}")
+
+    def reward(self, progress: float) -> float:
+        """Per-step reward of the Diffusion Policy protocol: clip(progress / threshold, 0, 1)."""
+        return float(np.clip(progress / self.success_threshold, 0.0, 1.0))
 
     def episode_score(self, rewards: Sequence[float]) -> float:
         """Episode score = max reward over the episode (0 for an empty episode)."""
@@ -94,9 +112,9 @@ class TaskSpec:
 
 def _registry() -> dict[str, Callable[[], TaskSpec]]:
     """Known tasks; built on demand so importing this module imports no simulator."""
-    from sag_ros.sim import pusht
+    from sag_ros.sim import meta_world, pusht
 
-    return {"pusht": pusht.pusht_task}
+    return {"pusht": pusht.pusht_task, **{name: partial(meta_world.metaworld_task, name) for name in meta_world.TASKS}}
 
 
 def get_task(name: str) -> TaskSpec:

@@ -7,40 +7,38 @@ Both execute the mask with :class:`~sag_ros.sparse.sampler.SparseRunner` and a r
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 
-from sag_ros.policy.denoiser import BlockFn
-from sag_ros.policy.sampling import BlockRunner
+from sag_ros.policy.sampling import BlockRunner, DenoiserKernels
 from sag_ros.sparse.cache import ReuseKind, make_cache
 from sag_ros.sparse.mask import executed_fraction, validate_mask, with_first_step_computed
 from sag_ros.sparse.pruner import Pruner
-from sag_ros.sparse.sampler import SparseRunner
+from sag_ros.sparse.sampler import sparse_runner
 
 
 class StaticMaskPlanner:
     """The same mask for every chunk."""
 
-    def __init__(self, block_fns: Sequence[BlockFn], mask: torch.Tensor, reuse: ReuseKind | str) -> None:
-        self._fns = list(block_fns)
-        self.mask = with_first_step_computed(validate_mask(mask, mask.shape[0], len(self._fns)))
-        self._cache = make_cache(reuse, len(self._fns))
+    def __init__(self, kernels: DenoiserKernels, mask: torch.Tensor, reuse: ReuseKind | str) -> None:
+        self._kernels = kernels
+        num_blocks = len(kernels.block_fns)
+        self.mask = with_first_step_computed(validate_mask(mask, mask.shape[0], num_blocks))
+        self._cache = make_cache(reuse, num_blocks)
         self._fraction = executed_fraction(self.mask)
 
     def plan(self, features: torch.Tensor) -> tuple[BlockRunner, float]:
-        return SparseRunner(self._fns, self.mask, self._cache), self._fraction
+        return sparse_runner(self._kernels, self.mask, self._cache), self._fraction
 
 
 class SagPlanner:
     """Observation-conditioned masks from a trained pruner (batch 1: one mask per chunk)."""
 
-    def __init__(self, block_fns: Sequence[BlockFn], pruner: Pruner, reuse: ReuseKind | str) -> None:
-        self._fns = list(block_fns)
+    def __init__(self, kernels: DenoiserKernels, pruner: Pruner, reuse: ReuseKind | str) -> None:
+        self._kernels = kernels
         self.pruner = pruner.eval()
         with torch.no_grad():
             self.pruner.index_table()  # observation-independent half: built once here, not in the first chunk
-        self._cache = make_cache(reuse, len(self._fns))
+        self._cache = make_cache(reuse, len(kernels.block_fns))
         self.last_mask: torch.Tensor | None = None
 
     def plan(self, features: torch.Tensor) -> tuple[BlockRunner, float]:
@@ -48,4 +46,4 @@ class SagPlanner:
             raise ValueError(f"SagPlanner plans one observation at a time, got a batch of {features.shape[0]}")
         mask = self.pruner.predict_mask(features)[0]
         self.last_mask = mask
-        return SparseRunner(self._fns, mask, self._cache), executed_fraction(mask)
+        return sparse_runner(self._kernels, mask, self._cache), executed_fraction(mask)
