@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from sag_ros.predictor import PolicyPredictor, PredictorSpec
 from sag_ros.sim.evaluate import evaluate, summarize
+from sag_ros.sparse.artifact import pruner_sampler
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def standard_methods(policy_path: str, pruners: dict[str, str], intervals: tuple
     base = PredictorSpec(policy_path, backend=backends[0])
     pruned = []
     for name, path in pruners.items():
-        sampler, steps = _pruner_sampler(path)
+        sampler, steps = pruner_sampler(Path(path))
         pruned.append((name, dataclasses.replace(base, pruner_path=path, sampler=sampler, num_steps=steps)))
     methods = [Method("dense", base)]
     methods += [Method(f"ddim-{k}", dataclasses.replace(base, sampler="ddim", num_steps=k)) for k in ddim_steps]
@@ -48,14 +49,6 @@ def standard_methods(policy_path: str, pruners: dict[str, str], intervals: tuple
         methods.append(Method(f"dense [{backend}]", dataclasses.replace(base, backend=backend)))
         methods += [Method(f"{name} [{backend}]", dataclasses.replace(spec, backend=backend)) for name, spec in pruned]
     return methods
-
-
-def _pruner_sampler(path: str) -> tuple[str, int]:
-    from sag_ros.policy.checkpoint import load_artifact
-    from sag_ros.sparse.artifact import FORMAT, VERSION
-
-    sampler = load_artifact(Path(path), FORMAT, VERSION)["sampler"]
-    return sampler["kind"], sampler["num_steps"]
 
 
 def recorded_observations(predictor: PolicyPredictor, task_name: str, seeds: range, every: int = 40) -> list[dict]:

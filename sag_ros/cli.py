@@ -107,7 +107,9 @@ def _train_pruner(args: argparse.Namespace) -> None:
     policy.use_sampler(args.sampler, args.steps)
     cfg = PrunerTrainConfig(target_rate=args.rho, sparsity_weight=args.sparsity_weight, num_steps=args.iterations,
                             batch_size=args.batch_size, lr=args.lr, cell_lr=args.cell_lr, rate_warmup=args.rate_warmup,
-                            reuse=args.reuse, reference=args.reference, use_observation=not args.static, seed=args.seed,
+                            reuse=args.reuse, reference=args.reference, fidelity_window=args.fidelity_window,
+                            fidelity_steps=args.fidelity_steps,
+                            use_observation=not args.static, seed=args.seed,
                             threads=args.threads, init_from=args.init)
     train_pruner(policy, cfg, _training_sampler(policy.config, Path(args.data)), Path(args.out))
 
@@ -222,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", help="warm start from this pruner (trained for the same policy)")
     p.add_argument("--reuse", choices=["one_for_all", "per_block"], default="one_for_all")
     p.add_argument("--reference", choices=["dense", "demo"], default="dense")
+    p.add_argument("--fidelity-window", choices=["chunk", "executed"], default="chunk",
+                   help="actions the fidelity term compares: the whole chunk or the Ta executed ones")
+    p.add_argument("--fidelity-steps", choices=["final", "trajectory"], default="final",
+                   help="compare the sampled chunks, or every step's clean-chunk prediction")
     p.add_argument("--static", action="store_true", help="one learned mask for all observations (L2C-style)")
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm")
     p.add_argument("--steps", type=int, default=100, help="denoising steps the masks are for")

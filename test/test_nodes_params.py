@@ -2,6 +2,7 @@
 
 from dataclasses import fields
 
+import numpy as np
 import pytest
 import yaml
 
@@ -97,6 +98,28 @@ def test_graph_takes_the_action_range_from_the_policy_task(tiny_checkpoint, tmp_
                                                   overrides={"sag_inference": {"action_max": [100.0, 100.0]}})}
     assert (narrowed["sag_inference"].parameters["action_min"],
             narrowed["sag_inference"].parameters["action_max"]) == ([0.0, 0.0], [100.0, 100.0])
+
+
+def test_a_meta_world_checkpoint_brings_up_a_meta_world_graph(tmp_path):
+    from conftest import tiny_config
+    from sag_ros.policy.checkpoint import save_policy
+    from sag_ros.policy.policy import DiffusionPolicy
+
+    task = get_task("mw-drawer-open")
+    config = tiny_config()
+    config.task = task.name
+    config.denoiser.action_dim = task.action_dim
+    config.encoder.state_dim = task.state_dim
+    policy = DiffusionPolicy(config).eval()
+    corners = np.array([[-1.0] * 4, [1.0] * 4])
+    policy.normalizer.fit({"action": corners, "state": corners})
+    save_policy(policy, tmp_path / "mw.pt", data_hash="test")
+    nodes = {d.name: d.parameters for d in describe_graph(model_path=str(tmp_path / "mw.pt"))}
+    assert nodes["sag_sim"]["task"] == "mw-drawer-open"
+    assert nodes["sag_sim"]["joint_names"] == nodes["sag_inference"]["joint_names"] == list(task.joint_names)
+    assert nodes["sag_sim"]["frame_id"] == nodes["sag_inference"]["frame_id"] == "mw-drawer-open"
+    assert (nodes["sag_inference"]["action_min"], nodes["sag_inference"]["action_max"]) == ([-1.0] * 4, [1.0] * 4)
+    assert nodes["sag_camera"]["state_dim"] == task.state_dim
 
 
 def test_launch_file_builds_the_same_graph(tiny_checkpoint):

@@ -52,3 +52,15 @@ def test_add_noise_matches_diffusers():
     x0, noise = torch.randn(SHAPE), torch.randn(SHAPE)
     t = torch.tensor([0, 10, 99])
     torch.testing.assert_close(schedule.add_noise(x0, noise, t), ref.add_noise(x0, noise, t))
+
+
+def test_step_goes_through_the_clipped_x0_prediction():
+    schedule = NoiseSchedule.from_config(SchedulerConfig(num_train_steps=100, num_inference_steps=10))
+    g = torch.Generator().manual_seed(0)
+    x, eps = torch.randn(2, 4, 3, generator=g) * 3, torch.randn(2, 4, 3, generator=g)
+    x0 = schedule.predict_x0(0, x, eps)
+    assert x0.abs().max() <= 1.0
+    from_x, from_eps = schedule.x0_from_x[0], schedule.x0_from_eps[0]
+    torch.testing.assert_close(x0, (x * from_x - eps * from_eps).clamp(-1, 1))
+    torch.testing.assert_close(schedule.step(0, x, eps, torch.zeros_like(x)),
+                               x0 * schedule.coef_x0[0] + x * schedule.coef_x[0])

@@ -7,7 +7,7 @@ from sag_ros.policy.checkpoint import CheckpointError
 from sag_ros.policy.policy import DiffusionPolicy
 from sag_ros.sparse.artifact import load_pruner, save_pruner
 from sag_ros.sparse.pruner import Pruner, straight_through_gate
-from sag_ros.sparse.train_pruner import PrunerTrainConfig, pruner_config_for, pruner_loss
+from sag_ros.sparse.train_pruner import PrunerTrainConfig, fidelity_slice, pruner_config_for, pruner_loss
 
 from conftest import random_observation, tiny_config
 
@@ -25,9 +25,10 @@ def test_straight_through_gate_is_hard_forward_soft_backward():
     assert logits.grad.abs().sum() > 0
 
 
-def test_fidelity_gradients_reach_the_pruner(tiny_policy):
+@pytest.mark.parametrize("window, steps", [("chunk", "final"), ("executed", "trajectory")])
+def test_fidelity_gradients_reach_the_pruner(tiny_policy, window, steps):
     tiny_policy.requires_grad_(False)
-    cfg = PrunerTrainConfig(target_rate=0.5, sparsity_weight=0.0)
+    cfg = PrunerTrainConfig(target_rate=0.5, sparsity_weight=0.0, fidelity_window=window, fidelity_steps=steps)
     pruner = Pruner(pruner_config_for(tiny_policy, cfg)).train()
     loss, stats = pruner_loss(tiny_policy, pruner, _features(tiny_policy), None, cfg, torch.Generator().manual_seed(0))
     loss.backward()
@@ -35,6 +36,18 @@ def test_fidelity_gradients_reach_the_pruner(tiny_policy):
     grads = [p.grad for p in pruner.parameters() if p.grad is not None]
     assert grads and sum(float(g.abs().sum()) for g in grads) > 0
     assert all(p.grad is None for p in tiny_policy.parameters())
+
+
+def test_executed_fidelity_window_covers_exactly_the_executed_actions(tiny_policy):
+    d = tiny_policy.config.denoiser
+    executed = fidelity_slice(tiny_policy, PrunerTrainConfig(fidelity_window="executed"))
+    horizon = list(range(d.horizon))
+    assert horizon[executed] == list(range(d.n_obs_steps - 1, d.n_obs_steps - 1 + d.n_action_steps))
+    assert horizon[fidelity_slice(tiny_policy, PrunerTrainConfig())] == horizon
+    with pytest.raises(ValueError, match="fidelity_window"):
+        PrunerTrainConfig(fidelity_window="tail")
+    with pytest.raises(ValueError, match="reference='dense'"):
+        PrunerTrainConfig(fidelity_steps="trajectory", reference="demo")
 
 
 def test_brief_training_moves_prune_rate_towards_rho(tiny_policy):

@@ -50,12 +50,6 @@ def ros_methods(pruners: dict[str, str], backends: Sequence[str] = ("eager",)) -
     return methods
 
 
-def _pruner_sampler(path: str) -> tuple[str, int]:
-    from sag_ros.benchmark import _pruner_sampler as sampler_of
-
-    return sampler_of(path)
-
-
 def _percentiles(values_s: np.ndarray) -> dict[str, float]:
     if not len(values_s):
         return {"p50_ms": float("nan"), "p95_ms": float("nan"), "p99_ms": float("nan"), "max_ms": float("nan")}
@@ -102,7 +96,9 @@ def run_method(method: RosMethod, policy_path: str, *, episodes: int, seed: int,
 
     inference = {"stats_window": STATS_WINDOW, "threads": threads}
     if method.pruner_path != DENSE:
-        sampler, steps = _pruner_sampler(method.pruner_path)
+        from sag_ros.sparse.artifact import pruner_sampler
+
+        sampler, steps = pruner_sampler(Path(method.pruner_path))
         inference.update(sampler=sampler, num_steps=steps)
     sim = {"num_episodes": episodes, "seed": seed}
     if max_steps > 0:

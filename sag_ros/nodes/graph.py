@@ -1,9 +1,9 @@
 """The node graph, described once for ``launch/bringup.launch.py`` and the one-process ``sag-bringup``.
 
 Pure: reads ``config/sag_nodes.yaml`` (``<node>: ros__parameters:``), validates each node's parameters by
-building its config dataclass, fills in what the policy checkpoint dictates (image size, To, state size, and
-the action range of its task) and returns :class:`NodeDescription` objects (executable = node name = YAML key,
-parameters, remappings).
+building its config dataclass, fills in what the policy checkpoint dictates (image size, To, state size; its
+task's action range, joint names and frame; the sim's task) and returns :class:`NodeDescription` objects
+(executable = node name = YAML key, parameters, remappings).
 Imports no rclpy and no launch.
 """
 
@@ -113,12 +113,15 @@ def policy_inputs(config: PolicyConfig) -> dict[str, int]:
             "state_dim": config.encoder.state_dim}
 
 
-def action_range(config: PolicyConfig) -> dict[str, list[float]]:
-    """The inference node's safety bounds for this policy: the valid action range of the task it was trained on."""
+def task_parameters(config: PolicyConfig) -> dict[str, dict[str, Any]]:
+    """What the task the policy was trained on dictates, per node: the inference node's safety bounds (the task's
+    valid action range), joint names and frame; the sim node's task, joint names and frame."""
     from sag_ros.sim.task import get_task
 
     task = get_task(config.task)
-    return {"action_min": list(task.action_low), "action_max": list(task.action_high)}
+    names = {"joint_names": list(task.joint_names), "frame_id": task.name}
+    return {INFERENCE: {"action_min": list(task.action_low), "action_max": list(task.action_high), **names},
+            SIM: {"task": task.name, **names}}
 
 
 def describe_graph(config_path: str | Path | None = None, *, model_path: str = "", pruner_path: str = "",
@@ -126,8 +129,9 @@ def describe_graph(config_path: str | Path | None = None, *, model_path: str = "
                    overrides: Mapping[str, Mapping[str, Any]] | None = None) -> list[NodeDescription]:
     """The nodes to start: camera + inference (+ sim), with every parameter explicit and validated.
 
-    Empty arguments keep the parameter file's values; ``pruner_path="none"`` forces dense denoising. The inference
-    node's ``action_min``/``action_max`` are the policy task's range unless ``overrides`` set them.
+    Empty arguments keep the parameter file's values; ``pruner_path="none"`` forces dense denoising. What the
+    policy's task dictates (:func:`task_parameters`) replaces the parameter file's values unless ``overrides``
+    set them, so a Meta-World checkpoint brings up a Meta-World graph.
     """
     params = load_node_parameters(Path(config_path) if config_path else default_config_path())
     for name, extra in (overrides or {}).items():
@@ -151,8 +155,9 @@ def describe_graph(config_path: str | Path | None = None, *, model_path: str = "
     policy = read_policy_config(inference["model_path"])
     if policy is not None:
         params.setdefault(CAMERA, {}).update(policy_inputs(policy))
-        given = (overrides or {}).get(INFERENCE, {})
-        inference.update({k: v for k, v in action_range(policy).items() if k not in given})
+        for name, values in task_parameters(policy).items():
+            given = (overrides or {}).get(name, {})
+            params.setdefault(name, {}).update({k: v for k, v in values.items() if k not in given})
 
     names = [CAMERA, INFERENCE] + ([SIM] if use_sim else [])
     camera_remaps = ((CAMERA_IMAGE_INPUT, SIM_IMAGE_TOPIC), (CAMERA_STATE_INPUT, SIM_STATE_TOPIC)) if use_sim else ()

@@ -108,11 +108,16 @@ def dense_runner(kernels: DenoiserKernels) -> BlockRunner:
 
 
 def reverse_diffusion(schedule: NoiseSchedule, inputs: ChunkInputs, kernels: DenoiserKernels,
-                      run_blocks: BlockRunner) -> torch.Tensor:
-    """The K-step loop; returns the normalized action chunk [B, Tp, A]."""
+                      run_blocks: BlockRunner, x0_trace: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """The K-step loop; returns the normalized action chunk [B, Tp, A].
+
+    ``x0_trace``: if given, each step's prediction of the clean chunk is appended to it (pruner training can
+    compare whole denoising trajectories, not only their end)."""
     embed, output = kernels.embed, kernels.output
     x = inputs.x_init
     for k in range(schedule.num_steps):
-        h = run_blocks(k, embed(x), inputs.layer_kv[k])
-        x = schedule.step(k, x, output(h), inputs.noise[k])
+        eps = output(run_blocks(k, embed(x), inputs.layer_kv[k]))
+        if x0_trace is not None:
+            x0_trace.append(schedule.predict_x0(k, x, eps))
+        x = schedule.step(k, x, eps, inputs.noise[k])
     return x

@@ -98,12 +98,16 @@ class NoiseSchedule:
                                                     self.coef_eps, self.coef_noise))
                        for k in range(self.num_steps)]
 
+    def predict_x0(self, k: int, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """The clean sample implied at step k by the noise prediction (clipped like the sampler clips it)."""
+        from_x, from_eps = self._coefs[k][:2]
+        x0 = x * from_x - eps * from_eps
+        return x0.clamp(-1.0, 1.0) if self.clip_sample else x0
+
     def step(self, k: int, x: torch.Tensor, eps: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
         """One reverse step at inference index k (0 = noisiest)."""
-        from_x, from_eps, c_x0, c_x, c_eps, c_noise = self._coefs[k]
-        x0 = x * from_x - eps * from_eps
-        if self.clip_sample:
-            x0 = x0.clamp(-1.0, 1.0)
+        _, _, c_x0, c_x, c_eps, c_noise = self._coefs[k]
+        x0 = self.predict_x0(k, x, eps)
         out = x0 * c_x0
         if c_x:
             out = out + x * c_x

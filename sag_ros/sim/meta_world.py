@@ -245,6 +245,7 @@ def metaworld_task(name: str) -> TaskSpec:
         test_seed_start=100_000,
         action_low=(-1.0,) * 4,
         action_high=(1.0,) * 4,
+        joint_names=("hand_x", "hand_y", "hand_z", "gripper"),  # actions move them (deltas), the state reads them
         absolute_actions=False,
         hold_action=hold_hand,
     )

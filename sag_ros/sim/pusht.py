@@ -178,6 +178,7 @@ def pusht_task() -> TaskSpec:
         test_seed_start=100_000,
         action_low=(0.0, 0.0),
         action_high=(512.0, 512.0),
+        joint_names=("x", "y"),  # the agent's target position in the 512 x 512 workspace
         absolute_actions=True,
         hold_action=hold_agent,
     )

@@ -87,6 +87,8 @@ class TaskSpec:
     action_low: tuple[float, ...]
     action_high: tuple[float, ...]
     """Valid range of each action dimension: the env clips to it, and a policy output outside it is a fault."""
+    joint_names: tuple[str, ...]
+    """Name of each action dimension: the joint names of the published trajectories (and of the sim's state)."""
     absolute_actions: bool
     """True when an action is a target the robot goes to (Push-T's agent position): repeating the last action then
     keeps the robot there. False for deltas (Meta-World's hand motion): repeating the last one keeps it moving."""
@@ -95,9 +97,9 @@ class TaskSpec:
     and, for delta actions, whenever it has no fresh one."""
 
     def __post_init__(self) -> None:
-        if not len(self.action_low) == len(self.action_high) == self.action_dim:
-            raise ValueError(f"{self.name}: action_low ({len(self.action_low)}) and action_high "
-                             f"({len(self.action_high)}) must have action_dim={self.action_dim} entries")
+        if not len(self.action_low) == len(self.action_high) == len(self.joint_names) == self.action_dim:
+            raise ValueError(f"{self.name}: action_low ({len(self.action_low)}), action_high ({len(self.action_high)}) "
+                             f"and joint_names ({len(self.joint_names)}) must have action_dim={self.action_dim} entries")
         if not all(lo < hi for lo, hi in zip(self.action_low, self.action_high)):
             raise ValueError(f"{self.name}: action_low={self.action_low} must be below action_high={self.action_high}")
 

@@ -20,6 +20,12 @@ def sampler_signature(policy: DiffusionPolicy) -> dict[str, Any]:
     return {"kind": policy.schedule.kind.value, "num_steps": policy.schedule.num_steps}
 
 
+def pruner_sampler(path: Path) -> tuple[str, int]:
+    """The sampler kind and step count a pruner's masks are for (set the policy's sampler to it before loading)."""
+    sampler = load_artifact(path, FORMAT, VERSION)["sampler"]
+    return sampler["kind"], sampler["num_steps"]
+
+
 def save_pruner(pruner: Pruner, policy: DiffusionPolicy, path: Path, extra: dict[str, Any]) -> None:
     atomic_torch_save({
         "format": FORMAT, "version": VERSION, "config": asdict(pruner.config),

@@ -4,8 +4,11 @@ Per batch of observations: the dense chunk (no gradient) and the gated sparse ch
 same initial noise and the same per-step noise; every block is computed in the gated pass and mixed with
 its cache stand-in by straight-through gates, so the fidelity loss reaches the pruner through the whole
 sampling chain. Loss = L1(sparse, reference) + lambda * |mean(M) - rho_t|, the reference being the dense
-chunk (default) or the demonstrated actions. The target rho_t ramps from the pruner's initial rate to rho over
-``rate_warmup`` iterations, so the cells that matter are found while most blocks still compute. Both learning
+chunk (default) or the demonstrated actions, over the whole chunk (default) or only the executed actions, and
+either at the end of sampling (default) or averaged over every step's clean-chunk prediction ("trajectory":
+an early step that heads for another mode than dense costs as much as a late imprecision; in closed loop such
+mode switches between chunks hurt more than small action errors). The target rho_t ramps from the pruner's
+initial rate to rho over ``rate_warmup`` iterations, so the cells that matter are found while most blocks still compute. Both learning
 rates decay along a cosine to zero at the last iteration: at a constant rate the per-cell offsets keep
 flipping cells around the sparsity target and the fidelity drifts back up late in a run.
 
@@ -49,6 +52,8 @@ class PrunerTrainConfig:
     rate_warmup: int = 0  # iterations over which the target ramps from the initial rate to rho
     reuse: ReuseKind = ReuseKind.ONE_FOR_ALL
     reference: str = "dense"  # or "demo"
+    fidelity_window: str = "chunk"  # or "executed": only the Ta actions the robot runs (To-1 .. To-1+Ta)
+    fidelity_steps: str = "final"  # or "trajectory": every step's clean-chunk prediction, averaged over steps
     use_observation: bool = True  # False: one learned static mask for all observations
     seed: int = 0
     threads: int = 2
@@ -64,6 +69,12 @@ class PrunerTrainConfig:
             raise ValueError(f"target_rate={self.target_rate} must be in (0, 1)")
         if self.reference not in ("dense", "demo"):
             raise ValueError(f"reference={self.reference!r} must be 'dense' or 'demo'")
+        if self.fidelity_window not in ("chunk", "executed"):
+            raise ValueError(f"fidelity_window={self.fidelity_window!r} must be 'chunk' or 'executed'")
+        if self.fidelity_steps not in ("final", "trajectory"):
+            raise ValueError(f"fidelity_steps={self.fidelity_steps!r} must be 'final' or 'trajectory'")
+        if self.fidelity_steps == "trajectory" and self.reference != "dense":
+            raise ValueError("fidelity_steps='trajectory' compares against the dense trajectory: use reference='dense'")
 
 
 def pruner_config_for(policy: DiffusionPolicy, train: PrunerTrainConfig) -> PrunerConfig:
@@ -71,6 +82,18 @@ def pruner_config_for(policy: DiffusionPolicy, train: PrunerTrainConfig) -> Prun
     return PrunerConfig(num_steps=policy.schedule.num_steps, num_blocks=d.num_blocks,
                         obs_feature_dim=d.n_obs_steps * policy.config.encoder.feature_dim,
                         use_observation=train.use_observation)
+
+
+def fidelity_slice(policy: DiffusionPolicy, cfg: PrunerTrainConfig) -> slice:
+    """Horizon indices the fidelity term compares: the whole predicted chunk, or only the executed actions.
+
+    Closed-loop control runs actions To-1 .. To-1+Ta of each chunk; the rest is never executed, so spending
+    the pruner's budget on it can buy open-loop fidelity that the task score never sees.
+    """
+    if cfg.fidelity_window == "chunk":
+        return slice(None)
+    d = policy.config.denoiser
+    return slice(d.n_obs_steps - 1, d.n_obs_steps - 1 + d.n_action_steps)
 
 
 def target_rate_at(step: int, start_rate: float, cfg: PrunerTrainConfig) -> float:
@@ -85,14 +108,21 @@ def pruner_loss(policy: DiffusionPolicy, pruner: Pruner, features: torch.Tensor,
                 target_rate: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Fidelity + sparsity loss for one batch of observation features [B, To, F] (rho_t defaults to rho)."""
     kernels = eager_kernels(policy.denoiser)
+    trajectory = cfg.fidelity_steps == "trajectory"
+    dense_trace: list[torch.Tensor] | None = [] if trajectory else None
+    sparse_trace: list[torch.Tensor] | None = [] if trajectory else None
     with torch.no_grad():
         inputs = prepare_chunk(policy.denoiser, policy.schedule, features, generator)
         if target is None:
-            target = reverse_diffusion(policy.schedule, inputs, kernels, dense_runner(kernels))
+            target = reverse_diffusion(policy.schedule, inputs, kernels, dense_runner(kernels), dense_trace)
     gates = pruner.gates(features)
     runner = GatedRunner(kernels.block_fns, gates, make_cache(cfg.reuse, len(kernels.block_fns)))
-    sparse = reverse_diffusion(policy.schedule, inputs, kernels, runner)
-    fidelity = F.l1_loss(sparse, target)
+    sparse = reverse_diffusion(policy.schedule, inputs, kernels, runner, sparse_trace)
+    window = fidelity_slice(policy, cfg)
+    if sparse_trace is not None and dense_trace is not None:
+        fidelity = torch.stack([F.l1_loss(s[:, window], d[:, window]) for s, d in zip(sparse_trace, dense_trace)]).mean()
+    else:
+        fidelity = F.l1_loss(sparse[:, window], target[:, window])
     rate = gates.mean()
     rho_t = cfg.target_rate if target_rate is None else target_rate
     loss = fidelity + cfg.sparsity_weight * (rate - rho_t).abs()
@@ -152,7 +182,8 @@ def train_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig, sampler: Windo
     def checkpoint(stats: dict[str, float]) -> None:
         save_pruner(pruner.eval(), policy, out_path, extra={
             "train_step": step, "target_rate": cfg.target_rate, "reuse": cfg.reuse.value,
-            "use_observation": cfg.use_observation, "reference": cfg.reference, "init_from": cfg.init_from,
+            "use_observation": cfg.use_observation, "reference": cfg.reference,
+            "fidelity_window": cfg.fidelity_window, "fidelity_steps": cfg.fidelity_steps, "init_from": cfg.init_from,
             "last_fidelity": stats["fidelity"], "last_prune_rate": stats["prune_rate"]})
         atomic_torch_save({"format": TRAIN_STATE_FORMAT, "version": TRAIN_STATE_VERSION, "signature": signature,
                            "step": step, "start_rate": start_rate, "pruner": pruner.state_dict(),
