@@ -20,7 +20,7 @@ from ros_fixtures import *  # noqa: E402,F401,F403
 from ros_fixtures import spin_for, spin_until  # noqa: E402
 from sag_ros.nodes.camera_node import ObservationBuffer  # noqa: E402
 from sag_ros.nodes.convert import array_to_image, array_to_joint_state, stamp_to_ns  # noqa: E402
-from sag_ros.nodes.inference_node import InferenceNode, ModelLoadError  # noqa: E402
+from sag_ros.nodes.inference_node import InferenceNode, ModelLoadError, clamp_to_bounds  # noqa: E402
 from sag_ros.predictor import PolicyPredictor  # noqa: E402
 from sag_ros.policy.checkpoint import load_policy  # noqa: E402
 
@@ -211,6 +211,15 @@ def test_out_of_range_chunks_are_not_published(ros_context, executor, tiny_check
     finally:
         for node in (inference, probe):
             node.destroy_node()
+
+
+def test_small_overshoot_is_clamped_and_a_far_or_non_finite_one_refused():
+    low, high = np.array([0.0, 0.0]), np.array([512.0, 512.0])
+    edge = np.array([[-2.5, 300.0], [100.0, 516.0]])  # a few pixels past Push-T's walls
+    np.testing.assert_array_equal(clamp_to_bounds(edge, low, high, 0.05), [[0.0, 300.0], [100.0, 512.0]])
+    assert clamp_to_bounds(edge, low, high, 0.0) is None
+    assert clamp_to_bounds(np.array([[-30.0, 10.0]]), low, high, 0.05) is None  # 30 > 5 % of 512
+    assert clamp_to_bounds(np.array([[np.nan, 10.0]]), low, high, 0.05) is None
 
 
 def test_missing_or_foreign_model_fails_at_start(ros_context, tmp_path, tiny_checkpoint):

@@ -39,6 +39,17 @@ from sag_ros.nodes.params import ConfigParameters, InferenceNodeConfig
 _PAIRING_DEPTH = 8  # unmatched images/states kept per kind while waiting for their other half
 
 
+
+def clamp_to_bounds(actions: np.ndarray, low: np.ndarray, high: np.ndarray, margin: float) -> np.ndarray | None:
+    """Actions clamped to [low, high], or None when any is not finite or beyond the bounds by more than ``margin``
+    times the range. DDPM's last step mixes the clipped clean sample with the noisy one, so a chunk near a
+    workspace edge overshoots it by a little (a few pixels of Push-T's 512); that is clamped like a joint limit,
+    while an action far outside is a fault, and a faulty chunk is not sent to the robot at all."""
+    slack = margin * (high - low)
+    if not np.isfinite(actions).all() or (actions < low - slack).any() or (actions > high + slack).any():
+        return None
+    return np.clip(actions, low, high)
+
 class ModelLoadError(NodeStartupError):
     """The policy file is missing, unreadable, or does not fit this node's parameters."""
 
@@ -224,12 +235,15 @@ class InferenceNode(Node):
             return
         total_s = time.perf_counter() - t0
         timing = self.predictor.last_timing
-        if not np.isfinite(actions).all() or (actions < self._lo).any() or (actions > self._hi).any():
+        bounded = clamp_to_bounds(actions, self._lo, self._hi, cfg.action_margin)
+        if bounded is None:
             with self._lock:
                 self.refused += 1
-            self.get_logger().error(f"chunk refused: actions outside [{cfg.action_min}, {cfg.action_max}] or "
-                                    f"not finite: {actions.tolist()}", throttle_duration_sec=2.0)
+            self.get_logger().error(f"chunk refused: actions not finite or more than {cfg.action_margin:.0%} of the "
+                                    f"range outside [{cfg.action_min}, {cfg.action_max}]: {actions.tolist()}",
+                                    throttle_duration_sec=2.0)
             return
+        actions = bounded
         if self._stopping:
             return
         values = {"total_ms": total_s, "plan_ms": timing.plan_s, "denoise_ms": timing.denoise_s,

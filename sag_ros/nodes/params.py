@@ -56,10 +56,12 @@ class InferenceNodeConfig:
     execution_offset_s: float = _param(0.0, "added to the observation stamp to stamp the chunk")
     frame_id: str = _param("pusht", "frame of the published trajectories")
     joint_names: list = _param(["x", "y"], "one name per action dimension", read_only=True)
-    action_min: list = _param([0.0, 0.0], "lower bound per action dimension; chunks outside are not published "
-                              "(Push-T's; the launch graph sets the policy task's range)")
+    action_min: list = _param([0.0, 0.0], "lower bound per action dimension (Push-T's; the launch graph sets the "
+                              "policy task's range)")
     action_max: list = _param([512.0, 512.0], "upper bound per action dimension (Push-T's; the launch graph sets "
                               "the policy task's range)")
+    action_margin: float = _param(0.05, "fraction of each dimension's range an action may overshoot its bound by: "
+                                  "it is clamped to the bound; a chunk farther out (or not finite) is not published")
     seed: int = _param(0, "seed of the sampling noise; inference attempt i uses seed + i")
     stats_window: int = _param(100, "chunks in the latency window", read_only=True)
     diagnostics_period_s: float = _param(1.0, "seconds between two /diagnostics messages", read_only=True)
@@ -82,6 +84,7 @@ class InferenceNodeConfig:
                  f"({len(self.joint_names)}) must have the same length")
         _require(all(lo < hi for lo, hi in zip(self.action_min, self.action_max)),
                  f"action_min={self.action_min} must be below action_max={self.action_max}")
+        _require(self.action_margin >= 0, f"action_margin={self.action_margin} must be >= 0")
         _require(self.stats_window >= 2, f"stats_window={self.stats_window} must be >= 2")
         _require(self.diagnostics_period_s > 0, f"diagnostics_period_s={self.diagnostics_period_s} must be > 0")
 
