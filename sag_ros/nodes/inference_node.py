@@ -39,7 +39,6 @@ from sag_ros.nodes.params import ConfigParameters, InferenceNodeConfig
 _PAIRING_DEPTH = 8  # unmatched images/states kept per kind while waiting for their other half
 
 
-
 def clamp_to_bounds(actions: np.ndarray, low: np.ndarray, high: np.ndarray, margin: float) -> np.ndarray | None:
     """Actions clamped to [low, high], or None when any is not finite or beyond the bounds by more than ``margin``
     times the range. DDPM's last step mixes the clipped clean sample with the noisy one, so a chunk near a
@@ -49,6 +48,7 @@ def clamp_to_bounds(actions: np.ndarray, low: np.ndarray, high: np.ndarray, marg
     if not np.isfinite(actions).all() or (actions < low - slack).any() or (actions > high + slack).any():
         return None
     return np.clip(actions, low, high)
+
 
 class ModelLoadError(NodeStartupError):
     """The policy file is missing, unreadable, or does not fit this node's parameters."""

@@ -111,11 +111,15 @@ class DiffusionPolicy(nn.Module):
         inputs = prepare_chunk(self.denoiser, self.schedule, features, generator)
         return reverse_diffusion(self.schedule, inputs, kernels, run_blocks or dense_runner(kernels))
 
+    def executed_slice(self) -> slice:
+        """Horizon indices of the Ta actions that get executed: from the current observation step (To - 1) on."""
+        d = self.config.denoiser
+        return slice(d.n_obs_steps - 1, d.n_obs_steps - 1 + d.n_action_steps)
+
     def to_actions(self, normalized_chunk: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Unnormalize a sampled chunk and slice the Ta actions to execute (from the current obs step on)."""
+        """Unnormalize a sampled chunk and slice the Ta actions to execute."""
         action_pred = self.normalizer["action"].unnormalize(normalized_chunk)
-        start = self.config.denoiser.n_obs_steps - 1
-        return {"action": action_pred[:, start:start + self.config.denoiser.n_action_steps], "action_pred": action_pred}
+        return {"action": action_pred[:, self.executed_slice()], "action_pred": action_pred}
 
     @torch.no_grad()
     def predict_action(self, obs: Observation, generator: torch.Generator | None = None,

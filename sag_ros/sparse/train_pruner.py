@@ -8,8 +8,8 @@ chunk (default) or the demonstrated actions, over the whole chunk (default) or o
 either at the end of sampling (default) or averaged over every step's clean-chunk prediction ("trajectory":
 an early step that heads for another mode than dense costs as much as a late imprecision; in closed loop such
 mode switches between chunks hurt more than small action errors). The target rho_t ramps from the pruner's
-initial rate to rho over ``rate_warmup`` iterations, so the cells that matter are found while most blocks still compute. Both learning
-rates decay along a cosine to zero at the last iteration: at a constant rate the per-cell offsets keep
+initial rate to rho over ``rate_warmup`` iterations, so the cells that matter are found while most blocks
+still compute. Both learning rates decay along a cosine to zero at the last iteration: at a constant rate the per-cell offsets keep
 flipping cells around the sparsity target and the fidelity drifts back up late in a run.
 
 Runs are resumable: every checkpoint also writes ``<out>.train_state.pt`` (pruner, optimizer, RNG, step),
@@ -90,10 +90,7 @@ def fidelity_slice(policy: DiffusionPolicy, cfg: PrunerTrainConfig) -> slice:
     Closed-loop control runs actions To-1 .. To-1+Ta of each chunk; the rest is never executed, so spending
     the pruner's budget on it can buy open-loop fidelity that the task score never sees.
     """
-    if cfg.fidelity_window == "chunk":
-        return slice(None)
-    d = policy.config.denoiser
-    return slice(d.n_obs_steps - 1, d.n_obs_steps - 1 + d.n_action_steps)
+    return slice(None) if cfg.fidelity_window == "chunk" else policy.executed_slice()
 
 
 def target_rate_at(step: int, start_rate: float, cfg: PrunerTrainConfig) -> float:
@@ -119,10 +116,8 @@ def pruner_loss(policy: DiffusionPolicy, pruner: Pruner, features: torch.Tensor,
     runner = GatedRunner(kernels.block_fns, gates, make_cache(cfg.reuse, len(kernels.block_fns)))
     sparse = reverse_diffusion(policy.schedule, inputs, kernels, runner, sparse_trace)
     window = fidelity_slice(policy, cfg)
-    if sparse_trace is not None and dense_trace is not None:
-        fidelity = torch.stack([F.l1_loss(s[:, window], d[:, window]) for s, d in zip(sparse_trace, dense_trace)]).mean()
-    else:
-        fidelity = F.l1_loss(sparse[:, window], target[:, window])
+    pairs = zip(sparse_trace, dense_trace) if sparse_trace and dense_trace else [(sparse, target)]
+    fidelity = torch.stack([F.l1_loss(s[:, window], d[:, window]) for s, d in pairs]).mean()
     rate = gates.mean()
     rho_t = cfg.target_rate if target_rate is None else target_rate
     loss = fidelity + cfg.sparsity_weight * (rate - rho_t).abs()
