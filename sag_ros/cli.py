@@ -110,7 +110,7 @@ def _train_pruner(args: argparse.Namespace) -> None:
                             reuse=args.reuse, reference=args.reference, fidelity_window=args.fidelity_window,
                             fidelity_steps=args.fidelity_steps,
                             use_observation=not args.static, seed=args.seed,
-                            threads=args.threads, init_from=args.init)
+                            threads=args.threads, init_from=args.init, init_interval=args.init_interval)
     train_pruner(policy, cfg, _training_sampler(policy.config, Path(args.data)), Path(args.out))
 
 
@@ -222,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cell-lr", type=float, default=5e-2, help="learning rate of the per-cell logit offsets")
     p.add_argument("--rate-warmup", type=int, default=0, help="iterations over which the target ramps up to rho")
     p.add_argument("--init", help="warm start from this pruner (trained for the same policy)")
+    p.add_argument("--init-interval", type=int, metavar="N",
+                   help="warm start from uniform interval caching: every N-th step computes every block")
     p.add_argument("--reuse", choices=["one_for_all", "per_block"], default="one_for_all")
     p.add_argument("--reference", choices=["dense", "demo"], default="dense")
     p.add_argument("--fidelity-window", choices=["chunk", "executed"], default="chunk",

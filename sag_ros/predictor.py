@@ -19,7 +19,7 @@ import torch
 
 from sag_ros.policy.checkpoint import load_policy
 from sag_ros.policy.config import SchedulerKind
-from sag_ros.policy.policy import DiffusionPolicy
+from sag_ros.policy.policy import DiffusionPolicy, ImageEncoder
 from sag_ros.policy.sampling import BlockRunner, DenoiserKernels, dense_runner, eager_kernels
 
 
@@ -58,9 +58,11 @@ class PolicyPredictor:
     """numpy observation history -> actions to execute, through one policy and one block planner."""
 
     def __init__(self, policy: DiffusionPolicy, planner: BlockPlanner | None = None,
-                 kernels: DenoiserKernels | None = None) -> None:
+                 kernels: DenoiserKernels | None = None, image_encoder: ImageEncoder | None = None) -> None:
+        """``kernels`` and ``image_encoder``: a backend's compiled denoiser units and encoder (default: eager)."""
         self.policy = policy.eval()
         self.kernels = kernels or eager_kernels(policy.denoiser)
+        self.image_encoder = image_encoder
         self.planner = planner or DensePlanner(self.kernels)
         self.n_obs_steps = policy.config.denoiser.n_obs_steps
         self.last_timing = ChunkTiming()
@@ -72,7 +74,7 @@ class PolicyPredictor:
                  for k in self.policy.obs_keys if k in obs}
         self.policy.validate_observation(batch)
         t0 = time.perf_counter()
-        features = self.policy.encode_observation(batch)
+        features = self.policy.encode_observation(batch, self.image_encoder)
         t1 = time.perf_counter()
         runner, fraction = self.planner.plan(features)
         t2 = time.perf_counter()
@@ -122,7 +124,8 @@ class PredictorSpec:
             policy.use_sampler(SchedulerKind(self.sampler or policy.config.scheduler.kind),
                                self.num_steps or policy.config.scheduler.num_inference_steps)
         cache = Path(self.engine_cache) if self.engine_cache else Path(self.policy_path).with_suffix(".engines")
-        kernels = make_backend(self.backend, policy.denoiser, batch_size=1, cache_dir=cache).kernels
+        backend = make_backend(self.backend, policy.denoiser, batch_size=1, cache_dir=cache, encoder=policy.encoder)
+        kernels = backend.kernels
         planner: BlockPlanner | None = None
         if self.pruner_path is not None:
             pruner, extra = load_pruner(Path(self.pruner_path), policy)
@@ -131,4 +134,4 @@ class PredictorSpec:
         elif self.interval is not None:
             mask = interval_mask(policy.schedule.num_steps, len(kernels.block_fns), self.interval)
             planner = StaticMaskPlanner(kernels, mask, self.reuse or "per_block")
-        return PolicyPredictor(policy, planner, kernels)
+        return PolicyPredictor(policy, planner, kernels, backend.encode)

@@ -31,7 +31,8 @@ def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
 def assert_units_match(policy: DiffusionPolicy, backend) -> None:
     """Each unit on random inputs of its static shape, through the kernels (block signature (h, kv))."""
     g = torch.Generator().manual_seed(3)
-    units = build_units(policy.denoiser)
+    units = build_units(policy.denoiser, encoder=policy.encoder)
+    by_name = {unit.name: unit for unit in units}
     eager = policy.denoiser.block_fns()
     blocks = [u for u in units if u.kind is not None]
     with torch.no_grad():
@@ -40,14 +41,39 @@ def assert_units_match(policy: DiffusionPolicy, backend) -> None:
             h = torch.randn(unit.example_inputs[0].shape, generator=g)
             err = rel_err(fn(h, kv), eager[j](h, kv))
             assert err < RTOL, f"{backend.name} {unit.name}: relative error {err:.2e} vs eager"
-        x = torch.randn(units[0].example_inputs[0].shape, generator=g)
+        x = torch.randn(by_name["embed"].example_inputs[0].shape, generator=g)
         err = rel_err(backend.kernels.embed(x), policy.denoiser.embed(x))
         assert err < RTOL, f"{backend.name} embed: relative error {err:.2e} vs eager"
-        h = torch.randn(units[-1].example_inputs[0].shape, generator=g)
+        h = torch.randn(by_name["output"].example_inputs[0].shape, generator=g)
         err = rel_err(backend.kernels.output(h), policy.denoiser.output(h))
         assert err < RTOL, f"{backend.name} output: relative error {err:.2e} vs eager"
+        f = torch.randn(by_name["condition"].example_inputs[0].shape, generator=g)
+        err = rel_err(backend.kernels.observation_kv(f), policy.denoiser.observation_kv(f))
+        assert err < RTOL, f"{backend.name} condition: relative error {err:.2e} vs eager"
+        assert_advance_matches(policy, backend, h, x, g)
+        if backend.encode is not None:
+            image = torch.rand(by_name["encoder"].example_inputs[0].shape, generator=g)
+            state = torch.randn(by_name["encoder"].example_inputs[1].shape, generator=g)
+            err = rel_err(backend.encode(image, state), policy.encoder({"image": image, "state": state}))
+            assert err < RTOL, f"{backend.name} encoder: relative error {err:.2e} vs eager"
         if backend.kernels.fused_blocks is not None:
             assert_fused_matches(eager, backend.kernels.fused_blocks, h, torch.stack([kv] * (len(eager) // 3)))
+
+
+def assert_advance_matches(policy: DiffusionPolicy, backend, h, x, g) -> None:
+    """output -> scheduler step -> embed as one call, at a noisy and at the last (clipping, noise-free) step.
+    (The eager backend has no such unit: its loop runs the three as they are.)"""
+    if backend.kernels.advance is None:
+        assert backend.name == "eager"
+        return
+    den, schedule = policy.denoiser, policy.schedule
+    rows = schedule.step_coefficients(h.device, h.dtype)
+    noise = torch.randn(x.shape, generator=g)
+    for k in (0, schedule.num_steps - 1):
+        x_next, h_next = backend.kernels.advance(h, x, noise, rows[k])
+        expected = schedule.step(k, x, den.output(h), noise)
+        assert rel_err(x_next, expected) < RTOL, f"{backend.name} advance at step {k}: x vs eager"
+        assert rel_err(h_next, den.embed(expected)) < RTOL, f"{backend.name} advance at step {k}: h vs eager"
 
 
 def assert_fused_matches(eager, fused, h, kv) -> None:
@@ -89,7 +115,7 @@ def assert_sparse_matches(policy: DiffusionPolicy, features: torch.Tensor, backe
 
 
 def test_eager_backend_is_the_reference(policy, features):
-    with make_backend("eager", policy.denoiser) as backend:
+    with make_backend("eager", policy.denoiser, encoder=policy.encoder) as backend:
         assert_units_match(policy, backend)
         assert_sample_matches(policy, features, backend)
         assert backend.describe()["backend"] == "eager"
@@ -98,7 +124,7 @@ def test_eager_backend_is_the_reference(policy, features):
 @pytest.mark.slow
 def test_compile_backend_matches_eager(policy, features):
     # warmup compiles ~6 graphs (inductor, CPU); keep_faster=False: every compiled unit is what gets checked
-    with make_backend("compile", policy.denoiser, keep_faster=False) as backend:
+    with make_backend("compile", policy.denoiser, keep_faster=False, encoder=policy.encoder) as backend:
         assert_units_match(policy, backend)
         assert_sample_matches(policy, features, backend)
         assert_sparse_matches(policy, features, backend)
@@ -113,7 +139,7 @@ def test_keep_faster_units_runs_eager_where_the_compiled_call_is_slower(policy):
     backend._bind(fns)
     backend.keep_faster_units(calls=40)
     assert "embed" in backend.describe()["eager_groups"]
-    assert backend.kernels.embed is backend.units[0].module
+    assert backend.kernels.embed is next(u.module for u in backend.units if u.name == "embed")
 
 
 def test_unknown_backend_name_is_refused(policy):

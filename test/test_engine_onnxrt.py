@@ -24,7 +24,8 @@ def cache_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def first_build(policy, cache_dir):
     start = time.perf_counter()
-    backend = make_backend("onnxruntime", policy.denoiser, cache_dir=cache_dir, keep_faster=False)
+    backend = make_backend("onnxruntime", policy.denoiser, cache_dir=cache_dir, keep_faster=False,
+                           encoder=policy.encoder)
     yield backend, time.perf_counter() - start
     backend.close()
 
@@ -39,8 +40,8 @@ def test_onnxruntime_matches_eager(policy, features, first_build):
 def test_onnxruntime_reports_providers_and_threads(first_build):
     info = first_build[0].describe()
     assert info["providers_used"] == ["CPUExecutionProvider"]
-    assert set(info["provider_per_unit"]) == {"embed", "blocks", "output"} | {f"layer{i}.{k}" for i in range(2)
-                                                                      for k in ("sa", "ca", "ffn")}
+    assert set(info["provider_per_unit"]) == {"embed", "blocks", "output", "advance", "condition", "encoder"} | {
+        f"layer{i}.{k}" for i in range(2) for k in ("sa", "ca", "ffn")}
     assert info["intra_op_num_threads"] == 1 and info["onnxruntime"]
 
 
@@ -50,7 +51,7 @@ def test_second_backend_loads_cached_exports(policy, features, cache_dir, first_
     start = time.perf_counter()
     # the second instance also takes the other call path (IO binding; CPU defaults to session.run)
     with make_backend("onnxruntime", policy.denoiser, cache_dir=cache_dir, io_binding=True,
-                      keep_faster=False) as second:
+                      keep_faster=False, encoder=policy.encoder) as second:
         seconds = time.perf_counter() - start
         assert second.describe()["io_binding"] is True and first.describe()["io_binding"] is False
         assert second.exported == [], "the second backend re-exported units that were cached"

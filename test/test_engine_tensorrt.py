@@ -18,9 +18,9 @@ HAS_TRT = importlib.util.find_spec("torch_tensorrt") is not None
 
 
 def test_export_units_at_static_shapes(policy):
-    programs = export_units(policy.denoiser, batch_size=1)
-    units = build_units(policy.denoiser, batch_size=1, fuse=True)
-    assert "blocks" in programs
+    programs = export_units(policy.denoiser, batch_size=1, encoder=policy.encoder)
+    units = build_units(policy.denoiser, batch_size=1, fuse=True, encoder=policy.encoder)
+    assert {"blocks", "advance", "condition", "encoder"} <= set(programs)
     assert list(programs) == [u.name for u in units]
     g = torch.Generator().manual_seed(5)
     with torch.no_grad():

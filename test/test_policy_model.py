@@ -62,12 +62,14 @@ def test_chunk_memory_kv_equals_full_condition_and_follows_weight_changes(tiny_p
     feats = torch.randn(2, den.config.n_obs_steps, tiny_policy.config.encoder.feature_dim)
     full = den.memory_kv(den.condition(steps.repeat_interleave(2), feats.repeat(len(steps), 1, 1)))
     expected = full.unflatten(2, (len(steps), 2)).permute(2, 0, 1, 3, 4, 5, 6)  # [K, L, 2, B, nh, S, hs]
-    torch.testing.assert_close(den.chunk_memory_kv(steps, feats), expected, rtol=1e-6, atol=1e-6)
+    actual = den.chunk_memory_kv(steps, den.observation_kv(feats))
+    torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-6)
     assert den.step_memory_kv(steps) is den.step_memory_kv(steps)  # cached in eval mode
     den.cond_encoder[0].bias.add_(0.5)  # an in-place weight change (EMA update, load_state_dict) ...
     full = den.memory_kv(den.condition(steps.repeat_interleave(2), feats.repeat(len(steps), 1, 1)))
     expected = full.unflatten(2, (len(steps), 2)).permute(2, 0, 1, 3, 4, 5, 6)
-    torch.testing.assert_close(den.chunk_memory_kv(steps, feats), expected, rtol=1e-6, atol=1e-6)  # ... misses it
+    actual = den.chunk_memory_kv(steps, den.observation_kv(feats))
+    torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-6)  # ... misses the cache
 
 
 def test_predict_action_shapes_and_determinism(tiny_policy):

@@ -1,10 +1,11 @@
-"""The precomputed DDPM/DDIM coefficients agree with diffusers' schedulers on the same inputs."""
+"""The precomputed DDPM/DDIM coefficients agree with diffusers' schedulers on the same inputs, and the update
+as data (what compiled backends run) agrees with the update as code."""
 
 import pytest
 import torch
 
 from sag_ros.policy.config import SchedulerConfig
-from sag_ros.policy.scheduler import NoiseSchedule, squared_cosine_betas
+from sag_ros.policy.scheduler import NoiseSchedule, reverse_update, squared_cosine_betas
 
 diffusers = pytest.importorskip("diffusers", reason="diffusers is a test-only reference (pip install -e .[test])")
 
@@ -15,11 +16,16 @@ def _compare(schedule: NoiseSchedule, ref) -> None:
     """Run both reverse processes on the same model outputs and the same per-step noise."""
     g = torch.Generator().manual_seed(0)
     ours = theirs = torch.randn(SHAPE, generator=g)
+    coefficients = schedule.step_coefficients(torch.device("cpu"), torch.float32)
     for k, t in enumerate(ref.timesteps):
         assert int(t) == int(schedule.timesteps[k])
         eps = torch.randn(SHAPE, generator=g) * 0.5
         noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(1000 + k))
+        if not schedule.needs_noise:
+            noise = torch.zeros(SHAPE)  # what the sampler feeds compiled units for DDIM
+        as_data = reverse_update(ours, eps, noise, coefficients[k])
         ours = schedule.step(k, ours, eps, noise if schedule.needs_noise else None)
+        torch.testing.assert_close(as_data, ours, rtol=1e-6, atol=1e-6)
         theirs = ref.step(eps, t, theirs, generator=torch.Generator().manual_seed(1000 + k)).prev_sample
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
 
@@ -64,3 +70,11 @@ def test_step_goes_through_the_clipped_x0_prediction():
     torch.testing.assert_close(x0, (x * from_x - eps * from_eps).clamp(-1, 1))
     torch.testing.assert_close(schedule.step(0, x, eps, torch.zeros_like(x)),
                                x0 * schedule.coef_x0[0] + x * schedule.coef_x[0])
+
+
+def test_update_as_data_clips_only_when_the_schedule_does():
+    x, eps = torch.full(SHAPE, 40.0), torch.zeros(SHAPE)
+    for clip in (True, False):
+        schedule = NoiseSchedule.from_config(SchedulerConfig(kind="ddim", num_inference_steps=10, clip_sample=clip))
+        row = schedule.step_coefficients(torch.device("cpu"), torch.float32)[3]
+        torch.testing.assert_close(reverse_update(x, eps, torch.zeros(SHAPE), row), schedule.step(3, x, eps, None))

@@ -7,7 +7,9 @@ from sag_ros.policy.checkpoint import CheckpointError
 from sag_ros.policy.policy import DiffusionPolicy
 from sag_ros.sparse.artifact import load_pruner, save_pruner
 from sag_ros.sparse.pruner import Pruner, straight_through_gate
-from sag_ros.sparse.train_pruner import PrunerTrainConfig, fidelity_slice, pruner_config_for, pruner_loss
+from sag_ros.sparse.mask import interval_mask
+from sag_ros.sparse.train_pruner import (PrunerTrainConfig, fidelity_slice, initial_pruner, pruner_config_for,
+                                         pruner_loss)
 
 from conftest import random_observation, tiny_config
 
@@ -106,3 +108,14 @@ def test_target_rate_ramps_from_the_start_rate_to_rho():
     cfg = PrunerTrainConfig(target_rate=0.9, rate_warmup=10)
     assert [target_rate_at(s, 0.5, cfg) for s in (0, 5, 10, 50)] == pytest.approx([0.5, 0.7, 0.9, 0.9])
     assert target_rate_at(0, 0.5, PrunerTrainConfig(target_rate=0.9)) == 0.9
+
+
+def test_interval_warm_start_predicts_the_interval_mask_for_every_observation(tiny_policy):
+    cfg = PrunerTrainConfig(init_interval=3)
+    pruner = initial_pruner(tiny_policy, cfg).eval()
+    features = torch.cat([_features(tiny_policy, batch=2, seed=s) for s in range(3)])
+    masks = pruner.predict_mask(features)
+    expected = interval_mask(tiny_policy.schedule.num_steps, tiny_policy.config.denoiser.num_blocks, 3)
+    assert torch.equal(masks, expected.expand_as(masks))
+    with pytest.raises(ValueError, match="choose one warm start"):
+        PrunerTrainConfig(init_interval=3, init_from="pruner.pt")

@@ -6,7 +6,7 @@ import torch
 from sag_ros.policy.sampling import dense_runner, eager_kernels, prepare_chunk, reverse_diffusion
 from sag_ros.sparse.cache import OneForAllCache, PerBlockCache, make_cache
 from sag_ros.sparse.mask import executed_fraction, interval_mask, validate_mask, with_first_step_computed
-from sag_ros.sparse.sampler import GatedRunner, SparseRunner
+from sag_ros.sparse.sampler import GatedRunner, SparseRunner, row_program
 
 from conftest import random_observation
 
@@ -96,6 +96,24 @@ def test_fully_pruned_rows_add_the_current_cache():
     assert increments[1] == increments[2] == 2 * first
     assert increments[3] == first + rec.ids[(3, 3)] + rec.ids[(0, 4)] + rec.ids[(0, 5)]
     assert increments[4] == 2 * (rec.ids[(3, 3)] + rec.ids[(0, 4)] + rec.ids[(0, 5)])  # the sum was refreshed
+
+
+def test_rows_compile_to_computed_blocks_and_pruned_runs():
+    assert row_program([False, True, True, False, True]) == [0, (1, 2), 3, (4,)]
+    assert row_program([True] * 3) == [(0, 1, 2)]
+    assert row_program([False] * 2) == [0, 1]
+
+
+@pytest.mark.parametrize("cache_cls", [OneForAllCache, PerBlockCache])
+def test_stand_in_sum_equals_fetching_block_by_block(cache_cls):
+    cache = cache_cls(6)
+    for j in range(6):
+        cache.store(j, torch.full((1, 2), 2.0 ** j))
+    for run in [(0,), (1, 2), (0, 1, 2, 3, 4, 5), (2, 5)]:
+        assert torch.equal(cache.stand_in_sum(run), sum(cache.fetch(j) for j in run))
+    cache.reset()
+    cache.store(0, torch.ones(1, 2))
+    assert cache.stand_in_sum((0, 1)) is None
 
 
 def test_empty_cache_falls_back_to_compute():

@@ -15,6 +15,7 @@ from typing import Any
 
 from sag_ros.engine.base import Backend, MissingDependencyError
 from sag_ros.policy.denoiser import TransformerDenoiser
+from sag_ros.policy.encoder import ObservationEncoder
 
 # name -> (module, class); modules are imported on demand so optional libraries stay optional
 BACKENDS: dict[str, tuple[str, str]] = {
@@ -27,12 +28,14 @@ _USES_CACHE = {"onnxruntime", "tensorrt"}
 
 
 def make_backend(name: str, denoiser: TransformerDenoiser, batch_size: int = 1, cache_dir: Path | None = None,
-                 warmup: bool = True, keep_faster: bool = True, **options: Any) -> Backend:
+                 warmup: bool = True, keep_faster: bool = True, encoder: ObservationEncoder | None = None,
+                 **options: Any) -> Backend:
     """Build backend ``name`` for ``denoiser`` (eval mode) at a fixed batch size, warmed up unless told not to.
 
     ``keep_faster`` (CPU denoisers): unit groups whose compiled call is slower than eager run eager
     (:meth:`Backend.keep_faster_units`; about a second at start).
 
+    ``encoder``: the policy's observation encoder, compiled too (:attr:`Backend.encode`).
     ``cache_dir`` holds exported artifacts (onnxruntime, tensorrt; ``None`` = a temporary folder removed on
     ``close``); ``compile`` ignores it and relies on inductor's own on-disk cache.
     ``options`` go to the backend class (e.g. ``intra_op_num_threads`` for onnxruntime, ``mode`` for compile).
@@ -43,7 +46,7 @@ def make_backend(name: str, denoiser: TransformerDenoiser, batch_size: int = 1, 
     backend_cls = getattr(importlib.import_module(module), cls)
     if name in _USES_CACHE:
         options["cache_dir"] = Path(cache_dir).expanduser() if cache_dir is not None else None
-    backend = backend_cls(denoiser, batch_size, **options)
+    backend = backend_cls(denoiser, batch_size, encoder=encoder, **options)
     if warmup:
         backend.warmup()
     if keep_faster and name != "eager" and backend.device.type == "cpu":

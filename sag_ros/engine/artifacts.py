@@ -20,7 +20,7 @@ from torch import nn
 
 from sag_ros.policy.config import to_plain
 
-FORMAT_VERSION = 1  # bump when the unit wrappers or the export recipe change
+FORMAT_VERSION = 3  # bump when the unit wrappers or the export recipe change
 MANIFEST = "manifest.json"
 
 
@@ -37,13 +37,15 @@ def weights_digest(module: nn.Module) -> str:
 
 
 def key_fields(denoiser: nn.Module, batch_size: int, versions: Mapping[str, str],
-               extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Everything an exported unit depends on, as plain JSON values."""
+               extra: Mapping[str, Any] | None = None, encoder: nn.Module | None = None) -> dict[str, Any]:
+    """Everything an exported unit depends on, as plain JSON values (the encoder's too, when it is compiled)."""
     param = next(denoiser.parameters())
     return {
         "format": FORMAT_VERSION,
         "weights": weights_digest(denoiser),
         "config": to_plain(getattr(denoiser, "config", None)),
+        "encoder": None if encoder is None else {"weights": weights_digest(encoder),
+                                                 "config": to_plain(getattr(encoder, "config", None))},
         "batch_size": batch_size,
         "dtype": str(param.dtype),
         "device": param.device.type,

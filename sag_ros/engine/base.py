@@ -1,5 +1,6 @@
-"""The backend contract and the compiled unit: one residual sub-block, plus ``embed`` and ``output``
-(and optionally ``blocks``, every sub-block of a step fused into one call).
+"""The backend contract and the compiled unit: one residual sub-block, plus ``embed``, ``output``,
+``advance``, ``condition`` (and optionally ``blocks``, every sub-block of a step fused into one call, and
+``encoder``, the policy's image encoder).
 
 SAG decides per (denoising step, sub-block) at run time whether a block runs, so a backend compiles
 each sub-block on its own and leaves gating, caches and the loop in Python (:mod:`sag_ros.policy.sampling`).
@@ -8,6 +9,11 @@ memory length S = 1 + To, into :class:`DenoiserKernels` with the eager semantics
 
 - ``block_fns[j](h, kv) -> delta``: h [B, Tp, d]; kv [2, B, nh, S, hs] (used by CA, ignored by SA/FFN);
 - ``embed(noisy_action [B, Tp, A]) -> h``; ``output(h) -> eps [B, Tp, A]``;
+- ``condition(features [B, To, F]) -> [L, 2, B, nh, To, hs]``: the observation tokens' keys/values, once a chunk;
+- ``encoder(image [B, To, 3, H, W] in [0, 1], normalized state [B, To, S]) -> features [B, To, F]`` (image
+  policies, when the backend is given the policy's encoder);
+- ``advance(h, x, noise, coefficients [8]) -> [B*Tp*d + B*Tp*A]``: ``output``, the scheduler update and
+  ``embed`` of its result, flattened and concatenated (the next step's h, then its x);
 - ``blocks(h, kv [L, 2, B, nh, S, hs]) -> [1 + 3L, B, Tp, d]`` (fused backends only): the residual stream after
   all 3L blocks, then each block's delta (SAG caches need them). At batch 1 a unit call costs tens of µs
   whatever its size, so a dense step as one call instead of 3L is most of what a compiler can win.
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import statistics
 import time
 from dataclasses import dataclass, replace
@@ -31,12 +38,17 @@ from torch import nn
 
 from sag_ros.policy.blocks import BlockKind
 from sag_ros.policy.denoiser import BlockFn, TransformerDenoiser
-from sag_ros.policy.sampling import DenoiserKernels, FusedBlocks
+from sag_ros.policy.encoder import ObservationEncoder
+from sag_ros.policy.sampling import Advance, DenoiserKernels, FusedBlocks
+from sag_ros.policy.scheduler import STEP_COEFFICIENTS, reverse_update
 
 log = logging.getLogger(__name__)
 
 EMBED = "embed"
 OUTPUT = "output"
+ADVANCE = "advance"
+CONDITION = "condition"
+ENCODER = "encoder"
 BLOCKS = "blocks"
 UnitFn = Callable[..., torch.Tensor]
 
@@ -75,6 +87,47 @@ class _OutputUnit(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return TransformerDenoiser.output(self, h)  # type: ignore[arg-type]
+
+
+class _AdvanceUnit(nn.Module):
+    """Between two steps' blocks: eps = output(h); x' = reverse_update(x, eps, z, c); h' = embed(x').
+
+    One output tensor (h' then x', flattened) keeps every backend's single-output plumbing; the caller
+    views it apart (:func:`split_advance`) without copying."""
+
+    def __init__(self, embed: _EmbedUnit, output: _OutputUnit) -> None:
+        super().__init__()
+        self.embed, self.output = embed, output
+
+    def forward(self, h: torch.Tensor, x: torch.Tensor, noise: torch.Tensor,
+                coefficients: torch.Tensor) -> torch.Tensor:
+        x_next = reverse_update(x, self.output(h), noise, coefficients)
+        return torch.cat((self.embed(x_next).flatten(), x_next.flatten()))
+
+
+class _ConditionUnit(nn.Module):
+    """``TransformerDenoiser.observation_kv`` on the condition path's own modules (same names, same code)."""
+
+    memory_kv = TransformerDenoiser.memory_kv
+
+    def __init__(self, denoiser: TransformerDenoiser) -> None:
+        super().__init__()
+        self.cond_obs_emb, self.cond_pos_emb = denoiser.cond_obs_emb, denoiser.cond_pos_emb
+        self.cond_encoder, self.drop, self.layers = denoiser.cond_encoder, denoiser.drop, denoiser.layers
+
+    def forward(self, obs_features: torch.Tensor) -> torch.Tensor:
+        return TransformerDenoiser.observation_kv(self, obs_features)  # type: ignore[arg-type]
+
+
+class _EncoderUnit(nn.Module):
+    """The policy's observation encoder on tensors (image and normalized state) instead of a dict."""
+
+    def __init__(self, encoder: ObservationEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, image: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return self.encoder({"image": image, "state": state})
 
 
 class _SelfAttentionUnit(nn.Module):
@@ -150,16 +203,22 @@ def check_denoiser(denoiser: TransformerDenoiser, batch_size: int) -> None:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
 
 
-def build_units(denoiser: TransformerDenoiser, batch_size: int = 1, fuse: bool = False) -> list[Unit]:
-    """``embed``, the 3L sub-blocks in execution order, [``blocks`` if ``fuse``], ``output``; static example inputs."""
+def build_units(denoiser: TransformerDenoiser, batch_size: int = 1, fuse: bool = False,
+                encoder: ObservationEncoder | None = None) -> list[Unit]:
+    """``embed``, the 3L sub-blocks in execution order, [``blocks`` if ``fuse``], ``output``, ``advance``,
+    ``condition``, [``encoder`` if an image encoder is given]; static example inputs."""
     check_denoiser(denoiser, batch_size)
+    if encoder is not None and encoder.training:
+        raise ValueError("backends compile the encoder for inference: call encoder.eval() first")
     cfg = denoiser.config
     param = denoiser.pos_emb
     like = {"dtype": param.dtype, "device": param.device}
     b, tp, d, nh = batch_size, cfg.horizon, cfg.d_model, cfg.n_heads
     h = torch.zeros(b, tp, d, **like)
+    x = torch.zeros(b, tp, cfg.action_dim, **like)
     kv = torch.zeros(2, b, nh, 1 + cfg.n_obs_steps, d // nh, **like)
-    units = [Unit(EMBED, _EmbedUnit(denoiser), (torch.zeros(b, tp, cfg.action_dim, **like),), ("noisy_action",))]
+    embed, output = _EmbedUnit(denoiser), _OutputUnit(denoiser)
+    units = [Unit(EMBED, embed, (x,), ("noisy_action",))]
     for index, layer in enumerate(denoiser.layers):
         units += [
             Unit(block_unit_name(3 * index), _SelfAttentionUnit(layer.self_attn, denoiser.self_mask), (h,), ("h",),
@@ -169,10 +228,21 @@ def build_units(denoiser: TransformerDenoiser, batch_size: int = 1, fuse: bool =
             Unit(block_unit_name(3 * index + 2), _FeedForwardUnit(layer.ffn), (h,), ("h",), BlockKind.FFN),
         ]
     if fuse:
-        blocks = units[1:]
+        blocks = [unit for unit in units if unit.kind is not None]
         units.append(Unit(BLOCKS, _BlockStackUnit([u.module for u in blocks], [u.kind for u in blocks]),
                           (h, torch.zeros(cfg.n_layers, *kv.shape, **like)), ("h", "kv")))
-    units.append(Unit(OUTPUT, _OutputUnit(denoiser), (h,), ("h",)))
+    units.append(Unit(OUTPUT, output, (h,), ("h",)))
+    coefficients = torch.zeros(len(STEP_COEFFICIENTS) + 2, **like)
+    noise = torch.zeros_like(x)  # a distinct tensor: exporters merge inputs given as the same object
+    units.append(Unit(ADVANCE, _AdvanceUnit(embed, output), (h, x, noise, coefficients),
+                      ("h", "x", "noise", "coefficients")))
+    features = torch.zeros(b, cfg.n_obs_steps, denoiser.cond_obs_emb.in_features, **like)
+    units.append(Unit(CONDITION, _ConditionUnit(denoiser), (features,), ("obs_features",)))
+    if encoder is not None and encoder.backbone is not None:
+        enc = encoder.config
+        image = torch.zeros(b, cfg.n_obs_steps, 3, enc.image_size, enc.image_size, **like)
+        state = torch.zeros(b, cfg.n_obs_steps, enc.state_dim, **like)
+        units.append(Unit(ENCODER, _EncoderUnit(encoder), (image, state), ("image", "state")))
     with torch.no_grad():
         return [replace(unit, output_shape=tuple(unit.module(*unit.example_inputs).shape)) for unit in units]
 
@@ -193,12 +263,27 @@ def split_fused(fn: UnitFn) -> FusedBlocks:
     return run
 
 
+def split_advance(fn: UnitFn, h_shape: Sequence[int], x_shape: Sequence[int]) -> Advance:
+    """Adapt an ``advance`` unit callable to the sampler's ``(h, x, z, c) -> (x', h')`` (views, no copy)."""
+    split = math.prod(h_shape)
+
+    def run(h: torch.Tensor, x: torch.Tensor, noise: torch.Tensor,
+            coefficients: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = fn(h, x, noise, coefficients)
+        return out[split:].view(x_shape), out[:split].view(h_shape)
+
+    return run
+
+
 def kernels_from_units(units: Sequence[Unit], fns: Sequence[UnitFn]) -> DenoiserKernels:
     """Assemble :class:`DenoiserKernels` from one callable per unit (same order as :func:`build_units`)."""
     by_name = {unit.name: fn for unit, fn in zip(units, fns, strict=True)}
     blocks = [as_block_fn(unit.kind, fn) for unit, fn in zip(units, fns) if unit.kind is not None]
     fused = by_name.get(BLOCKS)
-    return DenoiserKernels(blocks, by_name[EMBED], by_name[OUTPUT], None if fused is None else split_fused(fused))
+    h, x = next(unit for unit in units if unit.name == ADVANCE).example_inputs[:2]
+    return DenoiserKernels(blocks, by_name[EMBED], by_name[OUTPUT], by_name[CONDITION],
+                           None if fused is None else split_fused(fused),
+                           split_advance(by_name[ADVANCE], h.shape, x.shape))
 
 
 def time_calls(fn: Callable[[], Any], calls: int, warmup: int = 20) -> list[float]:
@@ -230,13 +315,16 @@ class Backend:
 
     name: str = "base"
 
-    def __init__(self, denoiser: TransformerDenoiser, batch_size: int = 1, fuse: bool = False) -> None:
-        """``fuse``: also build the ``blocks`` unit, used for steps that compute every block."""
+    def __init__(self, denoiser: TransformerDenoiser, batch_size: int = 1, fuse: bool = False,
+                 encoder: ObservationEncoder | None = None) -> None:
+        """``fuse``: also build the ``blocks`` unit, used for steps that compute every block.
+        ``encoder``: the policy's observation encoder (eval mode), compiled as the ``encoder`` unit when it has
+        an image backbone (:attr:`encode`)."""
         check_denoiser(denoiser, batch_size)
         self.batch_size = batch_size
         self.fuse = fuse
         self.device = denoiser.pos_emb.device
-        self.units = build_units(denoiser, batch_size, fuse)
+        self.units = build_units(denoiser, batch_size, fuse, encoder)
         self.eager_groups: dict[str, dict[str, float]] = {}
 
     def _bind(self, fns: dict[str, UnitFn], kernels: DenoiserKernels | None = None) -> None:
@@ -247,6 +335,11 @@ class Backend:
     @property
     def kernels(self) -> DenoiserKernels:
         return self._kernels
+
+    @property
+    def encode(self) -> UnitFn | None:
+        """``(image, normalized state) -> features`` through the ``encoder`` unit, if this backend built one."""
+        return self._fns.get(ENCODER)
 
     def unit_fns(self) -> dict[str, UnitFn]:
         """Unit name -> callable on the unit's own inputs (SA/FFN take h only); used by warmup and benches."""

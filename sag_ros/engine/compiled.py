@@ -14,16 +14,17 @@ import torch
 
 from sag_ros.engine.base import Backend
 from sag_ros.policy.denoiser import TransformerDenoiser
+from sag_ros.policy.encoder import ObservationEncoder
 
 
 class CompiledBackend(Backend):
     name = "compile"
 
     def __init__(self, denoiser: TransformerDenoiser, batch_size: int = 1, mode: str | None = None,
-                 fullgraph: bool = True, fuse: bool = True) -> None:
+                 fullgraph: bool = True, fuse: bool = True, encoder: ObservationEncoder | None = None) -> None:
         """``mode``: a ``torch.compile`` mode (``None`` = default; ``"reduce-overhead"`` adds CUDA graphs on GPU).
         ``fuse``: compile a whole step's blocks as one graph too (used for steps that compute every block)."""
-        super().__init__(denoiser, batch_size, fuse)
+        super().__init__(denoiser, batch_size, fuse, encoder)
         self.mode = mode
         self._fns = {unit.name: torch.compile(unit.module, backend="inductor", mode=mode, dynamic=False,
                                               fullgraph=fullgraph)

@@ -205,12 +205,13 @@ def denoise(policy: DiffusionPolicy, inputs: ChunkInputs, kernels, kind: str, ma
 
 
 def whole_chunk(policy: DiffusionPolicy, kernels, obs: dict[str, torch.Tensor], kind: str, mask: torch.Tensor,
-                seed: int) -> torch.Tensor:
+                seed: int, image_encoder: Callable | None = None) -> torch.Tensor:
     """What the controller pays per chunk: encode, prepare (noise + memory), denoise, unnormalize."""
     device = _device_of(policy)
     with torch.no_grad():
-        features = policy.encode_observation(obs)
-        inputs = prepare_chunk(policy.denoiser, policy.schedule, features, torch.Generator(device=device).manual_seed(seed))
+        features = policy.encode_observation(obs, image_encoder)
+        generator = torch.Generator(device=device).manual_seed(seed)
+        inputs = prepare_chunk(policy.denoiser, policy.schedule, features, generator, kernels.observation_kv)
         x = reverse_diffusion(policy.schedule, inputs, kernels, _runner(kind, kernels, mask))
         return policy.to_actions(x)["action"]
 
@@ -252,12 +253,13 @@ def _build(name: str, policy: DiffusionPolicy):
 
     device = _device_of(policy)
     try:
-        return policy, make_backend(name, policy.denoiser, batch_size=1, cache_dir=None), ""
+        return policy, make_backend(name, policy.denoiser, batch_size=1, cache_dir=None, encoder=policy.encoder), ""
     except ValueError as exc:
         if name != "onnxruntime" or device.type == "cpu" or "onnxruntime offers only" not in str(exc):
             raise
         cpu_policy = copy.deepcopy(policy).cpu().eval()
-        return (cpu_policy, make_backend(name, cpu_policy.denoiser, batch_size=1, cache_dir=None),
+        return (cpu_policy, make_backend(name, cpu_policy.denoiser, batch_size=1, cache_dir=None,
+                                         encoder=cpu_policy.encoder),
                 f"no CUDA execution provider ({_error(exc)}): ran on a CPU copy of the policy")
 
 
@@ -294,10 +296,16 @@ def check_backend(name: str, policy: DiffusionPolicy, reference: dict[str, torch
             err = rel_error(out, reference[kind])
             row[kind] = {"rel_error": err, "pass": bool(np.isfinite(err) and err <= TOLERANCE[precision])}
         obs = _to(obs_cpu, device)
+        image_encoder = backend.encode if backend is not None else None
+        if image_encoder is not None:
+            with torch.no_grad(), amp():
+                compiled = run_policy.encode_observation(obs, image_encoder).float()
+                err = rel_error(compiled, run_policy.encode_observation(obs))
+            row["encoder"] = {"rel_error": err, "pass": bool(np.isfinite(err) and err <= TOLERANCE[precision])}
 
         def chunk(kind: str) -> torch.Tensor:
             with amp():
-                return whole_chunk(run_policy, kernels, obs, kind, mask, 0)
+                return whole_chunk(run_policy, kernels, obs, kind, mask, 0, image_encoder)
 
         row["timing"] = {kind: time_ms(lambda kind=kind: chunk(kind), device, runs, warmup) for kind in ("dense", "sag")}
         row["sag_speedup"] = row["timing"]["dense"]["p50_ms"] / row["timing"]["sag"]["p50_ms"]
@@ -402,7 +410,8 @@ def run_check(device: str, backends: list[str], runs: int, warmup: int, policy_p
         report["cuda_graph_step"] = {"status": "skipped",
                                      "reason": "disabled" if not cuda_graph else "time budget spent"}
     report["all_equivalent"] = all(r.get(k, {}).get("pass", False) for r in rows.values() if r["status"] == "ok"
-                                   for k in ("dense", "sag"))
+                                   for k in ("dense", "sag")) and all(
+        r["encoder"]["pass"] for r in rows.values() if "encoder" in r)
     report["elapsed_s"] = time.monotonic() - start
     return report
 
@@ -420,7 +429,8 @@ def format_report(report: dict) -> str:
                      "prec": r.get("precision", "-"),
                      "dense err": f(r.get("dense", {}).get("rel_error"), ".1e"),
                      "sag err": f(r.get("sag", {}).get("rel_error"), ".1e"),
-                     "pass": "-" if "dense" not in r else str(r["dense"]["pass"] and r.get("sag", {}).get("pass", False)),
+                     "pass": "-" if "dense" not in r else str(r["dense"]["pass"] and r.get("sag", {}).get("pass", False)
+                                                              and r.get("encoder", {}).get("pass", True)),
                      "dense p50/p95 ms": "-" if "dense" not in t else f"{t['dense']['p50_ms']:.2f}/{t['dense']['p95_ms']:.2f}",
                      "sag p50/p95 ms": "-" if "sag" not in t else f"{t['sag']['p50_ms']:.2f}/{t['sag']['p95_ms']:.2f}",
                      "note": (r.get("reason") or r.get("note") or "")[:60]})

@@ -33,6 +33,7 @@ import torch
 from sag_ros.engine.artifacts import ArtifactDir, key_fields
 from sag_ros.engine.base import BLOCKS, Backend, Unit, UnitFn, require
 from sag_ros.policy.denoiser import TransformerDenoiser
+from sag_ros.policy.encoder import ObservationEncoder
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class OnnxRuntimeBackend(Backend):
                  providers: Sequence[str] | None = None, intra_op_num_threads: int = 1,
                  fused_threads: int | None = None, dynamo: bool = True,
                  opset: int | None = None, io_binding: bool | None = None, trt_fp16: bool = False,
-                 fuse: bool = True) -> None:
+                 fuse: bool = True, encoder: ObservationEncoder | None = None) -> None:
         """``providers``: preference order (default TensorRT, CUDA, CPU), filtered by what is installed.
 
         ``cache_dir=None`` exports into a temporary folder removed by :meth:`close`.
@@ -114,12 +115,12 @@ class OnnxRuntimeBackend(Backend):
         require("onnx")
         if dynamo:
             require("onnxscript")
-        super().__init__(denoiser, batch_size, fuse)
+        super().__init__(denoiser, batch_size, fuse, encoder)
         self._tmp = None if cache_dir is not None else tempfile.mkdtemp(prefix="sag_onnx_")
         versions = {"onnxruntime": self.ort.__version__, "onnx": _version("onnx"),
                     "onnxscript": _version("onnxscript") if dynamo else "n/a"}
         fields = key_fields(denoiser, batch_size, versions, {"exporter": "dynamo" if dynamo else "torchscript",
-                                                             "opset": opset})
+                                                             "opset": opset}, encoder)
         self.artifacts = ArtifactDir(Path(cache_dir or self._tmp), self.name, fields)
         self.exported: list[str] = []
         for unit in self.units:

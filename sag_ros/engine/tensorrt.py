@@ -23,15 +23,17 @@ import torch
 from sag_ros.engine.artifacts import ArtifactDir, key_fields
 from sag_ros.engine.base import Backend, UnitFn, build_units, require
 from sag_ros.policy.denoiser import TransformerDenoiser
+from sag_ros.policy.encoder import ObservationEncoder
 
 log = logging.getLogger(__name__)
 
 
-def export_units(denoiser: TransformerDenoiser, batch_size: int = 1,
-                 fuse: bool = True) -> dict[str, torch.export.ExportedProgram]:
-    """``torch.export.export`` of every unit (``embed``, ``layer{i}.{sa,ca,ffn}``, ``blocks``, ``output``)."""
+def export_units(denoiser: TransformerDenoiser, batch_size: int = 1, fuse: bool = True,
+                 encoder: ObservationEncoder | None = None) -> dict[str, torch.export.ExportedProgram]:
+    """``torch.export.export`` of every unit (``embed``, ``layer{i}.{sa,ca,ffn}``, ``blocks``, ``output``,
+    ``advance``, ``condition``, ``encoder``)."""
     return {unit.name: torch.export.export(unit.module, unit.example_inputs)
-            for unit in build_units(denoiser, batch_size, fuse)}
+            for unit in build_units(denoiser, batch_size, fuse, encoder)}
 
 
 def _fp16_settings(compile_fn: Any) -> dict[str, Any]:
@@ -46,15 +48,15 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, denoiser: TransformerDenoiser, batch_size: int = 1, cache_dir: Path | None = None,
-                 fp16: bool = True, fuse: bool = True) -> None:
+                 fp16: bool = True, fuse: bool = True, encoder: ObservationEncoder | None = None) -> None:
         self.trt = require("torch_tensorrt")
-        super().__init__(denoiser, batch_size, fuse)
+        super().__init__(denoiser, batch_size, fuse, encoder)
         device = denoiser.pos_emb.device
         if device.type != "cuda":
             raise ValueError(f"the tensorrt backend needs the denoiser on a CUDA device, not {device}")
         self._tmp = None if cache_dir is not None else tempfile.mkdtemp(prefix="sag_trt_")
         fields = key_fields(denoiser, batch_size, {"torch_tensorrt": self.trt.__version__},
-                            {"fp16": fp16, "gpu": torch.cuda.get_device_name(device)})
+                            {"fp16": fp16, "gpu": torch.cuda.get_device_name(device)}, encoder)
         self.artifacts = ArtifactDir(Path(cache_dir or self._tmp), self.name, fields)
         self.fp16 = fp16
         self.built: list[str] = []

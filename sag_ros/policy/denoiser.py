@@ -116,13 +116,17 @@ class TransformerDenoiser(nn.Module):
             self._step_kv_cache = {key: kv.detach()}  # one sampler at a time: keep the latest only
         return kv
 
-    def chunk_memory_kv(self, timesteps: torch.Tensor, obs_features: torch.Tensor) -> torch.Tensor:
-        """Keys/values of every step and layer for one chunk: [K], [B, To, F] -> [K, L, 2, B, nh, 1 + To, hs].
+    def observation_kv(self, obs_features: torch.Tensor) -> torch.Tensor:
+        """Keys/values of the To observation tokens in every layer: [B, To, F] -> [L, 2, B, nh, To, hs]."""
+        obs_tokens = self.cond_obs_emb(obs_features) + self.cond_pos_emb[:, 1:]
+        return self.memory_kv(self.cond_encoder(self.drop(obs_tokens)))
+
+    def chunk_memory_kv(self, timesteps: torch.Tensor, obs_kv: torch.Tensor) -> torch.Tensor:
+        """Keys/values of every step and layer for one chunk: [K], :meth:`observation_kv` ->
+        [K, L, 2, B, nh, 1 + To, hs].
 
         Equals ``memory_kv(condition(steps, features))`` over all (step, sample) pairs, at the cost of To tokens.
         """
-        obs_tokens = self.cond_obs_emb(obs_features) + self.cond_pos_emb[:, 1:]
-        obs_kv = self.memory_kv(self.cond_encoder(self.drop(obs_tokens)))  # [L, 2, B, nh, To, hs]
         step_kv = self.step_memory_kv(timesteps)  # [L, 2, K, nh, 1, hs]
         k, b = step_kv.shape[2], obs_kv.shape[2]
         step_part = step_kv.permute(2, 0, 1, 3, 4, 5)[:, :, :, None].expand(-1, -1, -1, b, -1, -1, -1)

@@ -14,6 +14,7 @@ whole predicted chunk (its first To - 1 entries lie in the past).
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,8 @@ from sag_ros.policy.sampling import (BlockRunner, DenoiserKernels, dense_runner,
 from sag_ros.policy.scheduler import NoiseSchedule
 
 Observation = dict[str, torch.Tensor]
+ImageEncoder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""A compiled image encoder: (image [B, To, 3, H, W] in [0, 1], normalized state [B, To, S]) -> features."""
 
 
 class DiffusionPolicy(nn.Module):
@@ -74,8 +77,11 @@ class DiffusionPolicy(nn.Module):
             elif not torch.isfinite(value).all():
                 raise ValueError(f"observation {key!r} contains NaN or inf")
 
-    def encode_observation(self, obs: Observation) -> torch.Tensor:
-        """Raw observation dict -> condition features [B, To, F]."""
+    def encode_observation(self, obs: Observation, image_encoder: ImageEncoder | None = None) -> torch.Tensor:
+        """Raw observation dict -> condition features [B, To, F].
+
+        ``image_encoder``: a backend's compiled encoder, ``(image [B, To, 3, H, W] in [0, 1], normalized state)
+        -> features``, used instead of :attr:`encoder` for image policies."""
         normalized = {}
         for key in self.obs_keys:
             value = obs[key]
@@ -83,6 +89,8 @@ class DiffusionPolicy(nn.Module):
                 normalized[key] = value.permute(0, 1, 4, 2, 3).float() / 255.0  # [B, To, 3, H, W]
             else:
                 normalized[key] = self.normalizer[key].normalize(value.float())
+        if image_encoder is not None and "image" in normalized:
+            return image_encoder(normalized["image"].contiguous(), normalized["state"])
         return self.encoder(normalized)
 
     # -- training ------------------------------------------------------------------------------------
@@ -108,7 +116,7 @@ class DiffusionPolicy(nn.Module):
         Dense eager blocks unless a (sparse) ``run_blocks`` strategy or compiled ``kernels`` are given.
         """
         kernels = kernels or eager_kernels(self.denoiser)
-        inputs = prepare_chunk(self.denoiser, self.schedule, features, generator)
+        inputs = prepare_chunk(self.denoiser, self.schedule, features, generator, kernels.observation_kv)
         return reverse_diffusion(self.schedule, inputs, kernels, run_blocks or dense_runner(kernels))
 
     def executed_slice(self) -> slice:

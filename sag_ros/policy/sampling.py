@@ -9,6 +9,9 @@ see :meth:`TransformerDenoiser.chunk_memory_kv`) and all the Gaussian noise the 
 where ``run_blocks`` is the strategy: dense adds every block's delta; the SAG sampler gates them. A backend
 may also offer ``fused_blocks``, all 3L blocks of a step in one compiled call, which runners use for steps
 that compute every block (all dense steps; SAG's first step): at batch 1 the per-call cost dominates.
+For the same reason a backend may offer ``advance``: head, scheduler update and the next step's embedding in
+one call, so that between two steps' blocks there is one call instead of about ten small tensor operations
+(with 90 % of blocks pruned, those operations cost as much as the blocks that remain).
 """
 
 from __future__ import annotations
@@ -22,13 +25,21 @@ from sag_ros.policy.denoiser import BlockFn, TransformerDenoiser
 from sag_ros.policy.scheduler import NoiseSchedule
 
 
-class StepKV(list):
-    """One step's cross-attention keys/values: a list of per-layer views [2, B, nh, S, hs] for single blocks,
-    plus ``stacked`` [L, 2, B, nh, S, hs] (the same memory) for fused units."""
+class StepKV:
+    """One step's cross-attention keys/values: ``stacked`` [L, 2, B, nh, S, hs] for fused units, and per-layer
+    views [2, B, nh, S, hs] by index for single blocks, made on first use (a sparse chunk indexes few steps)."""
+
+    __slots__ = ("stacked", "_layers")
 
     def __init__(self, stacked: torch.Tensor) -> None:
-        super().__init__(stacked.unbind(0))
         self.stacked = stacked
+        self._layers: tuple[torch.Tensor, ...] | None = None
+
+    def __getitem__(self, layer: int) -> torch.Tensor:
+        layers = self._layers
+        if layers is None:
+            layers = self._layers = self.stacked.unbind(0)
+        return layers[layer]
 
 
 class BlockRunner(Protocol):
@@ -40,6 +51,9 @@ class BlockRunner(Protocol):
 FusedBlocks = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, Sequence[torch.Tensor]]]
 """(h, stacked kv) -> (h after all 3L blocks, the 3L block deltas in order)."""
 
+Advance = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""(h after the blocks, x, noise z_k, step coefficients [8]) -> (x of the next step, its embedding)."""
+
 
 @dataclass(frozen=True)
 class DenoiserKernels:
@@ -47,18 +61,22 @@ class DenoiserKernels:
 
     ``block_fns[j]`` is sub-block ``j % 3`` (SA, CA, FFN) of layer ``j // 3`` with the uniform signature
     ``(h, memory_kv_of_its_layer) -> residual delta``; ``embed``: noisy actions -> tokens;
-    ``output``: residual stream -> predicted noise. ``fused_blocks`` (optional): every block of a step in one
-    call, same values as running ``block_fns`` in order.
+    ``output``: residual stream -> predicted noise; ``observation_kv``: observation features -> the
+    observation tokens' cross-attention keys/values of every layer (once per chunk). ``fused_blocks``
+    (optional): every block of a step in one call, same values as running ``block_fns`` in order. ``advance`` (optional): ``output``, the scheduler
+    update (:func:`~sag_ros.policy.scheduler.reverse_update`) and ``embed`` of the result in one call.
     """
 
     block_fns: Sequence[BlockFn]
     embed: Callable[[torch.Tensor], torch.Tensor]
     output: Callable[[torch.Tensor], torch.Tensor]
+    observation_kv: Callable[[torch.Tensor], torch.Tensor]
     fused_blocks: FusedBlocks | None = None
+    advance: Advance | None = None
 
 
 def eager_kernels(denoiser: TransformerDenoiser) -> DenoiserKernels:
-    return DenoiserKernels(denoiser.block_fns(), denoiser.embed, denoiser.output)
+    return DenoiserKernels(denoiser.block_fns(), denoiser.embed, denoiser.output, denoiser.observation_kv)
 
 
 @dataclass
@@ -77,8 +95,10 @@ def randn(shape: tuple[int, ...], generator: torch.Generator | None, device: tor
 
 
 def prepare_chunk(denoiser: TransformerDenoiser, schedule: NoiseSchedule, obs_features: torch.Tensor,
-                  generator: torch.Generator | None) -> ChunkInputs:
-    """Draw the noise and compute every step's cross-attention keys/values."""
+                  generator: torch.Generator | None,
+                  observation_kv: Callable[[torch.Tensor], torch.Tensor] | None = None) -> ChunkInputs:
+    """Draw the noise and compute every step's cross-attention keys/values (the observation tokens' part
+    through ``observation_kv``, a backend's compiled form, or the denoiser's own)."""
     cfg = denoiser.config
     b, k = obs_features.shape[0], schedule.num_steps
     device = obs_features.device
@@ -88,7 +108,8 @@ def prepare_chunk(denoiser: TransformerDenoiser, schedule: NoiseSchedule, obs_fe
         noise: list[torch.Tensor | None] = list(randn((k, *shape), generator, device).unbind(0))
     else:
         noise = [None] * k
-    kv = denoiser.chunk_memory_kv(schedule.timesteps.to(device), obs_features)  # [K, L, 2, B, nh, S, hs]
+    obs_kv = (observation_kv if observation_kv is not None else denoiser.observation_kv)(obs_features)
+    kv = denoiser.chunk_memory_kv(schedule.timesteps.to(device), obs_kv)  # [K, L, 2, B, nh, S, hs]
     return ChunkInputs(x_init=x_init, noise=noise, layer_kv=[StepKV(step) for step in kv.unbind(0)])
 
 
@@ -113,6 +134,8 @@ def reverse_diffusion(schedule: NoiseSchedule, inputs: ChunkInputs, kernels: Den
 
     ``x0_trace``: if given, each step's prediction of the clean chunk is appended to it (pruner training can
     compare whole denoising trajectories, not only their end)."""
+    if kernels.advance is not None and x0_trace is None:
+        return _advancing_loop(schedule, inputs, kernels.embed, kernels.advance, run_blocks)
     embed, output = kernels.embed, kernels.output
     x = inputs.x_init
     for k in range(schedule.num_steps):
@@ -120,4 +143,17 @@ def reverse_diffusion(schedule: NoiseSchedule, inputs: ChunkInputs, kernels: Den
         if x0_trace is not None:
             x0_trace.append(schedule.predict_x0(k, x, eps))
         x = schedule.step(k, x, eps, inputs.noise[k])
+    return x
+
+
+def _advancing_loop(schedule: NoiseSchedule, inputs: ChunkInputs, embed: Callable[[torch.Tensor], torch.Tensor],
+                    advance: Advance, run_blocks: BlockRunner) -> torch.Tensor:
+    """The same loop with a backend's ``advance`` call between the blocks of consecutive steps."""
+    x = inputs.x_init
+    coefficients = schedule.step_coefficients(x.device, x.dtype)
+    no_noise = torch.zeros_like(x)
+    h = embed(x)
+    for k in range(schedule.num_steps):
+        noise = inputs.noise[k]
+        x, h = advance(run_blocks(k, h, inputs.layer_kv[k]), x, no_noise if noise is None else noise, coefficients[k])
     return x

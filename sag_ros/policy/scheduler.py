@@ -9,6 +9,8 @@ DDPM (posterior mean, "fixed_small" variance): a, b from the posterior, c = 0, d
 DDIM (eta = 0): a = sqrt(abar_prev), b = 0, c = sqrt(1 - abar_prev), d = 0.
 The coefficients match ``diffusers`` DDPMScheduler / DDIMScheduler (tested against them), but nothing in
 the hot loop calls into Python-side scheduler logic: :meth:`NoiseSchedule.step` is four fused tensor ops.
+Compiled backends run the same update as data instead (:func:`reverse_update` with a step's row of
+:meth:`NoiseSchedule.step_coefficients`), so one graph serves every step of either sampler.
 """
 
 from __future__ import annotations
@@ -29,6 +31,19 @@ def squared_cosine_betas(num_steps: int, max_beta: float = 0.999) -> torch.Tenso
 
     betas = [min(1 - alpha_bar((i + 1) / num_steps) / alpha_bar(i / num_steps), max_beta) for i in range(num_steps)]
     return torch.tensor(betas, dtype=torch.float32)
+
+
+STEP_COEFFICIENTS = ("x0_from_x", "x0_from_eps", "coef_x0", "coef_x", "coef_eps", "coef_noise")
+
+
+def reverse_update(x: torch.Tensor, eps: torch.Tensor, noise: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+    """:meth:`NoiseSchedule.step` with the step's coefficients as a tensor [8] (``STEP_COEFFICIENTS``, then the
+    clip bounds); every term is computed, so the graph is the same for DDPM and DDIM (DDIM passes zero noise).
+    ``split`` rather than ``unbind``: one Split node in an exported graph instead of eight Slice/Squeeze pairs
+    (at batch 1 ONNX Runtime pays per node)."""
+    from_x, from_eps, c_x0, c_x, c_eps, c_noise, low, high = coefficients.split(1)
+    x0 = torch.clamp(x * from_x - eps * from_eps, low, high)
+    return x0 * c_x0 + x * c_x + eps * c_eps + noise * c_noise
 
 
 @dataclass
@@ -94,9 +109,18 @@ class NoiseSchedule:
 
     def __post_init__(self) -> None:
         # Plain floats per step, so the reverse step does no tensor indexing or host syncs.
-        self._coefs = [tuple(float(c[k]) for c in (self.x0_from_x, self.x0_from_eps, self.coef_x0, self.coef_x,
-                                                    self.coef_eps, self.coef_noise))
+        self._coefs = [tuple(float(getattr(self, name)[k]) for name in STEP_COEFFICIENTS)
                        for k in range(self.num_steps)]
+        self._coefficient_rows: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+
+    def step_coefficients(self, device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
+        """Per step k, the tensor [8] that :func:`reverse_update` takes (built once per device and dtype)."""
+        rows = self._coefficient_rows.get((device, dtype))
+        if rows is None:
+            bound = 1.0 if self.clip_sample else math.inf
+            table = torch.tensor([[*c, -bound, bound] for c in self._coefs], dtype=dtype, device=device)
+            rows = self._coefficient_rows[(device, dtype)] = list(table.unbind(0))
+        return rows
 
     def predict_x0(self, k: int, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """The clean sample implied at step k by the noise prediction (clipped like the sampler clips it)."""

@@ -12,6 +12,7 @@ computed block offers its delta with :meth:`store`; a pruned block asks :meth:`f
 
 from __future__ import annotations
 
+from collections import Counter
 from enum import Enum
 from typing import Protocol
 
@@ -26,12 +27,19 @@ class ReuseCache(Protocol):
 
     def fetch(self, block: int) -> torch.Tensor | None: ...
 
+    def stand_in_sum(self, blocks: tuple[int, ...]) -> torch.Tensor | None:
+        """Sum of the stand-ins of ``blocks`` (a run of pruned blocks in one row), None if one is missing.
+
+        A run's stand-ins do not change while it is added (nothing is stored in between), so their sum can be
+        formed in as few tensor operations as the policy allows instead of one addition per block."""
+
 
 class OneForAllCache:
     """One buffer per block type; block j has type j % 3."""
 
     def __init__(self, num_blocks: int) -> None:
         self._slots: list[torch.Tensor | None] = [None, None, None]
+        self._terms: dict[tuple[int, ...], list[tuple[int, int]]] = {}  # run -> (type, count); masks repeat runs
 
     def reset(self) -> None:
         self._slots = [None, None, None]
@@ -41,6 +49,22 @@ class OneForAllCache:
 
     def fetch(self, block: int) -> torch.Tensor | None:
         return self._slots[block % 3]
+
+    def stand_in_sum(self, blocks: tuple[int, ...]) -> torch.Tensor | None:
+        """At most three operations whatever the run's length: each type's buffer times its count."""
+        terms = self._terms.get(blocks)
+        if terms is None:
+            terms = self._terms[blocks] = sorted(Counter(j % 3 for j in blocks).items())
+        total = None
+        for kind, count in terms:
+            slot = self._slots[kind]
+            if slot is None:
+                return None
+            if total is None:
+                total = slot if count == 1 else slot * count
+            else:
+                total = total.add(slot, alpha=count)
+        return total
 
 
 class PerBlockCache:
@@ -58,6 +82,15 @@ class PerBlockCache:
 
     def fetch(self, block: int) -> torch.Tensor | None:
         return self._slots[block]
+
+    def stand_in_sum(self, blocks: tuple[int, ...]) -> torch.Tensor | None:
+        total = None
+        for j in blocks:
+            slot = self._slots[j]
+            if slot is None:
+                return None
+            total = slot if total is None else total + slot
+        return total
 
 
 class ReuseKind(str, Enum):

@@ -14,7 +14,9 @@ flipping cells around the sparsity target and the fidelity drifts back up late i
 
 Runs are resumable: every checkpoint also writes ``<out>.train_state.pt`` (pruner, optimizer, RNG, step),
 and a new run with the same settings continues from it. ``init_from`` warm-starts from another pruner of the
-same policy (e.g. a rho=0.95 pruner fine-tuned from the rho=0.9 one).
+same policy (e.g. a rho=0.95 pruner fine-tuned from the rho=0.9 one); ``init_interval`` starts from the mask of
+uniform interval caching (every n-th step computes), so training begins at the best static schedule and moves
+cells only where the fidelity gradient says the observation needs them.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from sag_ros.policy.sampling import dense_runner, eager_kernels, prepare_chunk, 
 from sag_ros.policy.checkpoint import CheckpointError, atomic_torch_save, fingerprint, load_artifact
 from sag_ros.sparse.artifact import load_pruner, save_pruner
 from sag_ros.sparse.cache import ReuseKind, make_cache
+from sag_ros.sparse.mask import interval_mask
 from sag_ros.sparse.pruner import Pruner, PrunerConfig
 from sag_ros.sparse.sampler import GatedRunner
 
@@ -59,6 +62,7 @@ class PrunerTrainConfig:
     threads: int = 2
     checkpoint_every: int = 25
     init_from: str | None = None  # warm start: path of a pruner trained for the same policy
+    init_interval: int | None = None  # warm start: per-cell offsets that reproduce uniform interval caching
 
     def __post_init__(self) -> None:
         self.reuse = ReuseKind(self.reuse)
@@ -73,6 +77,10 @@ class PrunerTrainConfig:
             raise ValueError(f"fidelity_window={self.fidelity_window!r} must be 'chunk' or 'executed'")
         if self.fidelity_steps not in ("final", "trajectory"):
             raise ValueError(f"fidelity_steps={self.fidelity_steps!r} must be 'final' or 'trajectory'")
+        if self.init_from is not None and self.init_interval is not None:
+            raise ValueError("choose one warm start: init_from (a pruner) or init_interval (a schedule)")
+        if self.init_interval is not None and self.init_interval < 1:
+            raise ValueError(f"init_interval={self.init_interval} must be >= 1")
         if self.fidelity_steps == "trajectory" and self.reference != "dense":
             raise ValueError("fidelity_steps='trajectory' compares against the dense trajectory: use reference='dense'")
 
@@ -137,7 +145,22 @@ def _resume_signature(policy: DiffusionPolicy, cfg: PrunerTrainConfig) -> dict:
     return {"policy": fingerprint(policy.state_dict()), "settings": settings}
 
 
-def _start_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig) -> Pruner:
+INTERVAL_INIT_MARGIN = 1.0
+"""Per-cell offset (in logits) of an interval warm start: large enough that the untrained index branch
+(|logit difference| below 0.3 at initialization; the observation branch starts at zero) cannot flip a
+cell, small enough that the straight-through gradient (softmax slope 0.2 at 1) still moves cells within
+tens of iterations."""
+
+
+def initial_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig) -> Pruner:
+    if cfg.init_interval is not None:
+        pruner = Pruner(pruner_config_for(policy, cfg))
+        schedule = interval_mask(pruner.config.num_steps, pruner.config.num_blocks, cfg.init_interval)
+        with torch.no_grad():  # the observation branch starts at zero (it learns from there): same mask for all
+            pruner.obs_proj[-1].weight.zero_()
+            pruner.mlp[-1].bias.zero_()
+            pruner.cell_bias.copy_(torch.where(schedule, INTERVAL_INIT_MARGIN, -INTERVAL_INIT_MARGIN))
+        return pruner
     if cfg.init_from is None:
         return Pruner(pruner_config_for(policy, cfg))
     pruner, _ = load_pruner(Path(cfg.init_from), policy)
@@ -152,7 +175,7 @@ def train_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig, sampler: Windo
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     policy.eval().requires_grad_(False)
-    pruner = _start_pruner(policy, cfg).train()
+    pruner = initial_pruner(policy, cfg).train()
     network = [p for name, p in pruner.named_parameters() if name != "cell_bias"]
     optimizer = torch.optim.AdamW([{"params": network, "lr": cfg.lr}, {"params": [pruner.cell_bias], "lr": cfg.cell_lr}],
                                   weight_decay=0.0)
@@ -179,6 +202,7 @@ def train_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig, sampler: Windo
             "train_step": step, "target_rate": cfg.target_rate, "reuse": cfg.reuse.value,
             "use_observation": cfg.use_observation, "reference": cfg.reference,
             "fidelity_window": cfg.fidelity_window, "fidelity_steps": cfg.fidelity_steps, "init_from": cfg.init_from,
+            "init_interval": cfg.init_interval,
             "last_fidelity": stats["fidelity"], "last_prune_rate": stats["prune_rate"]})
         atomic_torch_save({"format": TRAIN_STATE_FORMAT, "version": TRAIN_STATE_VERSION, "signature": signature,
                            "step": step, "start_rate": start_rate, "pruner": pruner.state_dict(),
