@@ -15,8 +15,8 @@ flipping cells around the sparsity target and the fidelity drifts back up late i
 Runs are resumable: every checkpoint also writes ``<out>.train_state.pt`` (pruner, optimizer, RNG, step),
 and a new run with the same settings continues from it. ``init_from`` warm-starts from another pruner of the
 same policy (e.g. a rho=0.95 pruner fine-tuned from the rho=0.9 one); ``init_interval`` starts from the mask of
-uniform interval caching (every n-th step computes), so training begins at the best static schedule and moves
-cells only where the fidelity gradient says the observation needs them.
+uniform interval caching (every n-th step computes), so training begins at a strong static schedule and moves
+cells where the fidelity gradient says the observation needs them.
 """
 
 from __future__ import annotations
@@ -153,6 +153,7 @@ tens of iterations."""
 
 
 def initial_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig) -> Pruner:
+    """The pruner a run starts from: fresh, a copy of ``init_from``, or fresh with the interval schedule built in."""
     if cfg.init_interval is not None:
         pruner = Pruner(pruner_config_for(policy, cfg))
         schedule = interval_mask(pruner.config.num_steps, pruner.config.num_blocks, cfg.init_interval)
