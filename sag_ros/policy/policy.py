@@ -90,7 +90,7 @@ class DiffusionPolicy(nn.Module):
             else:
                 normalized[key] = self.normalizer[key].normalize(value.float())
         if image_encoder is not None and "image" in normalized:
-            return image_encoder(normalized["image"].contiguous(), normalized["state"])
+            return image_encoder(normalized["image"], normalized["state"])
         return self.encoder(normalized)
 
     # -- training ------------------------------------------------------------------------------------
