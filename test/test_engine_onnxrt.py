@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
+import torch
 
 pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install -e .[engine])")
 pytest.importorskip("onnxscript", reason="onnxscript not installed (pip install -e .[engine])")
@@ -71,3 +73,35 @@ def test_cache_key_tracks_weights_batch_and_versions(policy):
     assert cache_key(key_fields(other.denoiser, 1, versions)) != base
     assert cache_key(key_fields(policy.denoiser, 2, versions)) != base
     assert cache_key(key_fields(policy.denoiser, 1, {"onnxruntime": "1.1"})) != base
+
+
+def test_blocks_are_onnxruntime_native_graphs(first_build):
+    """Sub-blocks and the fused step use ONNX Runtime's attention kernels, a fraction of the exporter's nodes."""
+    import onnx
+
+    backend = first_build[0]
+    assert backend.describe()["native_blocks"] is True
+
+    def ops(unit_name):
+        return [node.op_type for node in onnx.load(backend.artifacts.file(unit_name, ".onnx")).graph.node]
+
+    assert "Attention" in ops("layer0.sa") and len(ops("layer0.sa")) <= 7
+    assert "MultiHeadAttention" in ops("layer1.ca") and len(ops("layer1.ca")) <= 10
+    assert ops("blocks").count("Attention") == ops("blocks").count("MultiHeadAttention") == 2
+
+
+def test_unmasked_native_blocks_and_exported_blocks_match_eager(features, tmp_path):
+    """Without causal masks the attention kernels get no bias input; ``native=False`` keeps the exporter's graphs
+    (the path taken when TensorRT leads the providers)."""
+    config = tiny_config()
+    config = replace(config, denoiser=replace(config.denoiser, causal_attn=False))
+    torch.manual_seed(1)
+    unmasked = DiffusionPolicy(config).eval()
+    with make_backend("onnxruntime", unmasked.denoiser, cache_dir=tmp_path, keep_faster=False) as backend:
+        assert backend.units[1].module.mask is None
+        assert_units_match(unmasked, backend)
+    with make_backend("onnxruntime", unmasked.denoiser, cache_dir=tmp_path, keep_faster=False,
+                      native=False) as exported:
+        assert exported.describe()["native_blocks"] is False and exported.exported, "native=False reused native files"
+        assert_units_match(unmasked, exported)
+        assert_sample_matches(unmasked, features, exported)

@@ -26,20 +26,17 @@ from sag_ros.policy.scheduler import NoiseSchedule
 
 
 class StepKV:
-    """One step's cross-attention keys/values: ``stacked`` [L, 2, B, nh, S, hs] for fused units, and per-layer
-    views [2, B, nh, S, hs] by index for single blocks, made on first use (a sparse chunk indexes few steps)."""
+    """One step's cross-attention keys/values: ``stacked`` [L, 2, B, nh, S, hs] for fused units, and a layer's
+    [2, B, nh, S, hs] by index for single blocks: a view made per call (~1 µs), since a sparse chunk reads few
+    layers of most steps and unbinding all L costs more."""
 
-    __slots__ = ("stacked", "_layers")
+    __slots__ = ("stacked",)
 
     def __init__(self, stacked: torch.Tensor) -> None:
         self.stacked = stacked
-        self._layers: tuple[torch.Tensor, ...] | None = None
 
     def __getitem__(self, layer: int) -> torch.Tensor:
-        layers = self._layers
-        if layers is None:
-            layers = self._layers = self.stacked.unbind(0)
-        return layers[layer]
+        return self.stacked[layer]
 
 
 class BlockRunner(Protocol):
