@@ -37,7 +37,7 @@ def _check_quick_cpu_report(tiny_policy_file, tmp_path, capsys, backends):
                            "--backends", *backends]) == 0
     assert "dense p50/p95 ms" in capsys.readouterr().out
     report = json.loads(out.read_text())
-    for key in ("device", "torch", "cuda_available", "policy", "device_probe", "mask", "backends", "cuda_graph_step",
+    for key in ("device", "torch", "cuda_available", "policy", "device_probe", "mask", "backends", "cuda_graphs",
                 "all_equivalent", "elapsed_s", "tolerance"):
         assert key in report, key
     assert report["device"] == "cpu" and report["policy"]["source"] == "checkpoint"
@@ -55,7 +55,7 @@ def _check_quick_cpu_report(tiny_policy_file, tmp_path, capsys, backends):
     assert rows["eager"]["dense"]["rel_error"] == 0.0
     assert rows["tensorrt"]["status"] == "skipped" and rows["tensorrt"]["reason"]
     assert rows["eager-fp16"]["status"] == "skipped"
-    assert report["cuda_graph_step"]["status"] == "skipped"
+    assert report["cuda_graphs"]["status"] == "skipped"
     assert report["all_equivalent"] is True
 
 

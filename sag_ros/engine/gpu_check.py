@@ -18,7 +18,8 @@ with the reason. Steps:
    normalized chunk, tolerance 1e-4 (fp32) / 1e-2 (fp16); then the time of one whole dense and one SAG
    chunk (encode + prepare + denoise + unnormalize), p50/p95 over ``--runs`` runs (CUDA events);
    onnxruntime without a CUDA execution provider runs on a CPU copy of the policy (reported as such);
-4. optionally a CUDA-graph capture of one dense denoising step (replay time vs eager, same output).
+4. optionally CUDA graphs: dense and SAG chunks whose steps replay one captured graph per distinct mask row
+   (:mod:`sag_ros.engine.cuda_graphs`), error and time against eager launches.
 """
 
 from __future__ import annotations
@@ -317,42 +318,34 @@ def check_backend(name: str, policy: DiffusionPolicy, reference: dict[str, torch
     return row
 
 
-def cuda_graph_step(policy: DiffusionPolicy, inputs: ChunkInputs, runs: int) -> dict[str, Any]:
-    """Capture one dense denoising step (embed, 3L blocks, head, scheduler step) as a CUDA graph; time replays."""
+def cuda_graph_chunks(policy: DiffusionPolicy, inputs: ChunkInputs, reference: dict[str, torch.Tensor],
+                      mask: torch.Tensor, runs: int) -> dict[str, Any]:
+    """Dense and SAG chunks with every step's blocks replayed from CUDA graphs (one per distinct mask row,
+    :class:`~sag_ros.engine.cuda_graphs.StepGraphs`, eager blocks) against eager launches: error and time."""
+    from sag_ros.engine.cuda_graphs import StepGraphs
+
     device = _device_of(policy)
     if device.type != "cuda":
         return {"status": "skipped", "reason": f"needs a CUDA device (policy on {device})"}
     try:
         kernels = eager_kernels(policy.denoiser)
-        run = dense_runner(kernels)
-        k = 0
-        static_x = inputs.x_init.clone()
-        kv = StepKV(inputs.layer_kv[k].stacked.clone())
-        noise = None if inputs.noise[k] is None else inputs.noise[k].clone()
-
-        def step() -> torch.Tensor:
-            return policy.schedule.step(k, static_x, kernels.output(run(k, kernels.embed(static_x), kv)), noise)
-
+        masks = {"dense": torch.zeros_like(mask), "sag": mask}
+        out: dict[str, Any] = {"status": "ok"}
         with torch.no_grad():
-            eager_out = step().clone()
-            stream = torch.cuda.Stream(device)
-            stream.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(stream):
-                for _ in range(3):
-                    step()
-            torch.cuda.current_stream(device).wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            t0 = time.perf_counter()
-            with torch.cuda.graph(graph):
-                static_out = step()
-            capture_ms = (time.perf_counter() - t0) * 1e3
-            graph.replay()
-            torch.cuda.synchronize(device)
-            err = rel_error(static_out, eager_out)
-            replay = time_ms(graph.replay, device, runs, 2)
-            eager = time_ms(step, device, runs, 2)
-        return {"status": "ok", "capture_ms": capture_ms, "rel_error": err, "pass": err <= TOLERANCE["fp32"],
-                "replay": replay, "eager": eager, "speedup": eager["p50_ms"] / replay["p50_ms"]}
+            for kind, kind_mask in masks.items():
+                h = torch.zeros(*inputs.x_init.shape[:2], policy.config.denoiser.d_model, device=device)
+                graphs = StepGraphs(kernels.block_fns, "one_for_all", h, inputs.layer_kv[0].stacked)
+                t0 = time.perf_counter()
+                graphed = reverse_diffusion(policy.schedule, inputs, kernels, graphs.runner(kind_mask))
+                capture_ms = (time.perf_counter() - t0) * 1e3
+                err = rel_error(graphed, reference[kind])
+                replay = time_ms(lambda m=kind_mask, g=graphs: reverse_diffusion(policy.schedule, inputs, kernels,
+                                                                                  g.runner(m)), device, runs, 1)
+                eager = time_ms(lambda kind=kind: denoise(policy, inputs, kernels, kind, mask), device, runs, 1)
+                out[kind] = {"graphs": graphs.captured, "first_chunk_ms": capture_ms, "rel_error": err,
+                             "pass": err <= TOLERANCE["fp32"], "replay": replay, "eager": eager,
+                             "speedup": eager["p50_ms"] / replay["p50_ms"]}
+        return out
     except Exception as exc:
         return {"status": "failed", "reason": _error(exc), "traceback": traceback.format_exc(limit=4)}
 
@@ -405,9 +398,9 @@ def run_check(device: str, backends: list[str], runs: int, warmup: int, policy_p
         log(f"[gpu-check] backend {name}: {rows[name]['status']} {rows[name].get('reason', '')}")
     report["backends"] = rows
     if cuda_graph and time.monotonic() - start < budget_s:
-        report["cuda_graph_step"] = cuda_graph_step(policy, inputs, runs)
+        report["cuda_graphs"] = cuda_graph_chunks(policy, inputs, reference, mask, runs)
     else:
-        report["cuda_graph_step"] = {"status": "skipped",
+        report["cuda_graphs"] = {"status": "skipped",
                                      "reason": "disabled" if not cuda_graph else "time budget spent"}
     report["all_equivalent"] = all(r.get(k, {}).get("pass", False) for r in rows.values() if r["status"] == "ok"
                                    for k in ("dense", "sag")) and all(
@@ -435,12 +428,13 @@ def format_report(report: dict) -> str:
                      "sag p50/p95 ms": "-" if "sag" not in t else f"{t['sag']['p50_ms']:.2f}/{t['sag']['p95_ms']:.2f}",
                      "note": (r.get("reason") or r.get("note") or "")[:60]})
     lines = [format_table(rows)]
-    g = report["cuda_graph_step"]
+    g = report["cuda_graphs"]
     if g["status"] == "ok":
-        lines.append(f"cuda graph, one dense step: replay p50 {g['replay']['p50_ms']:.3f} ms vs eager "
-                     f"{g['eager']['p50_ms']:.3f} ms ({g['speedup']:.1f}x), rel err {g['rel_error']:.1e}")
+        lines += [f"cuda graphs, {kind} chunk ({g[kind]['graphs']} rows captured): replay p50 "
+                  f"{g[kind]['replay']['p50_ms']:.2f} ms vs eager {g[kind]['eager']['p50_ms']:.2f} ms "
+                  f"({g[kind]['speedup']:.1f}x), rel err {g[kind]['rel_error']:.1e}" for kind in ("dense", "sag")]
     else:
-        lines.append(f"cuda graph: {g['status']} ({g.get('reason', '')})")
+        lines.append(f"cuda graphs: {g['status']} ({g.get('reason', '')})")
     bad = [f"{k} ({v['where']}): {v['error']}" for k, v in report["device_probe"].items() if not v["ok"]]
     lines.append("device probe: " + ("all stages ok" if not bad else "FAILED\n  " + "\n  ".join(bad)))
     return "\n".join(lines)
