@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from sag_ros.engine.base import Backend
 from sag_ros.policy.denoiser import TransformerDenoiser
@@ -30,6 +31,14 @@ class CompiledBackend(Backend):
                                               fullgraph=fullgraph)
                      for unit in self.units}
         self._bind(self._fns)
+
+    def warmup(self, iterations: int = 2) -> None:
+        """The first call of each unit compiles it (tens of seconds in all): with a progress bar."""
+        fns = self.unit_fns()
+        with torch.no_grad():
+            for unit in tqdm(self.units, desc="torch.compile", unit="unit"):
+                fns[unit.name](*unit.example_inputs)
+        super().warmup(iterations)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "compiler": "inductor", "mode": self.mode or "default", "dynamic": False}

@@ -32,6 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from sag_ros.engine.artifacts import ArtifactDir, key_fields
 from sag_ros.engine.base import BLOCKS, Backend, Unit, UnitFn, require
@@ -131,15 +132,14 @@ class OnnxRuntimeBackend(Backend):
                                                              "opset": opset, "native_blocks": self.native}, encoder)
         self.artifacts = ArtifactDir(Path(cache_dir or self._tmp), self.name, fields)
         self.exported: list[str] = []
-        for unit in self.units:
-            path = self.artifacts.file(unit.name, ".onnx")
-            if not path.exists():
-                if self.native and ort_graphs.supports(unit):
-                    model = ort_graphs.native_model(unit).SerializeToString()
-                else:
-                    model = export_onnx(unit, dynamo, opset)
-                self.artifacts.write_bytes(path, model)
-                self.exported.append(unit.name)
+        missing = [unit for unit in self.units if not self.artifacts.file(unit.name, ".onnx").exists()]
+        for unit in tqdm(missing, desc="onnxruntime: export", unit="unit", disable=not missing):
+            if self.native and ort_graphs.supports(unit):
+                model = ort_graphs.native_model(unit).SerializeToString()
+            else:
+                model = export_onnx(unit, dynamo, opset)
+            self.artifacts.write_bytes(self.artifacts.file(unit.name, ".onnx"), model)
+            self.exported.append(unit.name)
         if self.exported or self.artifacts.read_manifest() is None:
             self.artifacts.write_manifest({u.name: {"inputs": list(u.input_names), "output": OUTPUT_NAME,
                                                      "input_shapes": [list(x.shape) for x in u.example_inputs],

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from sag_ros.engine.artifacts import ArtifactDir, key_fields
 from sag_ros.engine.base import Backend, UnitFn, build_units, require
@@ -62,18 +63,17 @@ class TensorRTBackend(Backend):
         self.built: list[str] = []
         self._fns: dict[str, UnitFn] = {}
         settings = _fp16_settings(self.trt.dynamo.compile) if fp16 else {}
-        for unit in self.units:
+        missing = [unit for unit in self.units if not self.artifacts.file(unit.name, ".ep").exists()]
+        for unit in tqdm(missing, desc="tensorrt: build", unit="unit", disable=not missing):
             path = self.artifacts.file(unit.name, ".ep")
-            if not path.exists():
-                program = torch.export.export(unit.module, unit.example_inputs)
-                engine = self.trt.dynamo.compile(program, arg_inputs=list(unit.example_inputs), device=device,
-                                                 **settings)
-                tmp = path.with_suffix(".ep.tmp")
-                self.trt.save(engine, str(tmp), output_format="exported_program",
-                              arg_inputs=list(unit.example_inputs))
-                tmp.replace(path)
-                self.built.append(unit.name)
-            self._fns[unit.name] = torch.export.load(str(path)).module()
+            program = torch.export.export(unit.module, unit.example_inputs)
+            engine = self.trt.dynamo.compile(program, arg_inputs=list(unit.example_inputs), device=device, **settings)
+            tmp = path.with_suffix(".ep.tmp")
+            self.trt.save(engine, str(tmp), output_format="exported_program", arg_inputs=list(unit.example_inputs))
+            tmp.replace(path)
+            self.built.append(unit.name)
+        for unit in self.units:
+            self._fns[unit.name] = torch.export.load(str(self.artifacts.file(unit.name, ".ep"))).module()
         self.artifacts.write_manifest({u.name: {"input_shapes": [list(x.shape) for x in u.example_inputs]}
                                        for u in self.units})
         log.info("tensorrt engines in %s (built %d of %d)", self.artifacts.path, len(self.built), len(self.units))
