@@ -26,6 +26,7 @@ from sag_ros.engine.base import BLOCKS, Unit
 from sag_ros.policy.blocks import BlockKind
 
 OPSETS = (helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1))
+ELEMENT_TYPES = {torch.float32: TensorProto.FLOAT, torch.float16: TensorProto.FLOAT16}
 
 
 def supports(unit: Unit) -> bool:
@@ -60,6 +61,10 @@ class _GraphBuilder:
         output = output or self._name(op_type.lower())
         self.nodes.append(helper.make_node(op_type, list(inputs), [output], domain=domain or None, **attributes))
         return output
+
+    def take(self, x: str, index: int) -> str:
+        """x[index] along the first axis (which the result drops)."""
+        return self.op("Gather", [x, self.const(np.array(index, dtype=np.int64), "index")], axis=0)
 
     def layer_norm(self, x: str, norm: nn.LayerNorm) -> str:
         return self.op("LayerNormalization", [x, self.const(norm.weight), self.const(norm.bias)], axis=-1,
@@ -128,7 +133,7 @@ def native_model(unit: Unit) -> ModelProto:
     batch, horizon, d_model = h_example.shape
     g = _GraphBuilder(h_example.dtype)
     writer = _BlockWriter(g, batch, horizon, d_model)
-    elem = helper.np_dtype_to_tensor_dtype(np.dtype(torch.empty((), dtype=h_example.dtype).numpy().dtype))
+    elem = ELEMENT_TYPES[h_example.dtype]
     inputs = [helper.make_tensor_value_info(name, elem, list(x.shape))
               for name, x in zip(unit.input_names, unit.example_inputs)]
     if unit.name == BLOCKS:
@@ -136,8 +141,7 @@ def native_model(unit: Unit) -> ModelProto:
     else:
         kv_pair = None
         if unit.kind is BlockKind.CA:
-            kv_pair = (g.op("Gather", ["kv", g.const(np.array(0, dtype=np.int64), "i")], axis=0),
-                       g.op("Gather", ["kv", g.const(np.array(1, dtype=np.int64), "i")], axis=0))
+            kv_pair = (g.take("kv", 0), g.take("kv", 1))
         writer.block("h", unit.module, unit.kind, kv_pair)
         g.nodes[-1].output[0] = "out"  # the block's last node computes the delta: name it the graph output
     graph = helper.make_graph(g.nodes, unit.name, inputs,
@@ -153,9 +157,7 @@ def _write_step(g: _GraphBuilder, writer: _BlockWriter, unit: Unit) -> None:
     for j, (module, kind) in enumerate(zip(unit.module.blocks, unit.module.kinds)):
         kv_pair = None
         if kind is BlockKind.CA:
-            layer = j // 3
-            kv_pair = tuple(g.op("Gather", [pairs, g.const(np.array(2 * layer + i, dtype=np.int64), "i")], axis=0)
-                            for i in (0, 1))
+            kv_pair = (g.take(pairs, 2 * (j // 3)), g.take(pairs, 2 * (j // 3) + 1))  # layer j // 3: keys, values
         delta = writer.block(h, module, kind, kv_pair)
         deltas.append(delta)
         h = g.op("Add", [h, delta])
