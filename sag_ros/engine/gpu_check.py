@@ -401,7 +401,7 @@ def run_check(device: str, backends: list[str], runs: int, warmup: int, policy_p
         report["cuda_graphs"] = cuda_graph_chunks(policy, inputs, reference, mask, runs)
     else:
         report["cuda_graphs"] = {"status": "skipped",
-                                     "reason": "disabled" if not cuda_graph else "time budget spent"}
+                                 "reason": "disabled" if not cuda_graph else "time budget spent"}
     report["all_equivalent"] = all(r.get(k, {}).get("pass", False) for r in rows.values() if r["status"] == "ok"
                                    for k in ("dense", "sag")) and all(
         r["encoder"]["pass"] for r in rows.values() if "encoder" in r)
