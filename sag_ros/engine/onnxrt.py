@@ -1,7 +1,7 @@
 """ONNX Runtime: one static-shape ONNX graph and one ``InferenceSession`` per unit.
 
 - Graphs: the sub-blocks and the fused step are written as ONNX Runtime-native graphs with its contrib
-  attention kernels (:mod:`sag_ros.engine.ort_graphs`: 6-9 nodes a block instead of ~22, self-attention
+  attention kernels (:mod:`sag_ros.engine.ort_graphs`: 5-10 nodes a block instead of 21-25, self-attention
   ~40 µs a call instead of ~70) unless TensorRT leads the providers (it has no such kernels); ``native=False``
   exports them too. Every other unit is exported: ``torch.onnx.export(dynamo=True)`` (the torch.export-based
   exporter, the default since torch 2.9). ``dynamo=False`` selects the legacy TorchScript exporter, ~10x

@@ -5,7 +5,7 @@ self-attention block as ~22 nodes (head reshapes and transposes, the boolean mas
 3-D MatMul + Add projections) that ran ~70 µs a call here. Written with ONNX Runtime's contrib kernels,
 ``com.microsoft.Attention`` (QKV projection and masked attention in one node) for self-attention and
 ``com.microsoft.MultiHeadAttention`` on the precomputed per-head keys/values for cross-attention, and 2-D
-``Gemm`` projections, a block is 6-9 nodes and a self-attention call ~40 µs. The graphs are built from the
+``Gemm`` projections, a block is 5-10 nodes and a self-attention call ~40 µs. The graphs are built from the
 same weights and implement the same functions (tested against eager); the boolean masks become additive
 biases (0 or the dtype's lowest value, so a masked score's softmax weight is exactly 0 as in SDPA).
 
