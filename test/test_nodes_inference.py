@@ -70,7 +70,12 @@ def _feed_buffer(node: Node, buffer: ObservationBuffer, period_s: float = 0.05) 
     return switch
 
 
-def test_publishes_chunks_at_the_rate_with_observation_stamps(ros_context, executor, tiny_checkpoint):
+def test_publishes_chunks_at_the_rate_with_observation_stamps(ros_context, tiny_checkpoint):
+    # One thread: in a MultiThreadedExecutor the probe's Python callbacks and the inference timer contend for
+    # the GIL, and a tiny model's chunk (6 ms of denoising) intermittently took up to 1 s (see the stop-11 notes).
+    from rclpy.executors import SingleThreadedExecutor
+
+    executor = SingleThreadedExecutor(context=ros_context)
     # 2 Hz: the tiny model keeps this period with a wide margin even on a loaded 2-core machine
     buffer = ObservationBuffer(2, SIZE, 2)
     inference = _inference(ros_context, tiny_checkpoint, buffer, control_rate_hz=2.0, execution_offset_s=0.0)
