@@ -70,12 +70,7 @@ def _feed_buffer(node: Node, buffer: ObservationBuffer, period_s: float = 0.05) 
     return switch
 
 
-def test_publishes_chunks_at_the_rate_with_observation_stamps(ros_context, tiny_checkpoint):
-    # One thread: in a MultiThreadedExecutor the probe's Python callbacks and the inference timer contend for
-    # the GIL, and a tiny model's chunk (6 ms of denoising) intermittently took up to 1 s (see the stop-11 notes).
-    from rclpy.executors import SingleThreadedExecutor
-
-    executor = SingleThreadedExecutor(context=ros_context)
+def test_publishes_chunks_at_the_rate_with_observation_stamps(ros_context, executor, tiny_checkpoint):
     # 2 Hz: the tiny model keeps this period with a wide margin even on a loaded 2-core machine
     buffer = ObservationBuffer(2, SIZE, 2)
     inference = _inference(ros_context, tiny_checkpoint, buffer, control_rate_hz=2.0, execution_offset_s=0.0)
@@ -241,3 +236,20 @@ def test_missing_or_foreign_model_fails_at_start(ros_context, tmp_path, tiny_che
 def test_buffer_that_does_not_fit_the_policy_is_refused(ros_context, tiny_checkpoint):
     with pytest.raises(ModelLoadError, match="needs To=2, 32px"):
         _inference(ros_context, tiny_checkpoint, ObservationBuffer(2, 96, 2))
+
+
+def test_gil_switch_interval_is_shortened_never_lengthened():
+    import sys
+
+    from sag_ros.nodes.inference_node import shorten_gil_switch_interval
+
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)
+        shorten_gil_switch_interval(0.0005)
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+        sys.setswitchinterval(0.0001)
+        shorten_gil_switch_interval(0.0005)
+        assert sys.getswitchinterval() == pytest.approx(0.0001)
+    finally:
+        sys.setswitchinterval(before)

@@ -15,6 +15,7 @@ misses, overruns and the achieved rate.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -87,6 +88,21 @@ class ChunkStats:
         return cls(*(SampleWindow(window) for _ in range(5)), RateMeter(window))
 
 
+GIL_SWITCH_INTERVAL_S = 0.0005
+
+
+def shorten_gil_switch_interval(seconds: float = GIL_SWITCH_INTERVAL_S) -> None:
+    """Let the worker thread take the GIL back within ``seconds`` (Python's default: 5 ms); never lengthens it.
+
+    A chunk is thousands of small torch calls, each releasing the GIL and waiting to get it back. With the
+    executor's threads running Python callbacks (other nodes of the same process, subscriptions), each wait could
+    last the whole default interval: in a one-process graph a tiny policy's 6 ms chunk took up to 1 s, and
+    `sag-bringup` measured chunks ~3x slower than `sag bench`. This is process-wide, as the GIL is.
+    """
+    if sys.getswitchinterval() > seconds:
+        sys.setswitchinterval(seconds)
+
+
 class InferenceNode(Node):
     def __init__(self, observations: ObservationBuffer | None = None, predictor=None, *,
                  name: str = "sag_inference", **node_kwargs) -> None:
@@ -133,6 +149,7 @@ class InferenceNode(Node):
         self._busy = False
         self._stopping = False
         self._wake = threading.Condition()
+        shorten_gil_switch_interval()
         self._worker = threading.Thread(target=self._work, name=f"{name}_worker", daemon=True)
         self._worker.start()
         self.create_timer(cfg.period_s, self._on_tick)
