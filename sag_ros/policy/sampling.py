@@ -27,16 +27,20 @@ from sag_ros.policy.scheduler import NoiseSchedule
 
 class StepKV:
     """One step's cross-attention keys/values: ``stacked`` [L, 2, B, nh, S, hs] for fused units, and a layer's
-    [2, B, nh, S, hs] by index for single blocks: a view made per call (~1 µs), since a sparse chunk reads few
-    layers of most steps and unbinding all L costs more."""
+    [2, B, nh, S, hs] by index for single blocks, as a view made on the layer's first use (a sparse chunk reads
+    few layers of most steps, so unbinding all L up front costs more)."""
 
-    __slots__ = ("stacked",)
+    __slots__ = ("stacked", "_layers")
 
     def __init__(self, stacked: torch.Tensor) -> None:
         self.stacked = stacked
+        self._layers: list[torch.Tensor | None] = [None] * stacked.shape[0]
 
     def __getitem__(self, layer: int) -> torch.Tensor:
-        return self.stacked[layer]
+        view = self._layers[layer]
+        if view is None:
+            view = self._layers[layer] = self.stacked[layer]
+        return view
 
 
 class BlockRunner(Protocol):
