@@ -37,8 +37,10 @@ class Method:
 
 
 def standard_methods(policy_path: str, pruners: dict[str, str], intervals: tuple[int, ...] = (2, 4, 10),
-                     ddim_steps: tuple[int, ...] = (10, 30), backends: tuple[str, ...] = ("eager",)) -> list[Method]:
-    """Dense (the checkpoint's own sampler), DDIM-k, uniform interval caching and each named pruner file (SAG or static) on the
+                     ddim_steps: tuple[int, ...] = (10, 30), backends: tuple[str, ...] = ("eager",),
+                     interval_reuse: tuple[str, ...] = ("per_block",)) -> list[Method]:
+    """Dense (the checkpoint's own sampler), DDIM-k, uniform interval caching (a row per reuse policy in
+    ``interval_reuse``; block-wise reuse is the baseline's own) and each named pruner file (SAG or static) on the
     first backend; dense and the pruners again on every further backend. The first method is the reference."""
     base = PredictorSpec(policy_path, backend=backends[0])
     pruned = []
@@ -47,7 +49,8 @@ def standard_methods(policy_path: str, pruners: dict[str, str], intervals: tuple
         pruned.append((name, dataclasses.replace(base, pruner_path=path, sampler=sampler, num_steps=steps)))
     methods = [Method("dense", base)]
     methods += [Method(f"ddim-{k}", dataclasses.replace(base, sampler="ddim", num_steps=k)) for k in ddim_steps]
-    methods += [Method(f"interval n={n}", dataclasses.replace(base, interval=n)) for n in intervals]
+    methods += [Method(f"interval n={n}" + ("" if reuse == "per_block" else f" {reuse.replace('_', '-')}"),
+                       dataclasses.replace(base, interval=n, reuse=reuse)) for n in intervals for reuse in interval_reuse]
     methods += [Method(name, spec) for name, spec in pruned]
     for backend in backends[1:]:
         methods.append(Method(f"dense [{backend}]", dataclasses.replace(base, backend=backend)))

@@ -121,7 +121,7 @@ def _bench(args: argparse.Namespace) -> None:
     pruners = _named_paths(args.pruner)
     policy_path = str(Path(args.policy) if args.policy else default_policy_path())
     methods = standard_methods(policy_path, pruners, intervals=tuple(args.intervals), ddim_steps=tuple(args.ddim),
-                               backends=tuple(args.backends))
+                               backends=tuple(args.backends), interval_reuse=tuple(args.interval_reuse))
     task = _policy_task(load_policy(Path(policy_path))[0].config.task, args.task)
     start = task.test_seed_start
     report = run_benchmark(methods, task.name, range(start, start + args.episodes), args.noise_seeds, args.workers,
@@ -248,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--intervals", type=int, nargs="*", default=[2, 4, 10], help="uniform interval caching baselines")
+    p.add_argument("--interval-reuse", nargs="+", default=["per_block"], choices=["per_block", "one_for_all"],
+                   help="reuse policies the interval baselines run with (each a row)")
     p.add_argument("--ddim", type=int, nargs="*", default=[10, 30], help="DDIM step counts")
     p.add_argument("--backends", nargs="*", default=["eager"],
                    help="block backends; dense and every pruner run on each beyond the first")
