@@ -16,7 +16,7 @@ from conftest import tiny_config
 from sag_ros.engine import BACKENDS, MissingDependencyError, make_backend
 from sag_ros.engine.base import build_units
 from sag_ros.policy.policy import DiffusionPolicy
-from sag_ros.policy.sampling import eager_kernels
+from sag_ros.policy.sampling import DenoiserKernels, eager_kernels
 from sag_ros.sparse.cache import make_cache
 from sag_ros.sparse.mask import with_first_step_computed
 from sag_ros.sparse.sampler import sparse_runner
@@ -28,6 +28,18 @@ def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return ((actual - expected).norm() / expected.norm().clamp_min(1e-12)).item()
 
 
+def on_tensors(kernels: DenoiserKernels, fn):
+    """A loop kernel called with tensors: kernels with ``numpy_loop`` get numpy views, and their results (arrays,
+    or tuples/sequences of them) come back as tensors."""
+    if not kernels.numpy_loop:
+        return fn
+
+    def back(out):
+        return type(out)(back(item) for item in out) if isinstance(out, (tuple, list)) else torch.from_numpy(out)
+
+    return lambda *args: back(fn(*(a.numpy() for a in args)))
+
+
 def assert_units_match(policy: DiffusionPolicy, backend) -> None:
     """Each unit on random inputs of its static shape, through the kernels (block signature (h, kv))."""
     g = torch.Generator().manual_seed(3)
@@ -35,17 +47,18 @@ def assert_units_match(policy: DiffusionPolicy, backend) -> None:
     by_name = {unit.name: unit for unit in units}
     eager = policy.denoiser.block_fns()
     blocks = [u for u in units if u.kind is not None]
+    kernels = backend.kernels
     with torch.no_grad():
         kv = torch.randn(blocks[1].example_inputs[1].shape, generator=g)
-        for j, (unit, fn) in enumerate(zip(blocks, backend.kernels.block_fns)):
+        for j, (unit, fn) in enumerate(zip(blocks, kernels.block_fns)):
             h = torch.randn(unit.example_inputs[0].shape, generator=g)
-            err = rel_err(fn(h, kv), eager[j](h, kv))
+            err = rel_err(on_tensors(kernels, fn)(h, kv), eager[j](h, kv))
             assert err < RTOL, f"{backend.name} {unit.name}: relative error {err:.2e} vs eager"
         x = torch.randn(by_name["embed"].example_inputs[0].shape, generator=g)
-        err = rel_err(backend.kernels.embed(x), policy.denoiser.embed(x))
+        err = rel_err(on_tensors(kernels, kernels.embed)(x), policy.denoiser.embed(x))
         assert err < RTOL, f"{backend.name} embed: relative error {err:.2e} vs eager"
         h = torch.randn(by_name["output"].example_inputs[0].shape, generator=g)
-        err = rel_err(backend.kernels.output(h), policy.denoiser.output(h))
+        err = rel_err(on_tensors(kernels, kernels.output)(h), policy.denoiser.output(h))
         assert err < RTOL, f"{backend.name} output: relative error {err:.2e} vs eager"
         f = torch.randn(by_name["condition"].example_inputs[0].shape, generator=g)
         err = rel_err(backend.kernels.observation_kv(f), policy.denoiser.observation_kv(f))
@@ -56,8 +69,9 @@ def assert_units_match(policy: DiffusionPolicy, backend) -> None:
             state = torch.randn(by_name["encoder"].example_inputs[1].shape, generator=g)
             err = rel_err(backend.encode(image, state), policy.encoder({"image": image, "state": state}))
             assert err < RTOL, f"{backend.name} encoder: relative error {err:.2e} vs eager"
-        if backend.kernels.fused_blocks is not None:
-            assert_fused_matches(eager, backend.kernels.fused_blocks, h, torch.stack([kv] * (len(eager) // 3)))
+        if kernels.fused_blocks is not None:
+            assert_fused_matches(eager, on_tensors(kernels, kernels.fused_blocks), h,
+                                 torch.stack([kv] * (len(eager) // 3)))
 
 
 def assert_advance_matches(policy: DiffusionPolicy, backend, h, x, g) -> None:
@@ -69,8 +83,9 @@ def assert_advance_matches(policy: DiffusionPolicy, backend, h, x, g) -> None:
     den, schedule = policy.denoiser, policy.schedule
     rows = schedule.step_coefficients(h.device, h.dtype)
     noise = torch.randn(x.shape, generator=g)
+    advance = on_tensors(backend.kernels, backend.kernels.advance)
     for k in (0, schedule.num_steps - 1):
-        x_next, h_next = backend.kernels.advance(h, x, noise, rows[k])
+        x_next, h_next = advance(h, x, noise, rows[k])
         expected = schedule.step(k, x, den.output(h), noise)
         assert rel_err(x_next, expected) < RTOL, f"{backend.name} advance at step {k}: x vs eager"
         assert rel_err(h_next, den.embed(expected)) < RTOL, f"{backend.name} advance at step {k}: h vs eager"

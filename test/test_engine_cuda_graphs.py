@@ -36,7 +36,7 @@ def random_mask(policy, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize("reuse", ["one_for_all", "per_block"])
 def test_row_programs_reproduce_the_sparse_runner(reuse):
     policy, inputs, kernels, h = setup()
-    graphs = StepGraphs(kernels.block_fns, reuse, h, inputs.layer_kv[0].stacked)
+    graphs = StepGraphs(kernels.block_fns, reuse, h, inputs.kv[0])
     assert not graphs.use_graphs
     with torch.no_grad():
         for seed in (1, 2):  # a second chunk reuses the programs of rows it shares with the first
@@ -51,7 +51,7 @@ def test_row_programs_reproduce_the_sparse_runner(reuse):
 
 def test_dense_row_program_reproduces_dense_sampling():
     policy, inputs, kernels, h = setup()
-    graphs = StepGraphs(kernels.block_fns, "one_for_all", h, inputs.layer_kv[0].stacked)
+    graphs = StepGraphs(kernels.block_fns, "one_for_all", h, inputs.kv[0])
     dense = torch.zeros(policy.schedule.num_steps, policy.config.denoiser.num_blocks, dtype=torch.bool)
     with torch.no_grad():
         actual = reverse_diffusion(policy.schedule, inputs, kernels, graphs.runner(dense))
@@ -62,21 +62,23 @@ def test_dense_row_program_reproduces_dense_sampling():
 
 def test_masks_that_read_empty_slots_or_do_not_fit_are_refused():
     policy, inputs, kernels, h = setup()
-    graphs = StepGraphs(kernels.block_fns, "one_for_all", h, inputs.layer_kv[0].stacked)
+    graphs = StepGraphs(kernels.block_fns, "one_for_all", h, inputs.kv[0])
     mask = random_mask(policy, 1)
     mask[0, 1] = True
     with pytest.raises(ValueError, match="first mask row"):
         graphs.runner(mask)
-    with pytest.raises(ValueError, match="does not fit"):
+    with pytest.raises(ValueError, match=r"expected \[steps=\d+, blocks=\d+\]"):
         graphs.runner(mask[:, :-1])
+    with pytest.raises(TypeError, match="must be bool"):
+        graphs.runner(mask.float())
     with pytest.raises(ValueError, match="CUDA"):
-        StepGraphs(kernels.block_fns, "one_for_all", h, inputs.layer_kv[0].stacked, use_graphs=True)
+        StepGraphs(kernels.block_fns, "one_for_all", h, inputs.kv[0], use_graphs=True)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 def test_captured_graphs_replay_the_sparse_runner_on_cuda():
     policy, inputs, kernels, h = setup("cuda")
-    graphs = StepGraphs(kernels.block_fns, "one_for_all", h, inputs.layer_kv[0].stacked)
+    graphs = StepGraphs(kernels.block_fns, "one_for_all", h, inputs.kv[0])
     assert graphs.use_graphs
     mask = random_mask(policy, 1).cuda()
     with torch.no_grad():

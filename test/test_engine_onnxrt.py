@@ -15,6 +15,7 @@ from conftest import tiny_config  # noqa: E402
 from sag_ros.engine import make_backend  # noqa: E402
 from sag_ros.engine.artifacts import cache_key, key_fields  # noqa: E402
 from sag_ros.policy.policy import DiffusionPolicy  # noqa: E402
+from sag_ros.policy.sampling import dense_runner, prepare_chunk, reverse_diffusion  # noqa: E402
 from test_engine_backends import assert_sample_matches, assert_sparse_matches, assert_units_match  # noqa: E402
 
 
@@ -56,11 +57,32 @@ def test_second_backend_loads_cached_exports(policy, features, cache_dir, first_
                       keep_faster=False, encoder=policy.encoder) as second:
         seconds = time.perf_counter() - start
         assert second.describe()["io_binding"] is True and first.describe()["io_binding"] is False
+        assert second.describe()["numpy_loop"] is False and first.describe()["numpy_loop"] is True
         assert second.exported == [], "the second backend re-exported units that were cached"
         assert second.artifacts.path == first.artifacts.path
         assert seconds < first_seconds, f"cached load took {seconds:.2f}s, export took {first_seconds:.2f}s"
         assert_units_match(policy, second)
         assert_sample_matches(policy, features, second)
+        assert_sparse_matches(policy, features, second)
+
+
+def test_numpy_loop_runs_units_kept_eager_and_refuses_what_it_cannot_do(policy, features, cache_dir, first_build):
+    """An eager unit (what keep_faster_units keeps) inside the numpy loop; x0 traces need tensor kernels."""
+    with make_backend("onnxruntime", policy.denoiser, cache_dir=cache_dir, keep_faster=False,
+                      encoder=policy.encoder) as backend:
+        fns = backend.unit_fns()
+        fns.update({u.name: u.module for u in backend.units if u.name in ("embed", "layer0.ca", "blocks")})
+        backend._bind(fns)
+        assert backend.kernels.numpy_loop
+        assert_units_match(policy, backend)
+        assert_sparse_matches(policy, features, backend)
+        inputs = prepare_chunk(policy.denoiser, policy.schedule, features, torch.Generator().manual_seed(0))
+        with pytest.raises(ValueError, match="x0_trace needs torch kernels"):
+            reverse_diffusion(policy.schedule, inputs, backend.kernels, dense_runner(backend.kernels), x0_trace=[])
+    with pytest.raises(ValueError, match="need an advance callable"):
+        replace(first_build[0].kernels, advance=None)
+    with pytest.raises(ValueError, match="cannot be combined with io_binding"):
+        make_backend("onnxruntime", policy.denoiser, cache_dir=cache_dir, io_binding=True, numpy_loop=True)
 
 
 def test_cache_key_tracks_weights_batch_and_versions(policy):

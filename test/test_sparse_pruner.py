@@ -6,7 +6,7 @@ import torch
 from sag_ros.policy.checkpoint import CheckpointError
 from sag_ros.policy.policy import DiffusionPolicy
 from sag_ros.sparse.artifact import load_pruner, save_pruner
-from sag_ros.sparse.pruner import Pruner, straight_through_gate
+from sag_ros.sparse.pruner import Mish, Pruner, straight_through_gate
 from sag_ros.sparse.mask import interval_mask
 from sag_ros.sparse.train_pruner import (PrunerTrainConfig, fidelity_slice, initial_pruner, pruner_config_for,
                                          pruner_loss)
@@ -17,6 +17,11 @@ from conftest import random_observation, tiny_config
 def _features(policy, batch=2, seed=0):
     with torch.no_grad():
         return policy.encode_observation(random_observation(policy.config, batch=batch, seed=seed))
+
+
+def test_mish_composition_is_torchs_mish():
+    x = torch.cat((torch.linspace(-60, 60, 2001), torch.randn(4000) * 4))
+    torch.testing.assert_close(Mish()(x), torch.nn.Mish()(x), rtol=1e-6, atol=1e-6)
 
 
 def test_straight_through_gate_is_hard_forward_soft_backward():

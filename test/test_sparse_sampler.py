@@ -99,9 +99,9 @@ def test_fully_pruned_rows_add_the_current_cache():
 
 
 def test_rows_compile_to_computed_blocks_and_pruned_runs():
-    assert row_program([False, True, True, False, True]) == [0, (1, 2), 3, (4,)]
-    assert row_program([True] * 3) == [(0, 1, 2)]
-    assert row_program([False] * 2) == [0, 1]
+    assert row_program((False, True, True, False, True)) == (0, (1, 2), 3, (4,))
+    assert row_program((True,) * 3) == ((0, 1, 2),)
+    assert row_program((False,) * 2) == (0, 1)
 
 
 @pytest.mark.parametrize("cache_cls", [OneForAllCache, PerBlockCache])

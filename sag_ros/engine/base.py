@@ -39,7 +39,7 @@ from torch import nn
 from sag_ros.policy.blocks import BlockKind
 from sag_ros.policy.denoiser import BlockFn, TransformerDenoiser
 from sag_ros.policy.encoder import ObservationEncoder
-from sag_ros.policy.sampling import Advance, DenoiserKernels, FusedBlocks
+from sag_ros.policy.sampling import Advance, Array, DenoiserKernels, FusedBlocks
 from sag_ros.policy.scheduler import STEP_COEFFICIENTS, reverse_update
 
 log = logging.getLogger(__name__)
@@ -255,35 +255,41 @@ def as_block_fn(kind: BlockKind, fn: UnitFn) -> BlockFn:
 
 
 def split_fused(fn: UnitFn) -> FusedBlocks:
-    """Adapt a ``blocks`` unit callable to the sampler's ``(h, kv) -> (h, deltas)``."""
-    def run(h: torch.Tensor, kv: torch.Tensor) -> tuple[torch.Tensor, Sequence[torch.Tensor]]:
-        final, *deltas = fn(h, kv).unbind(0)
-        return final, deltas
+    """Adapt a ``blocks`` unit callable to the sampler's ``(h, kv) -> (h, deltas)`` (tensors or numpy arrays)."""
+    def run(h: Array, kv: Array) -> tuple[Array, Sequence[Array]]:
+        out = fn(h, kv)
+        return out[0], out[1:]
 
     return run
 
 
 def split_advance(fn: UnitFn, h_shape: Sequence[int], x_shape: Sequence[int]) -> Advance:
-    """Adapt an ``advance`` unit callable to the sampler's ``(h, x, z, c) -> (x', h')`` (views, no copy)."""
+    """Adapt an ``advance`` unit callable to the sampler's ``(h, x, z, c) -> (x', h')`` (views, no copy; tensors
+    or numpy arrays)."""
     split = math.prod(h_shape)
 
-    def run(h: torch.Tensor, x: torch.Tensor, noise: torch.Tensor,
-            coefficients: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(h: Array, x: Array, noise: Array, coefficients: Array) -> tuple[Array, Array]:
         out = fn(h, x, noise, coefficients)
-        return out[split:].view(x_shape), out[:split].view(h_shape)
+        return out[split:].reshape(x_shape), out[:split].reshape(h_shape)
 
     return run
 
 
-def kernels_from_units(units: Sequence[Unit], fns: Sequence[UnitFn]) -> DenoiserKernels:
-    """Assemble :class:`DenoiserKernels` from one callable per unit (same order as :func:`build_units`)."""
+def kernels_from_units(units: Sequence[Unit], fns: Sequence[UnitFn], numpy_loop: bool = False,
+                       observation_kv: UnitFn | None = None) -> DenoiserKernels:
+    """Assemble :class:`DenoiserKernels` from one callable per unit (same order as :func:`build_units`).
+
+    ``numpy_loop``: ``fns`` take and return numpy arrays; ``observation_kv`` (then required) is the tensor
+    form of the ``condition`` unit, which runs once a chunk outside the loop."""
     by_name = {unit.name: fn for unit, fn in zip(units, fns, strict=True)}
     blocks = [as_block_fn(unit.kind, fn) for unit, fn in zip(units, fns) if unit.kind is not None]
     fused = by_name.get(BLOCKS)
     h, x = next(unit for unit in units if unit.name == ADVANCE).example_inputs[:2]
-    return DenoiserKernels(blocks, by_name[EMBED], by_name[OUTPUT], by_name[CONDITION],
+    if numpy_loop and observation_kv is None:
+        raise ValueError("numpy_loop kernels need the tensor form of the condition unit (observation_kv)")
+    return DenoiserKernels(blocks, by_name[EMBED], by_name[OUTPUT], observation_kv or by_name[CONDITION],
                            None if fused is None else split_fused(fused),
-                           split_advance(by_name[ADVANCE], h.shape, x.shape))
+                           split_advance(by_name[ADVANCE], h.shape, x.shape), numpy_loop)
 
 
 def time_calls(fn: Callable[[], Any], calls: int, warmup: int = 20) -> list[float]:
@@ -330,7 +336,11 @@ class Backend:
     def _bind(self, fns: dict[str, UnitFn], kernels: DenoiserKernels | None = None) -> None:
         """Install one callable per unit, and the sampler's kernels (built from them unless given)."""
         self._fns = fns
-        self._kernels = kernels or kernels_from_units(self.units, [fns[unit.name] for unit in self.units])
+        self._kernels = kernels or self._make_kernels(fns)
+
+    def _make_kernels(self, fns: dict[str, UnitFn]) -> DenoiserKernels:
+        """The sampler's kernels from one callable per unit; backends that loop on other arrays override it."""
+        return kernels_from_units(self.units, [fns[unit.name] for unit in self.units])
 
     @property
     def kernels(self) -> DenoiserKernels:

@@ -25,7 +25,8 @@ import torch
 
 from sag_ros.policy.denoiser import BlockFn
 from sag_ros.policy.sampling import BlockRunner, StepKV
-from sag_ros.sparse.cache import ReuseKind
+from sag_ros.sparse.cache import ReuseKind, slot_of
+from sag_ros.sparse.mask import validate_mask
 
 Row = tuple[bool, ...]
 
@@ -38,7 +39,7 @@ class StepGraphs:
         """``h_example`` [B, Tp, d] and ``kv_example`` [L, 2, B, nh, S, hs] fix the static shapes and device.
         ``use_graphs``: capture CUDA graphs (None: when the buffers are on a CUDA device)."""
         self._fns = list(block_fns)
-        self._slot_of = [j % 3 if ReuseKind(reuse) is ReuseKind.ONE_FOR_ALL else j for j in range(len(self._fns))]
+        self._slot_of = [slot_of(reuse, j) for j in range(len(self._fns))]
         self._slots = torch.zeros((max(self._slot_of) + 1, *h_example.shape), dtype=h_example.dtype,
                                   device=h_example.device)
         self._h = torch.zeros_like(h_example)
@@ -58,9 +59,7 @@ class StepGraphs:
 
     def runner(self, mask: torch.Tensor) -> BlockRunner:
         """A block runner for one chunk's mask [K, 3L] (True = pruned)."""
-        if mask.dim() != 2 or mask.shape[1] != len(self._fns):
-            raise ValueError(f"mask of shape {tuple(mask.shape)} does not fit {len(self._fns)} blocks")
-        rows: list[Row] = [tuple(row) for row in mask.tolist()]
+        rows: list[Row] = [tuple(row) for row in validate_mask(mask, len(mask), len(self._fns)).tolist()]
         if any(rows[0]):
             raise ValueError("the first mask row must compute every block: the cache slots start empty")
         steps = [self._step(row) for row in rows]

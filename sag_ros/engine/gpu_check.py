@@ -41,7 +41,7 @@ import torch
 
 from sag_ros.engine.base import MissingDependencyError
 from sag_ros.policy.policy import DiffusionPolicy
-from sag_ros.policy.sampling import ChunkInputs, StepKV, dense_runner, eager_kernels, prepare_chunk, reverse_diffusion
+from sag_ros.policy.sampling import ChunkInputs, dense_runner, eager_kernels, prepare_chunk, reverse_diffusion
 from sag_ros.sparse.cache import make_cache
 from sag_ros.sparse.mask import executed_fraction, with_first_step_computed
 from sag_ros.sparse.sampler import sparse_runner
@@ -190,8 +190,7 @@ def _inputs_to(inputs: ChunkInputs, device: torch.device, dtype: torch.dtype | N
     def move(t):
         return None if t is None else t.to(device=device, dtype=dtype or t.dtype)
 
-    return ChunkInputs(move(inputs.x_init), [move(n) for n in inputs.noise],
-                       [StepKV(move(step.stacked)) for step in inputs.layer_kv])
+    return ChunkInputs(move(inputs.x_init), move(inputs.noise), move(inputs.kv))
 
 
 def _runner(kind: str, kernels, mask: torch.Tensor):
@@ -334,7 +333,7 @@ def cuda_graph_chunks(policy: DiffusionPolicy, inputs: ChunkInputs, reference: d
         with torch.no_grad():
             for kind, kind_mask in masks.items():
                 h = torch.zeros(*inputs.x_init.shape[:2], policy.config.denoiser.d_model, device=device)
-                graphs = StepGraphs(kernels.block_fns, "one_for_all", h, inputs.layer_kv[0].stacked)
+                graphs = StepGraphs(kernels.block_fns, "one_for_all", h, inputs.kv[0])
                 t0 = time.perf_counter()
                 graphed = reverse_diffusion(policy.schedule, inputs, kernels, graphs.runner(kind_mask))
                 capture_ms = (time.perf_counter() - t0) * 1e3

@@ -11,7 +11,9 @@ may also offer ``fused_blocks``, all 3L blocks of a step in one compiled call, w
 that compute every block (all dense steps; SAG's first step): at batch 1 the per-call cost dominates.
 For the same reason a backend may offer ``advance``: head, scheduler update and the next step's embedding in
 one call, so that between two steps' blocks there is one call instead of about ten small tensor operations
-(with 90 % of blocks pruned, those operations cost as much as the blocks that remain).
+(with 90 % of blocks pruned, those operations cost as much as the blocks that remain). And a backend whose
+kernels run on host memory anyway (ONNX Runtime on the CPU) may ask for the loop on numpy arrays: at batch 1 a
+numpy addition costs ~1.5 µs where torch's costs ~4, and no tensor has to be wrapped around each call's result.
 """
 
 from __future__ import annotations
@@ -19,10 +21,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
+import numpy as np
 import torch
 
 from sag_ros.policy.denoiser import BlockFn, TransformerDenoiser
 from sag_ros.policy.scheduler import NoiseSchedule
+
+
+Array = torch.Tensor | np.ndarray
+"""What the loop's arrays are: tensors, or numpy arrays for kernels with ``numpy_loop``."""
 
 
 class StepKV:
@@ -32,11 +39,11 @@ class StepKV:
 
     __slots__ = ("stacked", "_layers")
 
-    def __init__(self, stacked: torch.Tensor) -> None:
+    def __init__(self, stacked: Array) -> None:
         self.stacked = stacked
-        self._layers: list[torch.Tensor | None] = [None] * stacked.shape[0]
+        self._layers: list[Array | None] = [None] * stacked.shape[0]
 
-    def __getitem__(self, layer: int) -> torch.Tensor:
+    def __getitem__(self, layer: int) -> Array:
         view = self._layers[layer]
         if view is None:
             view = self._layers[layer] = self.stacked[layer]
@@ -74,6 +81,13 @@ class DenoiserKernels:
     observation_kv: Callable[[torch.Tensor], torch.Tensor]
     fused_blocks: FusedBlocks | None = None
     advance: Advance | None = None
+    numpy_loop: bool = False
+    """The per-step callables (``block_fns``, ``embed``, ``output``, ``fused_blocks``, ``advance``) take and return
+    numpy arrays; ``observation_kv`` stays on tensors. Needs ``advance`` (the scheduler update is then inside it)."""
+
+    def __post_init__(self) -> None:
+        if self.numpy_loop and self.advance is None:
+            raise ValueError("numpy_loop kernels need an advance callable: the scheduler update runs on tensors")
 
 
 def eager_kernels(denoiser: TransformerDenoiser) -> DenoiserKernels:
@@ -82,11 +96,15 @@ def eager_kernels(denoiser: TransformerDenoiser) -> DenoiserKernels:
 
 @dataclass
 class ChunkInputs:
-    """What one chunk's reverse process needs, prepared before the loop."""
+    """What one chunk's reverse process needs, prepared before the loop; the loop indexes it per step."""
 
-    x_init: torch.Tensor  # [B, Tp, A] initial Gaussian sample
-    noise: list[torch.Tensor | None]  # per step, DDPM's z_k (None for DDIM)
-    layer_kv: list[StepKV]  # [K] cross-attention keys/values of every layer
+    x_init: Array  # [B, Tp, A] initial Gaussian sample
+    noise: Array | None  # [K, B, Tp, A] DDPM's z_k per step; None for DDIM
+    kv: Array  # [K, L, 2, B, nh, S, hs] cross-attention keys/values of every step and layer
+
+    def as_numpy(self) -> "ChunkInputs":
+        """The same inputs as numpy views (CPU tensors only): for kernels with ``numpy_loop``."""
+        return ChunkInputs(self.x_init.numpy(), None if self.noise is None else self.noise.numpy(), self.kv.numpy())
 
 
 def randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
@@ -105,13 +123,10 @@ def prepare_chunk(denoiser: TransformerDenoiser, schedule: NoiseSchedule, obs_fe
     device = obs_features.device
     shape = (b, cfg.horizon, cfg.action_dim)
     x_init = randn(shape, generator, device)
-    if schedule.needs_noise:
-        noise: list[torch.Tensor | None] = list(randn((k, *shape), generator, device).unbind(0))
-    else:
-        noise = [None] * k
+    noise = randn((k, *shape), generator, device) if schedule.needs_noise else None
     obs_kv = (observation_kv if observation_kv is not None else denoiser.observation_kv)(obs_features)
     kv = denoiser.chunk_memory_kv(schedule.timesteps.to(device), obs_kv)  # [K, L, 2, B, nh, S, hs]
-    return ChunkInputs(x_init=x_init, noise=noise, layer_kv=[StepKV(step) for step in kv.unbind(0)])
+    return ChunkInputs(x_init=x_init, noise=noise, kv=kv)
 
 
 def dense_runner(kernels: DenoiserKernels) -> BlockRunner:
@@ -134,27 +149,38 @@ def reverse_diffusion(schedule: NoiseSchedule, inputs: ChunkInputs, kernels: Den
     """The K-step loop; returns the normalized action chunk [B, Tp, A].
 
     ``x0_trace``: if given, each step's prediction of the clean chunk is appended to it (pruner training can
-    compare whole denoising trajectories, not only their end)."""
+    compare whole denoising trajectories, not only their end; torch kernels only)."""
+    if kernels.numpy_loop:
+        if x0_trace is not None:
+            raise ValueError("x0_trace needs torch kernels; these kernels run the loop on numpy arrays")
+        x = inputs.x_init
+        coefficients = [row.numpy() for row in schedule.step_coefficients(x.device, x.dtype)]
+        return torch.from_numpy(_advancing_loop(inputs.as_numpy(), coefficients, kernels.embed, kernels.advance,
+                                                run_blocks))
     if kernels.advance is not None and x0_trace is None:
-        return _advancing_loop(schedule, inputs, kernels.embed, kernels.advance, run_blocks)
+        x = inputs.x_init
+        return _advancing_loop(inputs, schedule.step_coefficients(x.device, x.dtype), kernels.embed,
+                               kernels.advance, run_blocks)
     embed, output = kernels.embed, kernels.output
     x = inputs.x_init
     for k in range(schedule.num_steps):
-        eps = output(run_blocks(k, embed(x), inputs.layer_kv[k]))
+        eps = output(run_blocks(k, embed(x), StepKV(inputs.kv[k])))
         if x0_trace is not None:
             x0_trace.append(schedule.predict_x0(k, x, eps))
-        x = schedule.step(k, x, eps, inputs.noise[k])
+        x = schedule.step(k, x, eps, None if inputs.noise is None else inputs.noise[k])
     return x
 
 
-def _advancing_loop(schedule: NoiseSchedule, inputs: ChunkInputs, embed: Callable[[torch.Tensor], torch.Tensor],
-                    advance: Advance, run_blocks: BlockRunner) -> torch.Tensor:
-    """The same loop with a backend's ``advance`` call between the blocks of consecutive steps."""
-    x = inputs.x_init
-    coefficients = schedule.step_coefficients(x.device, x.dtype)
-    no_noise = torch.zeros_like(x)
+def _advancing_loop(inputs: ChunkInputs, coefficients: Sequence[Array], embed: Callable[[Array], Array],
+                    advance: Advance, run_blocks: BlockRunner) -> Array:
+    """The same loop with a backend's ``advance`` call between the blocks of consecutive steps; the arrays are
+    tensors or numpy arrays alike (``coefficients``: each step's [8] row, :meth:`NoiseSchedule.step_coefficients`)."""
+    x, kv = inputs.x_init, inputs.kv
+    if inputs.noise is None:  # DDIM: no noise, but the advance graph takes an input
+        noise = [np.zeros_like(x) if isinstance(x, np.ndarray) else torch.zeros_like(x)] * len(coefficients)
+    else:
+        noise = inputs.noise
     h = embed(x)
-    for k in range(schedule.num_steps):
-        noise = inputs.noise[k]
-        x, h = advance(run_blocks(k, h, inputs.layer_kv[k]), x, no_noise if noise is None else noise, coefficients[k])
+    for k in range(len(coefficients)):
+        x, h = advance(run_blocks(k, h, StepKV(kv[k])), x, noise[k], coefficients[k])
     return x

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sag_ros.policy.denoiser import sinusoidal_embedding
@@ -44,6 +45,16 @@ class PrunerConfig:
             raise ValueError(f"pruner.index_dim={self.index_dim} must be divisible by index_heads={self.index_heads}")
 
 
+class Mish(nn.Module):
+    """x * tanh(softplus(x)): the function of :class:`torch.nn.Mish`, computed as its composition. torch's fused
+    CPU mish kernel is several times slower at one thread (1.1 ms against 0.45 ms on the [K*3L, hidden] =
+    [2400, 64] activations, measured here), and the pruner applies it twice a chunk. No parameters, so
+    checkpoints written with ``nn.Mish`` load unchanged."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.tanh(F.softplus(x))
+
+
 def straight_through_gate(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """logits [..., 2] (compute, prune) -> gate in {0, 1} forward, softmax(prune) gradient backward."""
     soft = (logits / temperature).softmax(dim=-1)[..., 1]
@@ -60,9 +71,9 @@ class Pruner(nn.Module):
                                            batch_first=True, norm_first=True)
         self.index_encoder = nn.TransformerEncoder(layer, c.index_layers, enable_nested_tensor=False)
         self.index_proj = nn.Linear(c.index_dim, c.hidden_dim)
-        self.obs_proj = nn.Sequential(nn.Linear(c.obs_feature_dim, c.obs_dim), nn.Mish(),
+        self.obs_proj = nn.Sequential(nn.Linear(c.obs_feature_dim, c.obs_dim), Mish(),
                                       nn.Linear(c.obs_dim, c.hidden_dim, bias=False))
-        self.mlp = nn.Sequential(nn.Mish(), nn.Linear(c.hidden_dim, c.hidden_dim), nn.Mish(), nn.Linear(c.hidden_dim, 2))
+        self.mlp = nn.Sequential(Mish(), nn.Linear(c.hidden_dim, c.hidden_dim), Mish(), nn.Linear(c.hidden_dim, 2))
         # A learned offset per (step, block) cell on the prune logit: lets each cell's own fidelity gradient
         # move it directly, which the shared MLP alone does slowly (the mask then moves as one piece).
         self.cell_bias = nn.Parameter(torch.zeros(c.num_steps, c.num_blocks))

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -21,13 +22,15 @@ from sag_ros.policy.sampling import DenoiserKernels, FusedBlocks, StepKV
 from sag_ros.sparse.cache import ReuseCache
 
 
-Row = list[int | tuple[int, ...]]
+Row = tuple[int | tuple[int, ...], ...]
 """One mask row as a program: a computed block's index, or a run of consecutive pruned blocks (a tuple)."""
 
 
-def row_program(row: list[bool]) -> Row:
-    """[False, True, True, False] -> [0, (1, 2), 3]."""
-    program: Row = []
+@functools.lru_cache(maxsize=4096)
+def row_program(row: tuple[bool, ...]) -> Row:
+    """(False, True, True, False) -> (0, (1, 2), 3). Memoized: a pruner's masks repeat rows from chunk to chunk,
+    and building a program costs more than a block call."""
+    program: list[int | tuple[int, ...]] = []
     run: list[int] = []
     for j, pruned in enumerate(row):
         if pruned:
@@ -39,7 +42,7 @@ def row_program(row: list[bool]) -> Row:
         program.append(j)
     if run:
         program.append(tuple(run))
-    return program
+    return tuple(program)
 
 
 class SparseRunner:
@@ -56,7 +59,7 @@ class SparseRunner:
                  fused_blocks: FusedBlocks | None = None) -> None:
         self._fns = list(block_fns)
         rows: list[list[bool]] = mask.tolist()  # Python bools: no tensor indexing in the loop
-        self._programs = [row_program(row) for row in rows]
+        self._programs = [row_program(tuple(row)) for row in rows]
         self._full_rows = [not any(row) for row in rows]
         self._fused = fused_blocks
         self._cache = cache
