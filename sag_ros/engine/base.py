@@ -287,9 +287,15 @@ def kernels_from_units(units: Sequence[Unit], fns: Sequence[UnitFn], numpy_loop:
     h, x = next(unit for unit in units if unit.name == ADVANCE).example_inputs[:2]
     if numpy_loop and observation_kv is None:
         raise ValueError("numpy_loop kernels need the tensor form of the condition unit (observation_kv)")
-    return DenoiserKernels(blocks, by_name[EMBED], by_name[OUTPUT], observation_kv or by_name[CONDITION],
+    condition = by_name[CONDITION] if observation_kv is None else observation_kv
+    return DenoiserKernels(blocks, by_name[EMBED], by_name[OUTPUT], condition,
                            None if fused is None else split_fused(fused),
                            split_advance(by_name[ADVANCE], h.shape, x.shape), numpy_loop)
+
+
+def on_arrays(fn: UnitFn) -> UnitFn:
+    """A tensor callable (e.g. an eager unit) on numpy arrays, zero-copy both ways (CPU only)."""
+    return lambda *inputs: fn(*map(torch.from_numpy, inputs)).numpy()
 
 
 def time_calls(fn: Callable[[], Any], calls: int, warmup: int = 20) -> list[float]:
@@ -320,6 +326,8 @@ class Backend:
     """
 
     name: str = "base"
+    numpy_loop: bool = False
+    """Whether the sampling loop runs on numpy arrays (:attr:`DenoiserKernels.numpy_loop`); set before binding."""
 
     def __init__(self, denoiser: TransformerDenoiser, batch_size: int = 1, fuse: bool = False,
                  encoder: ObservationEncoder | None = None) -> None:
@@ -339,8 +347,25 @@ class Backend:
         self._kernels = kernels or self._make_kernels(fns)
 
     def _make_kernels(self, fns: dict[str, UnitFn]) -> DenoiserKernels:
-        """The sampler's kernels from one callable per unit; backends that loop on other arrays override it."""
-        return kernels_from_units(self.units, [fns[unit.name] for unit in self.units])
+        """The sampler's kernels: each unit's callable in its loop form (:meth:`_loop_form`)."""
+        return kernels_from_units(self.units, [self._loop_form(fns[unit.name]) for unit in self.units],
+                                  self.numpy_loop, observation_kv=fns[CONDITION])
+
+    def _loop_form(self, fn: UnitFn) -> UnitFn:
+        """A unit callable as the sampling loop calls it: itself, or with :attr:`numpy_loop` its form on numpy
+        arrays (its ``arrays`` method if it has one, else :func:`on_arrays`)."""
+        if not self.numpy_loop:
+            return fn
+        arrays = getattr(fn, "arrays", None)
+        return on_arrays(fn) if arrays is None else arrays
+
+    def loop_inputs(self, *tensors: torch.Tensor) -> tuple[Any, ...]:
+        """Tensors as the loop passes them to its callables (numpy views with :attr:`numpy_loop`)."""
+        return tuple(x.numpy() for x in tensors) if self.numpy_loop else tensors
+
+    def loop_fns(self) -> dict[str, UnitFn]:
+        """Unit name -> the callable the sampling loop runs, on :meth:`loop_inputs`; what per-call costs time."""
+        return {name: self._loop_form(fn) for name, fn in self._fns.items()}
 
     @property
     def kernels(self) -> DenoiserKernels:
@@ -372,12 +397,13 @@ class Backend:
             raise ValueError("keep_faster_units times calls on the CPU clock; it is for CPU denoisers only")
         fns = dict(self._fns)
         for unit in {unit_group(u): u for u in reversed(self.units)}.values():
-            inputs = unit.example_inputs
+            inputs = self.loop_inputs(*unit.example_inputs)
+            compiled_fn, eager_fn = self._loop_form(fns[unit.name]), self._loop_form(unit.module)
             compiled: list[float] = []
             eager: list[float] = []
             for _ in range(4):
-                compiled += time_calls(lambda: fns[unit.name](*inputs), calls // 4)
-                eager += time_calls(lambda: unit.module(*inputs), calls // 4)
+                compiled += time_calls(lambda: compiled_fn(*inputs), calls // 4)
+                eager += time_calls(lambda: eager_fn(*inputs), calls // 4)
             fast, slow = statistics.median(eager), statistics.median(compiled)
             if fast < slow:
                 group = unit_group(unit)

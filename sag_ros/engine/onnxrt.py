@@ -21,7 +21,6 @@
 - Loop on numpy (CPU, the default there): the sampler's kernels take and return numpy arrays
   (:attr:`DenoiserKernels.numpy_loop`), so a sparse chunk's ~500 small additions, cache sums and result wraps
   cost numpy's ~1.5 µs instead of torch's ~4; measured on a SAG chunk (rho = 0.9), about a quarter less time.
-  :meth:`keep_faster_units` still times the tensor form of each call (a few µs more than the numpy form).
 """
 
 from __future__ import annotations
@@ -32,17 +31,16 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from sag_ros.engine.artifacts import ArtifactDir, key_fields
-from sag_ros.engine.base import BLOCKS, CONDITION, Backend, Unit, UnitFn, kernels_from_units, require
+from sag_ros.engine.base import BLOCKS, Backend, Unit, UnitFn, require
 from sag_ros.policy.denoiser import TransformerDenoiser
 from sag_ros.policy.encoder import ObservationEncoder
-from sag_ros.policy.sampling import DenoiserKernels
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +113,6 @@ class _FeedSession:
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.arrays(*(x.numpy() for x in inputs)))
-
-
-def _on_arrays(fn: UnitFn) -> Callable[..., np.ndarray]:
-    """A tensor callable (an eager unit kept by :meth:`Backend.keep_faster_units`) on numpy arrays, zero-copy."""
-    return lambda *inputs: fn(*map(torch.from_numpy, inputs)).numpy()
 
 
 class OnnxRuntimeBackend(Backend):
@@ -195,13 +188,6 @@ class OnnxRuntimeBackend(Backend):
         used = sorted({p for s in self.sessions.values() for p in s.get_providers()})
         log.info("onnxruntime %s sessions use providers %s", len(self.sessions), used)
         self._bind(self._fns)
-
-    def _make_kernels(self, fns: dict[str, UnitFn]) -> DenoiserKernels:
-        if not self.numpy_loop:
-            return super()._make_kernels(fns)
-        arrays = [fn.arrays if isinstance(fn, _FeedSession) else _on_arrays(fn) for fn in
-                  (fns[unit.name] for unit in self.units)]
-        return kernels_from_units(self.units, arrays, numpy_loop=True, observation_kv=fns[CONDITION])
 
     def _provider_names(self, preference: Sequence[str] | None) -> list[str]:
         available = set(self.ort.get_available_providers())

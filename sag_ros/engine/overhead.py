@@ -29,17 +29,18 @@ def shipped_denoiser() -> TransformerDenoiser:
 
 
 def measure(backend: Backend, calls: int) -> dict[str, tuple[float, float]]:
-    """Unit name -> (median, p95) microseconds per call on random inputs of its static shapes.
+    """Unit name -> (median, p95) microseconds per call on random inputs of its static shapes, each unit called as
+    the sampling loop calls it (on numpy arrays where the backend's loop runs on them).
 
     ``blocks`` (a whole step's 3L blocks in one call) is measured only where the backend fuses.
     """
-    fns = backend.unit_fns()
+    fns = backend.loop_fns()
     out = {}
     with torch.no_grad():
         for unit in backend.units:
             if unit.name not in UNITS:
                 continue
-            inputs = tuple(torch.randn(x.shape) for x in unit.example_inputs)
+            inputs = backend.loop_inputs(*(torch.randn(x.shape) for x in unit.example_inputs))
             samples = sorted(time_calls(lambda: fns[unit.name](*inputs), calls))
             out[unit.name] = (statistics.median(samples), samples[int(0.95 * (len(samples) - 1))])
     return out
