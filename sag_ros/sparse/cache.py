@@ -52,7 +52,7 @@ class OneForAllCache:
         return self._slots[block % 3]
 
     def stand_in_sum(self, blocks: tuple[int, ...]) -> Array | None:
-        """At most three operations whatever the run's length: each type's buffer times its count."""
+        """At most five array operations whatever the run's length: each type's buffer times its count, summed."""
         terms = self._terms.get(blocks)
         if terms is None:
             terms = self._terms[blocks] = sorted(Counter(j % 3 for j in blocks).items())
