@@ -154,7 +154,7 @@ def reverse_diffusion(schedule: NoiseSchedule, inputs: ChunkInputs, kernels: Den
         if x0_trace is not None:
             raise ValueError("x0_trace needs torch kernels; these kernels run the loop on numpy arrays")
         x = inputs.x_init
-        coefficients = [row.numpy() for row in schedule.step_coefficients(x.device, x.dtype)]
+        coefficients = torch.stack(schedule.step_coefficients(x.device, x.dtype)).numpy()  # [K, 8]: rows are views
         return torch.from_numpy(_advancing_loop(inputs.as_numpy(), coefficients, kernels.embed, kernels.advance,
                                                 run_blocks))
     if kernels.advance is not None and x0_trace is None:
