@@ -150,17 +150,14 @@ def reverse_diffusion(schedule: NoiseSchedule, inputs: ChunkInputs, kernels: Den
 
     ``x0_trace``: if given, each step's prediction of the clean chunk is appended to it (pruner training can
     compare whole denoising trajectories, not only their end; torch kernels only)."""
-    if kernels.numpy_loop:
-        if x0_trace is not None:
-            raise ValueError("x0_trace needs torch kernels; these kernels run the loop on numpy arrays")
-        x = inputs.x_init
-        coefficients = torch.stack(schedule.step_coefficients(x.device, x.dtype)).numpy()  # [K, 8]: rows are views
-        return torch.from_numpy(_advancing_loop(inputs.as_numpy(), coefficients, kernels.embed, kernels.advance,
-                                                run_blocks))
+    if kernels.numpy_loop and x0_trace is not None:
+        raise ValueError("x0_trace needs torch kernels; these kernels run the loop on numpy arrays")
     if kernels.advance is not None and x0_trace is None:
-        x = inputs.x_init
-        return _advancing_loop(inputs, schedule.step_coefficients(x.device, x.dtype), kernels.embed,
-                               kernels.advance, run_blocks)
+        coefficients = schedule.step_coefficients(inputs.x_init.device, inputs.x_init.dtype)
+        if kernels.numpy_loop:  # one [K, 8] array whose rows are views, not K conversions
+            return torch.from_numpy(_advancing_loop(inputs.as_numpy(), torch.stack(coefficients).numpy(),
+                                                    kernels.embed, kernels.advance, run_blocks))
+        return _advancing_loop(inputs, coefficients, kernels.embed, kernels.advance, run_blocks)
     embed, output = kernels.embed, kernels.output
     x = inputs.x_init
     for k in range(schedule.num_steps):
