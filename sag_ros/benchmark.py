@@ -181,7 +181,7 @@ def _example_masks(predictors: dict[str, PolicyPredictor], observations: list[di
 
     for name, predictor in predictors.items():
         planner = predictor.planner
-        if isinstance(planner, SagPlanner) and planner.pruner.config.use_observation:
+        if isinstance(planner, SagPlanner):  # pruners trained without the observation plan a StaticMaskPlanner
             masks = []
             for obs in observations[:4]:
                 predictor(obs, seed=0)

@@ -116,7 +116,7 @@ class PredictorSpec:
         from sag_ros.engine import make_backend
         from sag_ros.sparse.artifact import load_pruner
         from sag_ros.sparse.mask import interval_mask
-        from sag_ros.sparse.planner import SagPlanner, StaticMaskPlanner
+        from sag_ros.sparse.planner import StaticMaskPlanner, pruner_planner
 
         torch.set_num_threads(self.threads)
         policy, _ = load_policy(Path(self.policy_path))
@@ -130,7 +130,8 @@ class PredictorSpec:
         if self.pruner_path is not None:
             pruner, extra = load_pruner(Path(self.pruner_path), policy)
             pruner.to(policy.denoiser.pos_emb.device)
-            planner = SagPlanner(kernels, pruner, self.reuse or extra.get("reuse", "one_for_all"))
+            planner = pruner_planner(kernels, pruner, self.reuse or extra.get("reuse", "one_for_all"),
+                                     backend.compile_pruner)
         elif self.interval is not None:
             mask = interval_mask(policy.schedule.num_steps, len(kernels.block_fns), self.interval)
             planner = StaticMaskPlanner(kernels, mask, self.reuse or "per_block")

@@ -19,9 +19,15 @@ def _features(policy, batch=2, seed=0):
         return policy.encode_observation(random_observation(policy.config, batch=batch, seed=seed))
 
 
-def test_mish_composition_is_torchs_mish():
+def test_mish_is_torchs_mish_with_and_without_gradients():
     x = torch.cat((torch.linspace(-60, 60, 2001), torch.randn(4000) * 4))
-    torch.testing.assert_close(Mish()(x), torch.nn.Mish()(x), rtol=1e-6, atol=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(Mish()(x), torch.nn.Mish()(x), rtol=1e-6, atol=1e-6)
+    x.requires_grad_(True)
+    out = Mish()(x)
+    torch.testing.assert_close(out, torch.nn.Mish()(x), rtol=1e-6, atol=1e-6)
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all()
 
 
 def test_straight_through_gate_is_hard_forward_soft_backward():
@@ -89,6 +95,25 @@ def test_masks_depend_on_observation_and_first_step_computes(tiny_policy):
     assert masks.shape == (2, cfg.num_steps, cfg.num_blocks) and masks.dtype == torch.bool
     assert not masks[:, 0].any()
     assert not torch.equal(masks[0], masks[1])
+    with torch.no_grad():  # the mask head (what backends compile) is the comparison of the two logits
+        logits = pruner.logits(features)
+    assert torch.equal(masks[:, 1:], (logits[..., 1] > logits[..., 0])[:, 1:])
+
+
+def test_a_pruner_without_the_observation_plans_its_one_mask_once(tiny_policy):
+    from sag_ros.engine import make_backend
+    from sag_ros.sparse.planner import SagPlanner, StaticMaskPlanner, pruner_planner
+
+    cfg = pruner_config_for(tiny_policy, PrunerTrainConfig(use_observation=False))
+    torch.manual_seed(0)
+    static = Pruner(cfg).eval()
+    kernels = make_backend("eager", tiny_policy.denoiser).kernels
+    planner = pruner_planner(kernels, static, "one_for_all")
+    assert isinstance(planner, StaticMaskPlanner)
+    f = _features(tiny_policy, batch=1)
+    assert torch.equal(planner.mask, static.predict_mask(f)[0]) and torch.equal(planner.last_mask, planner.mask)
+    observed = Pruner(pruner_config_for(tiny_policy, PrunerTrainConfig())).eval()
+    assert isinstance(pruner_planner(kernels, observed, "one_for_all"), SagPlanner)
 
 
 def test_pruner_checkpoint_is_bound_to_its_policy(tmp_path, tiny_policy):

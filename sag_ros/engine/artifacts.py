@@ -20,7 +20,7 @@ from torch import nn
 
 from sag_ros.policy.config import to_plain
 
-FORMAT_VERSION = 3  # bump when the unit wrappers or the export recipe change
+FORMAT_VERSION = 4  # bump when the unit wrappers or the export recipe change
 MANIFEST = "manifest.json"
 
 

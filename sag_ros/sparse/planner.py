@@ -2,10 +2,13 @@
 
 - :class:`SagPlanner`: the pruner predicts this chunk's mask from the observation features.
 - :class:`StaticMaskPlanner`: one mask for every chunk (uniform interval caching, a learned static mask).
-Both execute the mask with :class:`~sag_ros.sparse.sampler.SparseRunner` and a reuse cache.
+Both execute the mask with :class:`~sag_ros.sparse.sampler.SparseRunner` and a reuse cache;
+:func:`pruner_planner` picks the one a trained pruner needs.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 
@@ -23,6 +26,7 @@ class StaticMaskPlanner:
         self._kernels = kernels
         num_blocks = len(kernels.block_fns)
         self.mask = with_first_step_computed(validate_mask(mask, mask.shape[0], num_blocks))
+        self.last_mask = self.mask  # what SagPlanner reports per chunk (the node publishes it)
         self._cache = make_cache(reuse, num_blocks)
         self._fraction = executed_fraction(self.mask)
 
@@ -30,20 +34,40 @@ class StaticMaskPlanner:
         return sparse_runner(self._kernels, self.mask, self._cache), self._fraction
 
 
+MaskFn = Callable[[torch.Tensor], torch.Tensor]
+"""Observation features [1, To, F] -> mask [1, K, 3L]: a :class:`~sag_ros.sparse.pruner.PrunerMaskHead`, or a
+backend's compiled form of one (:meth:`sag_ros.engine.base.Backend.compile_pruner`)."""
+
+
 class SagPlanner:
     """Observation-conditioned masks from a trained pruner (batch 1: one mask per chunk)."""
 
-    def __init__(self, kernels: DenoiserKernels, pruner: Pruner, reuse: ReuseKind | str) -> None:
+    def __init__(self, kernels: DenoiserKernels, pruner: Pruner, reuse: ReuseKind | str,
+                 mask_fn: MaskFn | None = None) -> None:
+        """``mask_fn``: the pruner's mask head as a backend compiled it (default: the head in torch)."""
         self._kernels = kernels
         self.pruner = pruner.eval()
-        with torch.no_grad():
-            self.pruner.index_table()  # observation-independent half: built once here, not in the first chunk
+        # the observation-independent half (the index table) is built here, not in the first chunk
+        self._mask_fn = mask_fn if mask_fn is not None else pruner.mask_head()
         self._cache = make_cache(reuse, len(kernels.block_fns))
         self.last_mask: torch.Tensor | None = None
 
+    @torch.no_grad()
     def plan(self, features: torch.Tensor) -> tuple[BlockRunner, float]:
         if features.shape[0] != 1:
             raise ValueError(f"SagPlanner plans one observation at a time, got a batch of {features.shape[0]}")
-        mask = self.pruner.predict_mask(features)[0]
+        mask = self._mask_fn(features)[0]
         self.last_mask = mask
         return sparse_runner(self._kernels, mask, self._cache), executed_fraction(mask)
+
+
+def pruner_planner(kernels: DenoiserKernels, pruner: Pruner, reuse: ReuseKind | str,
+                   compile_head: Callable[[torch.nn.Module], MaskFn] | None = None) -> SagPlanner | StaticMaskPlanner:
+    """The planner a trained pruner needs: SAG, its head compiled by ``compile_head`` when given; or, for a pruner
+    trained without the observation (the learned static mask), a :class:`StaticMaskPlanner` of its one mask,
+    predicted once here rather than recomputed every chunk."""
+    pruner.eval()
+    if not pruner.config.use_observation:
+        features = torch.zeros(1, pruner.config.obs_feature_dim, device=pruner.cell_bias.device)
+        return StaticMaskPlanner(kernels, pruner.predict_mask(features)[0], reuse)
+    return SagPlanner(kernels, pruner, reuse, None if compile_head is None else compile_head(pruner.mask_head()))
