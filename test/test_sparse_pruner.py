@@ -140,6 +140,25 @@ def test_target_rate_ramps_from_the_start_rate_to_rho():
     assert target_rate_at(0, 0.5, PrunerTrainConfig(target_rate=0.9)) == 0.9
 
 
+def test_sag_warm_started_from_a_static_mask_starts_at_that_mask(tmp_path, tiny_policy):
+    torch.manual_seed(0)
+    static = Pruner(pruner_config_for(tiny_policy, PrunerTrainConfig(use_observation=False))).eval()
+    with torch.no_grad():
+        static.cell_bias.normal_()  # a mask with structure, not the initial one
+    path = tmp_path / "static.pt"
+    save_pruner(static, tiny_policy, path, extra={})
+    sag = initial_pruner(tiny_policy, PrunerTrainConfig(init_from=str(path))).eval()
+    assert sag.config.use_observation
+    features = torch.cat([_features(tiny_policy, batch=2, seed=s) for s in range(2)])
+    assert torch.equal(sag.predict_mask(features), static.predict_mask(features))
+    sag.train()
+    sag.gates(features).sum().backward()
+    assert sag.obs_proj[-1].weight.grad.abs().sum() > 0, "the observation branch must be able to learn"
+    save_pruner(sag, tiny_policy, path, extra={})
+    with pytest.raises(CheckpointError, match="a static one cannot start from it"):
+        initial_pruner(tiny_policy, PrunerTrainConfig(init_from=str(path), use_observation=False))
+
+
 def test_interval_warm_start_predicts_the_interval_mask_for_every_observation(tiny_policy):
     cfg = PrunerTrainConfig(init_interval=3)
     pruner = initial_pruner(tiny_policy, cfg).eval()

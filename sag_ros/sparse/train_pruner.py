@@ -14,15 +14,16 @@ flipping cells around the sparsity target and the fidelity drifts back up late i
 
 Runs are resumable: every checkpoint also writes ``<out>.train_state.pt`` (pruner, optimizer, RNG, step),
 and a new run with the same settings continues from it. ``init_from`` warm-starts from another pruner of the
-same policy (e.g. a rho=0.95 pruner fine-tuned from the rho=0.9 one); ``init_interval`` starts from the mask of
-uniform interval caching (every n-th step computes), so training begins at a strong static schedule and moves
-cells where the fidelity gradient says the observation needs them.
+same policy (e.g. a rho=0.95 pruner fine-tuned from the rho=0.9 one, or SAG from a learned static mask: it then
+starts at that mask for every observation); ``init_interval`` starts from the mask of uniform interval caching
+(every n-th step computes), so training begins at a strong static schedule and moves cells where the fidelity
+gradient says the observation needs them.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -165,10 +166,18 @@ def initial_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig) -> Pruner:
     if cfg.init_from is None:
         return Pruner(pruner_config_for(policy, cfg))
     pruner, _ = load_pruner(Path(cfg.init_from), policy)
-    if pruner.config.use_observation != cfg.use_observation:
-        raise CheckpointError(f"{cfg.init_from}: use_observation={pruner.config.use_observation} does not match "
-                              f"this run's {cfg.use_observation}")
-    return pruner
+    if pruner.config.use_observation == cfg.use_observation:
+        return pruner
+    if pruner.config.use_observation:
+        raise CheckpointError(f"{cfg.init_from} is an observation-conditioned pruner; a static one cannot start from it")
+    # SAG from a learned static mask: same weights (a static pruner carries an unused observation branch), the
+    # observation branch's output at zero, so training starts at the static mask for every observation and its
+    # fidelity gradient only adds what the observation explains.
+    observed = Pruner(replace(pruner.config, use_observation=True))
+    observed.load_state_dict(pruner.state_dict())
+    with torch.no_grad():
+        observed.obs_proj[-1].weight.zero_()
+    return observed
 
 
 def train_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig, sampler: WindowSampler, out_path: Path) -> Pruner:
