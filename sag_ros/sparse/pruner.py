@@ -59,6 +59,15 @@ class Mish(nn.Module):
         return n.div_(n + 2.0).mul_(x)
 
 
+def mlp_input(table: torch.Tensor, obs_proj: nn.Module | None, obs_features: torch.Tensor) -> torch.Tensor:
+    """The MLP's first layer before its activation: the index table [K*3L, hidden] plus, for an observation-
+    conditioned pruner, the projected observation features [B, To, F] -> [B, K*3L, hidden]."""
+    table = table[None]
+    if obs_proj is not None:
+        table = table + obs_proj(obs_features.flatten(1))[:, None, :]
+    return table.expand(obs_features.shape[0], -1, -1)
+
+
 def straight_through_gate(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """logits [..., 2] (compute, prune) -> gate in {0, 1} forward, softmax(prune) gradient backward."""
     soft = (logits / temperature).softmax(dim=-1)[..., 1]
@@ -109,10 +118,9 @@ class Pruner(nn.Module):
     def logits(self, obs_features: torch.Tensor) -> torch.Tensor:
         """Observation features [B, To, F] -> logits [B, K, 3L, 2]."""
         b = obs_features.shape[0]
-        table = self.index_table()[None]  # (1, K*3L, hidden)
-        if self.config.use_observation:
-            table = table + self.obs_proj(obs_features.flatten(1))[:, None, :]
-        out = self.mlp(table.expand(b, -1, -1)).view(b, self.config.num_steps, self.config.num_blocks, 2)
+        obs_proj = self.obs_proj if self.config.use_observation else None
+        out = self.mlp(mlp_input(self.index_table(), obs_proj, obs_features))
+        out = out.view(b, self.config.num_steps, self.config.num_blocks, 2)
         return out + torch.stack((torch.zeros_like(self.cell_bias), self.cell_bias), dim=-1)
 
     def gates(self, obs_features: torch.Tensor) -> torch.Tensor:
@@ -149,10 +157,7 @@ class PrunerMaskHead(nn.Module):
 
     def forward(self, obs_features: torch.Tensor) -> torch.Tensor:
         b = obs_features.shape[0]
-        table = self.table[None]
-        if self.obs_proj is not None:
-            table = table + self.obs_proj(obs_features.flatten(1))[:, None, :]
-        logits = self.mlp(table.expand(b, -1, -1))
+        logits = self.mlp(mlp_input(self.table, self.obs_proj, obs_features))
         pruned = (logits[..., 1] + self.cell_bias > logits[..., 0]).view(b, *self.grid)
         return torch.cat((torch.zeros_like(pruned[:, :1]), pruned[:, 1:]), dim=1)
 
