@@ -28,6 +28,7 @@ from tqdm import tqdm
 from sag_ros.predictor import PolicyPredictor, PredictorSpec
 from sag_ros.sim.evaluate import evaluate, summarize
 from sag_ros.sparse.artifact import pruner_sampler
+from sag_ros.sparse.mask import interval_label
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,14 @@ class Method:
     spec: PredictorSpec
 
 
-def standard_methods(policy_path: str, pruners: dict[str, str], intervals: tuple[int, ...] = (2, 4, 10),
+def standard_methods(policy_path: str, pruners: dict[str, str],
+                     intervals: tuple[tuple[int, int], ...] = ((2, 0), (4, 0), (10, 0)),
                      ddim_steps: tuple[int, ...] = (10, 30), backends: tuple[str, ...] = ("eager",),
                      interval_reuse: tuple[str, ...] = ("per_block",)) -> list[Method]:
-    """Dense (the checkpoint's own sampler), DDIM-k, uniform interval caching (a row per reuse policy in
-    ``interval_reuse``; block-wise reuse is the baseline's own) and each named pruner file (SAG or static) on the
-    first backend; dense and the pruners again on every further backend. The first method is the reference."""
+    """Dense (the checkpoint's own sampler), DDIM-k, interval caching (``intervals``: (every n-th step, from step);
+    a row per reuse policy in ``interval_reuse``; block-wise reuse is the baseline's own) and each named pruner
+    file (SAG or static) on the first backend; dense and the pruners again on every further backend. The first
+    method is the reference."""
     base = PredictorSpec(policy_path, backend=backends[0])
     pruned = []
     for name, path in pruners.items():
@@ -49,8 +52,10 @@ def standard_methods(policy_path: str, pruners: dict[str, str], intervals: tuple
         pruned.append((name, dataclasses.replace(base, pruner_path=path, sampler=sampler, num_steps=steps)))
     methods = [Method("dense", base)]
     methods += [Method(f"ddim-{k}", dataclasses.replace(base, sampler="ddim", num_steps=k)) for k in ddim_steps]
-    methods += [Method(f"interval n={n}" + ("" if reuse == "per_block" else f" {reuse.replace('_', '-')}"),
-                       dataclasses.replace(base, interval=n, reuse=reuse)) for n in intervals for reuse in interval_reuse]
+    methods += [Method(f"interval {interval_label(n, start)}"
+                       + ("" if reuse == "per_block" else f" {reuse.replace('_', '-')}"),
+                       dataclasses.replace(base, interval=n, interval_start=start, reuse=reuse))
+                for n, start in intervals for reuse in interval_reuse]
     methods += [Method(name, spec) for name, spec in pruned]
     for backend in backends[1:]:
         methods.append(Method(f"dense [{backend}]", dataclasses.replace(base, backend=backend)))
@@ -206,11 +211,19 @@ def format_results(report: dict) -> str:
     return format_table(rows)
 
 
+def _speedup_ticks(low: float, high: float) -> list[float]:
+    """A few round speed-ups spanning [low, high] for a log axis."""
+    candidates = [1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64]
+    inside = [t for t in candidates if low / 1.2 <= t <= high * 1.2]
+    return inside or [round(low, 1), round(high, 1)]
+
+
 def plot_results(report: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     masks = report.get("masks", {}).get("masks", [])
     fig, axes = plt.subplots(1, 1 + len(masks), figsize=(5 + 2.6 * len(masks), 4.2),
@@ -225,6 +238,10 @@ def plot_results(report: dict, path: Path) -> None:
     ax.set_xlabel("speed-up vs dense DDPM-100 (p50, same run)")
     ax.set_ylabel(f"{report['task']} score")
     ax.set_xscale("log")
+    speedups = [r["speedup"] for r in report["methods"].values() if r["score_mean"] is not None]
+    ax.set_xticks(_speedup_ticks(min(speedups), max(speedups)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%gx"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # log axes label minor ticks: they overlap
     ax.grid(alpha=0.3)
     for i, mask in enumerate(np.array(masks, dtype=bool)):
         # grey = pruned, white = computed; red = cells where this observation's mask differs from obs 0's

@@ -110,7 +110,9 @@ def _train_pruner(args: argparse.Namespace) -> None:
                             reuse=args.reuse, reference=args.reference, fidelity_window=args.fidelity_window,
                             fidelity_steps=args.fidelity_steps,
                             use_observation=not args.static, seed=args.seed,
-                            threads=args.threads, init_from=args.init, init_interval=args.init_interval)
+                            threads=args.threads, init_from=args.init,
+                            init_interval=None if args.init_interval is None else args.init_interval[0],
+                            init_interval_start=0 if args.init_interval is None else args.init_interval[1])
     train_pruner(policy, cfg, _training_sampler(policy.config, Path(args.data)), Path(args.out))
 
 
@@ -151,6 +153,15 @@ def _bench_ros(args: argparse.Namespace) -> None:
     print(format_ros_results(report))
     save_ros_report(report, Path(args.json))
     print(f"wrote {args.json}")
+
+
+def _interval(text: str) -> tuple[int, int]:
+    """An interval schedule on the command line: "10" (every 10th step) or "5@50" (every 5th from step 50)."""
+    every, _, start = text.partition("@")
+    try:
+        return int(every), int(start or 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected N or N@START, e.g. 10 or 5@50") from None
 
 
 def _named_paths(items: list[str]) -> dict[str, str]:
@@ -222,8 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cell-lr", type=float, default=5e-2, help="learning rate of the per-cell logit offsets")
     p.add_argument("--rate-warmup", type=int, default=0, help="iterations over which the target ramps up to rho")
     p.add_argument("--init", help="warm start from this pruner (trained for the same policy)")
-    p.add_argument("--init-interval", type=int, metavar="N",
-                   help="warm start from uniform interval caching: every N-th step computes every block")
+    p.add_argument("--init-interval", type=_interval, metavar="N[@START]",
+                   help="warm start from interval caching: every N-th step computes every block (from step START on; "
+                        "step 0 always)")
     p.add_argument("--reuse", choices=["one_for_all", "per_block"], default="one_for_all")
     p.add_argument("--reference", choices=["dense", "demo"], default="dense")
     p.add_argument("--fidelity-window", choices=["chunk", "executed"], default="chunk",
@@ -247,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-obs", type=int, default=5, help="env seeds to record observations from")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--intervals", type=int, nargs="*", default=[2, 4, 10], help="uniform interval caching baselines")
+    p.add_argument("--intervals", type=_interval, nargs="*", default=[(2, 0), (4, 0), (10, 0)], metavar="N[@START]",
+                   help="interval caching baselines: every N-th step computes all blocks (from step START on; "
+                        "step 0 always)")
     p.add_argument("--interval-reuse", nargs="+", default=["per_block"], choices=["per_block", "one_for_all"],
                    help="reuse policies the interval baselines run with (each a row)")
     p.add_argument("--ddim", type=int, nargs="*", default=[10, 30], help="DDIM step counts")

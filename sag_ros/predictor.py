@@ -92,8 +92,9 @@ class PredictorSpec:
     """Picklable recipe for a predictor: checkpoint, sampler, how blocks are planned, threads.
 
     Planning: dense (default); ``pruner_path`` = SAG (or a learned static mask, whichever the pruner file
-    holds); ``interval`` = uniform interval caching (every n-th step computes all blocks). ``reuse``
-    defaults to the pruner's training reuse for SAG and to ``per_block`` for interval caching.
+    holds); ``interval`` = interval caching (every n-th step computes all blocks, from step ``interval_start`` on;
+    step 0 always does). ``reuse`` defaults to the pruner's training reuse for SAG and to ``per_block`` for
+    interval caching.
     ``backend`` runs the blocks (``eager``, ``compile``, ``onnxruntime``, ``tensorrt``); exported artifacts
     are cached in ``engine_cache`` (default: ``<model>.engines/`` beside the checkpoint).
     """
@@ -103,6 +104,7 @@ class PredictorSpec:
     num_steps: int | None = None  # None: the checkpoint's own number of steps
     pruner_path: str | None = None
     interval: int | None = None
+    interval_start: int = 0
     reuse: str | None = None
     backend: str = "eager"
     engine_cache: str | None = None
@@ -133,6 +135,6 @@ class PredictorSpec:
             planner = pruner_planner(kernels, pruner, self.reuse or extra.get("reuse", "one_for_all"),
                                      backend.compile_pruner)
         elif self.interval is not None:
-            mask = interval_mask(policy.schedule.num_steps, len(kernels.block_fns), self.interval)
+            mask = interval_mask(policy.schedule.num_steps, len(kernels.block_fns), self.interval, self.interval_start)
             planner = StaticMaskPlanner(kernels, mask, self.reuse or "per_block")
         return PolicyPredictor(policy, planner, kernels, backend.encode)

@@ -168,3 +168,12 @@ def test_interval_warm_start_predicts_the_interval_mask_for_every_observation(ti
     assert torch.equal(masks, expected.expand_as(masks))
     with pytest.raises(ValueError, match="choose one warm start"):
         PrunerTrainConfig(init_interval=3, init_from="pruner.pt")
+
+
+def test_interval_warm_start_from_a_later_step(tiny_policy):
+    num_steps = tiny_policy.schedule.num_steps
+    cfg = PrunerTrainConfig(init_interval=2, init_interval_start=num_steps // 2)
+    mask = initial_pruner(tiny_policy, cfg).eval().predict_mask(_features(tiny_policy, batch=1, seed=0))[0]
+    assert torch.equal(mask, interval_mask(num_steps, tiny_policy.config.denoiser.num_blocks, 2, num_steps // 2))
+    with pytest.raises(ValueError, match="needs init_interval"):
+        PrunerTrainConfig(init_interval_start=5)

@@ -148,3 +148,10 @@ def test_interval_mask_and_fraction():
     mask = interval_mask(10, 6, interval=5)
     assert mask[0].logical_not().all() and mask[5].logical_not().all() and mask[1].all()
     assert executed_fraction(mask) == pytest.approx(0.2)
+
+
+def test_interval_mask_from_a_later_step_keeps_step_0():
+    computed_steps = interval_mask(20, 6, interval=3, start=11).logical_not().all(dim=1)
+    assert computed_steps.nonzero().flatten().tolist() == [0, 11, 14, 17]
+    with pytest.raises(ValueError, match="start=20"):
+        interval_mask(20, 6, interval=3, start=20)

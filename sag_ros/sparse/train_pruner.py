@@ -15,8 +15,8 @@ flipping cells around the sparsity target and the fidelity drifts back up late i
 Runs are resumable: every checkpoint also writes ``<out>.train_state.pt`` (pruner, optimizer, RNG, step),
 and a new run with the same settings continues from it. ``init_from`` warm-starts from another pruner of the
 same policy (e.g. a rho=0.95 pruner fine-tuned from the rho=0.9 one, or SAG from a learned static mask: it then
-starts at that mask for every observation); ``init_interval`` starts from the mask of uniform interval caching
-(every n-th step computes), so training begins at a strong static schedule and moves cells where the fidelity
+starts at that mask for every observation); ``init_interval`` starts from the mask of interval caching
+(every n-th step computes, from step ``init_interval_start`` on), so training begins at a strong static schedule and moves cells where the fidelity
 gradient says the observation needs them.
 """
 
@@ -63,7 +63,8 @@ class PrunerTrainConfig:
     threads: int = 2
     checkpoint_every: int = 25
     init_from: str | None = None  # warm start: path of a pruner trained for the same policy
-    init_interval: int | None = None  # warm start: per-cell offsets that reproduce uniform interval caching
+    init_interval: int | None = None  # warm start: per-cell offsets that reproduce interval caching
+    init_interval_start: int = 0  # ... whose every init_interval-th step from this one on computes
 
     def __post_init__(self) -> None:
         self.reuse = ReuseKind(self.reuse)
@@ -82,6 +83,8 @@ class PrunerTrainConfig:
             raise ValueError("choose one warm start: init_from (a pruner) or init_interval (a schedule)")
         if self.init_interval is not None and self.init_interval < 1:
             raise ValueError(f"init_interval={self.init_interval} must be >= 1")
+        if self.init_interval is None and self.init_interval_start:
+            raise ValueError("init_interval_start needs init_interval")
         if self.fidelity_steps == "trajectory" and self.reference != "dense":
             raise ValueError("fidelity_steps='trajectory' compares against the dense trajectory: use reference='dense'")
 
@@ -157,7 +160,8 @@ def initial_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig) -> Pruner:
     """The pruner a run starts from: fresh, a copy of ``init_from``, or fresh with the interval schedule built in."""
     if cfg.init_interval is not None:
         pruner = Pruner(pruner_config_for(policy, cfg))
-        schedule = interval_mask(pruner.config.num_steps, pruner.config.num_blocks, cfg.init_interval)
+        schedule = interval_mask(pruner.config.num_steps, pruner.config.num_blocks, cfg.init_interval,
+                                 cfg.init_interval_start)
         with torch.no_grad():  # the observation branch starts at zero (it learns from there): same mask for all
             pruner.obs_proj[-1].weight.zero_()
             pruner.mlp[-1].bias.zero_()
@@ -212,7 +216,7 @@ def train_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig, sampler: Windo
             "train_step": step, "target_rate": cfg.target_rate, "reuse": cfg.reuse.value,
             "use_observation": cfg.use_observation, "reference": cfg.reference,
             "fidelity_window": cfg.fidelity_window, "fidelity_steps": cfg.fidelity_steps, "init_from": cfg.init_from,
-            "init_interval": cfg.init_interval,
+            "init_interval": cfg.init_interval, "init_interval_start": cfg.init_interval_start,
             "last_fidelity": stats["fidelity"], "last_prune_rate": stats["prune_rate"]})
         atomic_torch_save({"format": TRAIN_STATE_FORMAT, "version": TRAIN_STATE_VERSION, "signature": signature,
                            "step": step, "start_rate": start_rate, "pruner": pruner.state_dict(),
