@@ -239,9 +239,10 @@ def plot_results(report: dict, path: Path) -> None:
     ax.set_ylabel(f"{report['task']} score")
     ax.set_xscale("log")
     speedups = [r["speedup"] for r in report["methods"].values() if r["score_mean"] is not None]
-    ax.set_xticks(_speedup_ticks(min(speedups), max(speedups)))
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%gx"))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # log axes label minor ticks: they overlap
+    if speedups:  # a speed-only run (no episodes) plots no points
+        ax.set_xticks(_speedup_ticks(min(speedups), max(speedups)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%gx"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # log axes label minor ticks: they overlap
     ax.grid(alpha=0.3)
     for i, mask in enumerate(np.array(masks, dtype=bool)):
         # grey = pruned, white = computed; red = cells where this observation's mask differs from obs 0's

@@ -105,21 +105,19 @@ def relative_error(truth: torch.Tensor, stand_in: torch.Tensor) -> torch.Tensor:
 
 def schedules(num_steps: int, num_blocks: int) -> dict[str, tuple[torch.Tensor, int]]:
     """Name -> (mask, steps that take cross-chunk stand-ins)."""
-    def interval(n: int, pruned_steps: tuple[int, ...] = (), late_from: int | None = None) -> torch.Tensor:
-        mask = interval_mask(num_steps, num_blocks, n).clone()
-        if late_from is not None:
-            mask[1:late_from] = True
+    def interval(n: int, start: int = 0, pruned_steps: tuple[int, ...] = ()) -> torch.Tensor:
+        mask = interval_mask(num_steps, num_blocks, n, start)
         mask[list(pruned_steps)] = True
         return mask
 
     return {
         "interval 10": (interval(10), 0),
-        "interval 10, step 0 pruned, cross-chunk k<10": (interval(10, (0,)), 10),
-        "interval 10, steps 10 and 20 pruned": (interval(10, (10, 20)), 0),
-        "interval 10, steps 0, 10, 20 pruned, cross-chunk k<30": (interval(10, (0, 10, 20)), 30),
+        "interval 10, step 0 pruned, cross-chunk k<10": (interval(10, pruned_steps=(0,)), 10),
+        "interval 10, steps 10 and 20 pruned": (interval(10, pruned_steps=(10, 20)), 0),
+        "interval 10, steps 0, 10, 20 pruned, cross-chunk k<30": (interval(10, pruned_steps=(0, 10, 20)), 30),
         "interval 14": (interval(14), 0),
-        "step 0, then interval 5 from step 50": (interval(5, late_from=50), 0),
-        "interval 5 from step 50, cross-chunk k<50": (interval(5, (0,), late_from=50), 50),
+        "step 0, then interval 5 from step 50": (interval(5, start=50), 0),
+        "interval 5 from step 50, cross-chunk k<50": (interval(5, start=50, pruned_steps=(0,)), 50),
     }
 
 
