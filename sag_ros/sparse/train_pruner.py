@@ -16,8 +16,8 @@ Runs are resumable: every checkpoint also writes ``<out>.train_state.pt`` (prune
 and a new run with the same settings continues from it. ``init_from`` warm-starts from another pruner of the
 same policy (e.g. a rho=0.95 pruner fine-tuned from the rho=0.9 one, or SAG from a learned static mask: it then
 starts at that mask for every observation); ``init_interval`` starts from the mask of interval caching
-(every n-th step computes, from step ``init_interval_start`` on), so training begins at a strong static schedule and moves cells where the fidelity
-gradient says the observation needs them.
+(every n-th step computes, from step ``init_interval_start`` on), so training begins at a strong static
+schedule and moves cells where the fidelity gradient says the observation needs them.
 """
 
 from __future__ import annotations
