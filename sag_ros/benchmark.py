@@ -157,12 +157,16 @@ def run_benchmark(methods: list[Method], task_name: str, seeds: range, noise_see
     l1_to_dense = action_l1_to_reference(predictors, observations, methods[0].name)
     results = {}
     for m in methods:
-        runs = [summarize(evaluate(m.spec, task_name, seeds, workers=workers, noise_seed=s, desc=f"{m.name} [{s}]"))
-                for s in range(noise_seeds if len(seeds) else 0)]  # no seeds: a speed-only benchmark
+        episodes = [evaluate(m.spec, task_name, seeds, workers=workers, noise_seed=s, desc=f"{m.name} [{s}]")
+                    for s in range(noise_seeds if len(seeds) else 0)]  # no seeds: a speed-only benchmark
+        runs = [summarize(run) for run in episodes]
         scores, successes = [r["score"] for r in runs], [r["success_rate"] for r in runs]
         results[m.name] = {
             "score_mean": _mean(scores), "score_std": _std(scores),
             "success_mean": _mean(successes), "success_std": _std(successes),
+            # [noise seed][env seed], the same episodes for every method: runs and methods compare episode by episode
+            "episode_scores": [[float(r.score) for r in run] for run in episodes],
+            "episode_successes": [[bool(r.success) for r in run] for run in episodes],
             "gflops_per_chunk": flops[m.name] / 1e9, "l1_to_dense": l1_to_dense[m.name], **latency[m.name],
             "speedup": latency[methods[0].name]["p50_ms"] / latency[m.name]["p50_ms"],
             "spec": dataclasses.asdict(m.spec),

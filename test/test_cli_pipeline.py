@@ -46,6 +46,8 @@ def test_pipeline_end_to_end(tmp_path, capsys):
     assert interval["executed_fraction"] == pytest.approx(0.5)
     assert interval["gflops_per_chunk"] < dense["gflops_per_chunk"]
     assert dense["l1_to_dense"] == 0.0 and bench["methods"]["ddim-5"]["l1_to_dense"] > 0.0
+    assert dense["episode_scores"] == [[pytest.approx(dense["score_mean"])]]  # [noise seed][env seed]
+    assert dense["episode_successes"] == [[dense["success_mean"] == 1.0]]
     assert bench_png.stat().st_size > 10_000
     assert "speed-up" in capsys.readouterr().out
 
@@ -57,6 +59,7 @@ def test_pipeline_end_to_end(tmp_path, capsys):
     speed = json.loads(bench_json.read_text())["methods"]
     assert list(speed) == ["dense", "sag", "dense [onnxruntime]", "sag [onnxruntime]"]
     assert speed["sag [onnxruntime]"]["score_mean"] is None and speed["sag [onnxruntime]"]["p50_ms"] > 0
+    assert speed["sag [onnxruntime]"]["episode_scores"] == []
     assert speed["dense [onnxruntime]"]["l1_to_dense"] < 1e-2  # the same actions (action units: pixels)
 
 
