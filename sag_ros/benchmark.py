@@ -26,7 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from sag_ros.predictor import PolicyPredictor, PredictorSpec
-from sag_ros.sim.evaluate import evaluate, summarize
+from sag_ros.sim.evaluate import ObservationHistory, evaluate, summarize
 from sag_ros.sparse.artifact import pruner_sampler
 from sag_ros.sparse.mask import interval_label
 
@@ -65,8 +65,6 @@ def standard_methods(policy_path: str, pruners: dict[str, str],
 
 def recorded_observations(predictor: PolicyPredictor, task_name: str, seeds: range, every: int = 40) -> list[dict]:
     """Observations from short dense rollouts of the policy itself (what the controller will see)."""
-    from collections import deque
-
     from sag_ros.sim.task import get_task
 
     task = get_task(task_name)
@@ -75,9 +73,9 @@ def recorded_observations(predictor: PolicyPredictor, task_name: str, seeds: ran
     try:
         for seed in seeds:
             adapter.reset(seed)
-            history = deque([adapter.observation()] * predictor.n_obs_steps, maxlen=predictor.n_obs_steps)
+            history = ObservationHistory(adapter.observation(), predictor.n_obs_steps)
             for step in range(0, 3 * every, 8):
-                obs = {k: np.stack([h[k] for h in history]) for k in history[0]}
+                obs = history.stacked()
                 if step % every == 0:
                     out.append(obs)
                 for action in predictor(obs, seed=step):

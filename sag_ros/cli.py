@@ -105,14 +105,14 @@ def _train_pruner(args: argparse.Namespace) -> None:
 
     policy, _ = load_policy(Path(args.policy))
     policy.use_sampler(args.sampler, args.steps)
+    init_interval, init_interval_start = args.init_interval or (None, 0)
     cfg = PrunerTrainConfig(target_rate=args.rho, sparsity_weight=args.sparsity_weight, num_steps=args.iterations,
                             batch_size=args.batch_size, lr=args.lr, cell_lr=args.cell_lr, rate_warmup=args.rate_warmup,
                             reuse=args.reuse, reference=args.reference, fidelity_window=args.fidelity_window,
                             fidelity_steps=args.fidelity_steps,
                             use_observation=not args.static, seed=args.seed,
-                            threads=args.threads, init_from=args.init,
-                            init_interval=None if args.init_interval is None else args.init_interval[0],
-                            init_interval_start=0 if args.init_interval is None else args.init_interval[1])
+                            threads=args.threads, init_from=args.init, init_interval=init_interval,
+                            init_interval_start=init_interval_start)
     train_pruner(policy, cfg, _training_sampler(policy.config, Path(args.data)), Path(args.out))
 
 

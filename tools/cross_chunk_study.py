@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import warnings
-from collections import deque
 from pathlib import Path
 
 import matplotlib
@@ -35,7 +34,8 @@ from tqdm import tqdm
 
 from sag_ros.policy.checkpoint import load_policy
 from sag_ros.policy.policy import DiffusionPolicy
-from sag_ros.policy.sampling import ChunkInputs, eager_kernels, prepare_chunk, reverse_diffusion
+from sag_ros.policy.sampling import ChunkInputs, eager_kernels, reverse_diffusion
+from sag_ros.sim.evaluate import ObservationHistory
 from sag_ros.sim.task import get_task
 from sag_ros.sparse.mask import interval_mask
 
@@ -65,7 +65,8 @@ class ChunkSampler:
                  mask: torch.Tensor | None = None, previous: torch.Tensor | None = None,
                  cross_steps: int = 0) -> tuple[torch.Tensor, torch.Tensor, float]:
         """-> (normalized chunk [1, Tp, A], deltas [K, 3L, Tp, d], fraction of cells computed)."""
-        kv = prepare_chunk(self.policy.denoiser, self.policy.schedule, features, None).kv
+        denoiser = self.policy.denoiser  # keys/values only: the noise comes from the caller
+        kv = denoiser.chunk_memory_kv(self.policy.schedule.timesteps, denoiser.observation_kv(features))
         record = torch.zeros(self.num_steps, self.num_blocks, self.horizon, self.width)
         last: list[torch.Tensor | None] = [None] * self.num_blocks
         computed = 0
@@ -141,11 +142,11 @@ def study(task_name: str, policy_path: Path, episodes: int, chunks: int, seed: i
     try:
         for episode in range(episodes):
             adapter.reset(task.test_seed_start + episode)
-            history = deque([adapter.observation()] * cfg.n_obs_steps, maxlen=cfg.n_obs_steps)
+            history = ObservationHistory(adapter.observation(), cfg.n_obs_steps)
             previous = None  # (dense record, x_init, noise) of the last chunk
             records: dict[str, torch.Tensor] = {}  # each variant's own last record (its stand-ins carry over)
             for _ in range(chunks):
-                obs = {k: torch.from_numpy(np.stack([h[k] for h in history]))[None] for k in policy.obs_keys}
+                obs = {k: torch.from_numpy(v)[None] for k, v in history.stacked().items() if k in policy.obs_keys}
                 features = policy.encode_observation(obs)
                 x_fresh = torch.randn(1, cfg.horizon, cfg.action_dim, generator=generator)
                 z_fresh = torch.randn(steps, 1, cfg.horizon, cfg.action_dim, generator=generator)

@@ -32,6 +32,20 @@ class ChunkPredictor(Protocol):
 PredictorFactory = Callable[[], ChunkPredictor]
 
 
+class ObservationHistory:
+    """The last To observations of an episode, stacked per entry ([To, ...]) as a predictor takes them. At the
+    episode's start the first observation fills the window (Diffusion Policy's padding)."""
+
+    def __init__(self, first: dict[str, np.ndarray], length: int) -> None:
+        self._frames: deque[dict[str, np.ndarray]] = deque([first] * length, maxlen=length)
+
+    def append(self, observation: dict[str, np.ndarray]) -> None:
+        self._frames.append(observation)
+
+    def stacked(self) -> dict[str, np.ndarray]:
+        return {k: np.stack([frame[k] for frame in self._frames]) for k in self._frames[0]}
+
+
 @dataclass
 class EpisodeResult:
     seed: int
@@ -52,12 +66,11 @@ def rollout(predictor: ChunkPredictor, task_name: str, seed: int, noise_seed: in
     adapter = task.make_adapter()
     try:
         adapter.reset(seed)
-        history: deque[dict[str, np.ndarray]] = deque([adapter.observation()] * predictor.n_obs_steps,
-                                                      maxlen=predictor.n_obs_steps)
+        history = ObservationHistory(adapter.observation(), predictor.n_obs_steps)
         rewards, latencies, frames = [], [], []
         success, steps, done = False, 0, False
         while not done:
-            obs = {k: np.stack([h[k] for h in history]) for k in history[0]}
+            obs = history.stacked()
             start = time.perf_counter()
             actions = predictor(obs, seed=(noise_seed * 1_000_003 + seed) * 1000 + steps)
             latencies.append(time.perf_counter() - start)
