@@ -30,7 +30,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest", "diffusers==0.42.1"],
-        "engine": ["onnx", "onnxruntime", "onnxscript"],
+        # numba: the per-step advance kernel on the CPU loop (sag_ros/engine/host_advance.py)
+        "engine": ["onnx", "onnxruntime", "onnxscript", "numba"],
         # sag-dashboard / the rqt plugin (under rqt, its python_qt_binding provides Qt and qtpy follows it)
         "dashboard": ["qtpy", "PySide6-Essentials", "pyqtgraph"],
         # the Meta-World task suite (MuJoCo; headless images need the system's EGL, see .ci/run)

@@ -12,7 +12,7 @@ pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip instal
 pytest.importorskip("onnxscript", reason="onnxscript not installed (pip install -e .[engine])")
 
 from conftest import tiny_config  # noqa: E402
-from sag_ros.engine import make_backend  # noqa: E402
+from sag_ros.engine import host_advance, make_backend  # noqa: E402
 from sag_ros.engine.artifacts import cache_key, key_fields  # noqa: E402
 from sag_ros.policy.policy import DiffusionPolicy  # noqa: E402
 from sag_ros.policy.sampling import dense_runner, prepare_chunk, reverse_diffusion  # noqa: E402
@@ -43,9 +43,29 @@ def test_onnxruntime_matches_eager(policy, features, first_build):
 def test_onnxruntime_reports_providers_and_threads(first_build):
     info = first_build[0].describe()
     assert info["providers_used"] == ["CPUExecutionProvider"]
-    assert set(info["provider_per_unit"]) == {"embed", "blocks", "output", "advance", "condition", "encoder"} | {
+    sessions = {"embed", "blocks", "output", "condition", "encoder"} | {
         f"layer{i}.{k}" for i in range(2) for k in ("sa", "ca", "ffn")}
+    if info["advance"] == "onnxruntime":
+        sessions.add("advance")
+    assert set(info["provider_per_unit"]) == sessions
     assert info["intra_op_num_threads"] == 1 and info["onnxruntime"]
+    assert info["advance"] == ("numba" if host_advance.available() else "onnxruntime")
+
+
+def test_advance_runs_as_a_numba_kernel_or_as_a_session(policy, features, cache_dir, first_build):
+    """On the numpy loop, ``advance`` is numba's when numba is installed; ``numba_advance=False`` keeps the graph.
+    Both match eager (the shared unit checks include the clipping last step)."""
+    with make_backend("onnxruntime", policy.denoiser, cache_dir=cache_dir, keep_faster=False,
+                      numba_advance=False) as graph:
+        assert graph.describe()["advance"] == "onnxruntime" and "advance" in graph.sessions
+        assert_units_match(policy, graph)
+        assert_sample_matches(policy, features, graph)
+    if not host_advance.available():
+        pytest.skip("numba not installed (pip install -e .[engine]): only the graph form was checked")
+    numba_backend = first_build[0]
+    assert numba_backend.describe()["advance"] == "numba" and "advance" not in numba_backend.sessions
+    with pytest.raises(ValueError, match="needs the numpy loop"):
+        make_backend("onnxruntime", policy.denoiser, cache_dir=cache_dir, io_binding=True, numba_advance=True)
 
 
 def test_second_backend_loads_cached_exports(policy, features, cache_dir, first_build):

@@ -1,4 +1,5 @@
-"""Per-call cost of the units (embed, SA/CA/FFN of layer 0, output, fused step) per backend, shipped size, batch 1.
+"""Per-call cost of the units (embed, SA/CA/FFN of layer 0, output, advance, fused step) per backend, shipped size,
+batch 1.
 
 With most blocks pruned a SAG step is a handful of tiny calls, so the fixed cost of a call (guards,
 binding, allocation) matters as much as the math. Run ``python -m sag_ros.engine.overhead``; it prints
@@ -19,7 +20,7 @@ from sag_ros.engine.base import Backend, MissingDependencyError, time_calls
 from sag_ros.policy.config import DenoiserConfig
 from sag_ros.policy.denoiser import TransformerDenoiser
 
-UNITS = ("embed", "layer0.sa", "layer0.ca", "layer0.ffn", "output", "blocks")
+UNITS = ("embed", "layer0.sa", "layer0.ca", "layer0.ffn", "output", "advance", "blocks")
 
 
 def shipped_denoiser() -> TransformerDenoiser:
