@@ -1,6 +1,8 @@
 """The method list of ``sag bench``: names, specs and order (the first method is the reference)."""
 
-from sag_ros.benchmark import _speedup_ticks, plot_results, standard_methods
+import numpy as np
+
+from sag_ros.benchmark import _speedup_ticks, format_results, paired_difference, plot_results, standard_methods
 
 
 def test_interval_baselines_get_a_row_per_reuse_policy():
@@ -25,3 +27,21 @@ def test_score_plot_labels_round_speedups(tmp_path):
         "speed only": {"speedup": 9.0, "score_mean": None, "score_std": None}}}
     plot_results(report, tmp_path / "bench.png")
     assert (tmp_path / "bench.png").stat().st_size > 0
+
+
+def test_paired_difference_to_dense_is_per_episode_and_shown_in_the_table():
+    dense = [[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]]  # [noise seed][env seed]
+    other = [[1.0, 1.0, 1.0], [0.0, 1.0, 0.0]]
+    paired = paired_difference(other, dense)
+    diffs = np.array([0.0, 1.0, 0.0, 0.0, 0.0, -1.0])
+    assert paired["episodes"] == 6 and paired["mean"] == 0.0
+    assert np.isclose(paired["sem"], diffs.std(ddof=1) / np.sqrt(6))
+    assert paired_difference([], []) is None  # a speed-only run
+    row = {"score_mean": 0.5, "score_std": 0.0, "success_mean": 0.5, "success_std": 0.0, "l1_to_dense": 1.0,
+           "executed_fraction": 0.1, "gflops_per_chunk": 0.7, "p50_ms": 10.0, "p95_ms": 11.0, "p99_ms": 12.0,
+           "plan_ms": 1.0, "speedup": 5.0}
+    table = format_results({"methods": {"dense": {**row, "paired_vs_dense": paired_difference(dense, dense)},
+                                        "sag": {**row, "paired_vs_dense": paired},
+                                        "speed-only": {**row, "score_mean": None, "paired_vs_dense": None}}})
+    assert "vs dense (paired)" in table.splitlines()[0]
+    assert f"+0.000±{paired['sem']:.3f}" in table.splitlines()[3] and table.splitlines()[4].split()[3] == "-"

@@ -22,7 +22,7 @@
   (:attr:`DenoiserKernels.numpy_loop`), so a sparse chunk's ~500 small additions, cache sums and result wraps
   cost numpy's ~1.5 µs instead of torch's ~4; a SAG chunk (rho = 0.9) took 22 % less time (README).
 - ``advance`` on a numpy loop: a numba kernel when numba is installed (:mod:`sag_ros.engine.host_advance`,
-  ~4 µs a call against the 17-node graph's ~33 µs; 100 calls a chunk, dense and sparse alike).
+  4-6 µs a call against the 17-node graph's ~33 µs; 100 calls a chunk, dense and sparse alike).
 """
 
 from __future__ import annotations
@@ -238,7 +238,7 @@ class OnnxRuntimeBackend(Backend):
         so.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Without its per-session memory arena a session's intermediates come from malloc, whose recently freed
         # blocks are shared by all ~30 sessions and still in cache; each arena's own blocks are cold by the time
-        # a SAG chunk calls that block again. Measured side by side: a SAG chunk 0.5 ms (3 %) faster, dense too.
+        # a SAG chunk calls that block again. Measured side by side: a SAG chunk 0.5 ms (3 %) faster, dense not slower.
         so.enable_cpu_mem_arena = False
         so.log_severity_level = 3  # warnings from every one of the 3L+2 sessions drown the real ones
         return so
