@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -188,6 +190,43 @@ def paired_difference(scores: list[list[float]], reference: list[list[float]]) -
         return None
     sem = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else float("nan")
     return {"mean": float(diff.mean()), "sem": sem, "episodes": int(diff.size)}
+
+
+def exact_mcnemar(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value for the discordant episodes (solved by one method only): with no difference
+    between the methods each goes either way with probability 1/2."""
+    n, k = only_a + only_b, min(only_a, only_b)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+
+
+def paired_comparisons(report: dict, methods: Sequence[str] | None = None) -> list[dict]:
+    """Each pair (a, b) of the report's scored methods, a listed first: the per-episode score difference a - b
+    (:func:`paired_difference`), the episodes only a solved and only b solved, and their exact McNemar p-value.
+    What decides "ahead of a baseline" with episodes this few: the difference of two means over noise seeds
+    cannot resolve gaps of a few hundredths."""
+    reported = report["methods"]
+    missing = [n for n in (methods or []) if n not in reported]
+    if missing:
+        raise KeyError(f"no method {missing} in this report (it has {list(reported)})")
+    names = [n for n in (methods or reported) if reported[n].get("episode_scores")]
+    rows = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            solved_a = np.ravel(reported[a]["episode_successes"])
+            solved_b = np.ravel(reported[b]["episode_successes"])
+            only_a, only_b = int((solved_a & ~solved_b).sum()), int((solved_b & ~solved_a).sum())
+            rows.append({"a": a, "b": b,
+                         "score": paired_difference(reported[a]["episode_scores"], reported[b]["episode_scores"]),
+                         "only_a": only_a, "only_b": only_b, "mcnemar_p": exact_mcnemar(only_a, only_b)})
+    return rows
+
+
+def format_paired(rows: list[dict]) -> str:
+    from sag_ros.cli import format_table
+
+    return format_table([{"a": r["a"], "b": r["b"], "score a - b (paired)": _format_paired(r["score"]),
+                          "episodes": r["score"]["episodes"], "solved only by a": r["only_a"],
+                          "only by b": r["only_b"], "McNemar p": f"{r['mcnemar_p']:.3f}"} for r in rows])
 
 
 def _mean(values: list[float]) -> float | None:

@@ -134,6 +134,20 @@ def _bench(args: argparse.Namespace) -> None:
     print(f"wrote {args.json} and {args.plot}")
 
 
+def _paired(args: argparse.Namespace) -> None:
+    from sag_ros.benchmark import format_paired, paired_comparisons
+
+    report = json.loads(Path(args.report).read_text())
+    try:
+        rows = paired_comparisons(report, args.methods)
+    except KeyError as exc:
+        raise SystemExit(exc.args[0]) from None
+    if not rows:
+        raise SystemExit(f"{args.report} has no per-episode results for two methods (a speed-only run, or older "
+                         "than per-episode results)")
+    print(format_paired(rows))
+
+
 def _bench_ros(args: argparse.Namespace) -> None:
     import os
 
@@ -270,6 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default="runs/bench/bench.json")
     p.add_argument("--plot", default="runs/bench/bench.png")
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser("paired", help="compare the methods of a `sag bench` JSON episode by episode")
+    p.add_argument("report", help="the JSON `sag bench` wrote")
+    p.add_argument("--methods", nargs="+", help="method names, in the order to compare (default: all)")
+    p.set_defaults(func=_paired)
 
     p = sub.add_parser("bench-ros", help="dense vs SAG closed loop over ROS 2: rate, obs-to-action latency, score")
     p.add_argument("--policy", help="checkpoint (default: the shipped Push-T policy)")

@@ -1,8 +1,13 @@
 """The method list of ``sag bench``: names, specs and order (the first method is the reference)."""
 
-import numpy as np
+import json
 
-from sag_ros.benchmark import _speedup_ticks, format_results, paired_difference, plot_results, standard_methods
+import numpy as np
+import pytest
+
+from sag_ros.benchmark import (_speedup_ticks, exact_mcnemar, format_results, paired_comparisons, paired_difference,
+                               plot_results, standard_methods)
+from sag_ros.cli import main
 
 
 def test_interval_baselines_get_a_row_per_reuse_policy():
@@ -45,3 +50,20 @@ def test_paired_difference_to_dense_is_per_episode_and_shown_in_the_table():
                                         "speed-only": {**row, "score_mean": None, "paired_vs_dense": None}}})
     assert "vs dense (paired)" in table.splitlines()[0]
     assert f"+0.000±{paired['sem']:.3f}" in table.splitlines()[3] and table.splitlines()[4].split()[3] == "-"
+
+
+def test_paired_comparisons_count_discordant_episodes(tmp_path, capsys):
+    def method(scores):
+        return {"episode_scores": scores, "episode_successes": [[score > 0.5 for score in run] for run in scores]}
+
+    report = {"methods": {"dense": method([[1.0, 1.0, 0.0, 1.0]]), "sag": method([[1.0, 0.0, 0.0, 0.0]]),
+                          "speed-only": {"episode_scores": []}}}
+    (row,) = paired_comparisons(report)  # the speed-only row has no episodes to pair
+    assert (row["a"], row["b"], row["only_a"], row["only_b"]) == ("dense", "sag", 2, 0)
+    assert row["mcnemar_p"] == 0.5 and exact_mcnemar(0, 0) == 1.0 and exact_mcnemar(8, 3) == 2 * (1 + 11 + 55 + 165) / 2 ** 11
+    assert row["score"]["mean"] == 0.5
+    (tmp_path / "bench.json").write_text(json.dumps(report))
+    main(["paired", str(tmp_path / "bench.json"), "--methods", "sag", "dense"])
+    assert "-0.500±" in capsys.readouterr().out.splitlines()[2]
+    with pytest.raises(SystemExit, match="no method"):
+        main(["paired", str(tmp_path / "bench.json"), "--methods", "nope"])
