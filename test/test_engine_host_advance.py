@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 
 import pytest
@@ -14,13 +15,14 @@ from sag_ros.policy.config import SchedulerKind
 from sag_ros.policy.policy import DiffusionPolicy
 from sag_ros.policy.scheduler import NoiseSchedule
 
-pytest.importorskip("numba", reason="numba not installed (pip install -e .[engine])")
+needs_numba = pytest.mark.skipif(not host_advance.available(), reason="numba not installed (pip install -e .[engine])")
 
 
 def _advance_unit(policy: DiffusionPolicy, batch_size: int):
     return next(unit for unit in build_units(policy.denoiser, batch_size) if unit.name == ADVANCE)
 
 
+@needs_numba
 @pytest.mark.parametrize("kind", [SchedulerKind.DDPM, SchedulerKind.DDIM])
 def test_numba_advance_matches_the_eager_unit(kind):
     config = tiny_config()
@@ -47,6 +49,7 @@ def test_numba_advance_matches_the_eager_unit(kind):
     assert schedule.clip_sample and (x0.abs() > 1).any(), "the test inputs never reach the clip bounds"
 
 
+@needs_numba
 def test_numba_advance_needs_an_affine_layer_norm():
     torch.manual_seed(0)
     unit = _advance_unit(DiffusionPolicy(tiny_config()).eval(), batch_size=1)
@@ -54,3 +57,11 @@ def test_numba_advance_needs_an_affine_layer_norm():
     output.ln_f = torch.nn.LayerNorm(output.ln_f.normalized_shape, elementwise_affine=False)
     with pytest.raises(ValueError, match="affine weight and bias"):
         host_advance.NumbaAdvance.from_unit(unit.module)
+
+
+def test_a_numba_that_does_not_import_counts_as_absent(monkeypatch, caplog):
+    """An installed numba built for another NumPy raises ImportError on import: the backend then keeps the graph."""
+    monkeypatch.setattr(host_advance.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setitem(sys.modules, "numba", None)  # makes `import numba` raise ImportError
+    assert not host_advance.available()
+    assert "does not import" in caplog.text

@@ -14,16 +14,27 @@ numba is optional: without it, the backend keeps the ONNX Runtime graph.
 from __future__ import annotations
 
 import importlib.util
+import logging
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+log = logging.getLogger(__name__)
+
 
 def available() -> bool:
-    """Whether numba is installed (the kernel compiles on first use, ~1 s, then comes from numba's disk cache)."""
-    return importlib.util.find_spec("numba") is not None
+    """Whether numba imports (the kernel compiles on first use, ~1 s, then comes from numba's disk cache). A numba
+    that is installed but cannot import (built for another NumPy) counts as absent, with a warning."""
+    if importlib.util.find_spec("numba") is None:
+        return False
+    try:
+        import numba  # noqa: F401
+    except ImportError as exc:
+        log.warning("numba is installed but does not import (%s); advance stays an ONNX Runtime graph", exc)
+        return False
+    return True
 
 
 def _kernel_source(h: np.ndarray, x: np.ndarray, noise: np.ndarray, c: np.ndarray, gamma: np.ndarray,
