@@ -13,6 +13,7 @@ numba is optional: without it, the backend keeps the ONNX Runtime graph.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 from typing import Any
@@ -80,18 +81,13 @@ def _kernel_source(h: np.ndarray, x: np.ndarray, noise: np.ndarray, c: np.ndarra
     return out
 
 
-_COMPILED: Any = None
-
-
+@functools.cache
 def _compiled() -> Any:
     """The numba-compiled kernel (built once per process; ``cache=True`` keeps the machine code on disk).
     ``fastmath`` lets the reductions over d vectorize: sums in another order, same values to float rounding."""
-    global _COMPILED
-    if _COMPILED is None:
-        import numba
+    import numba
 
-        _COMPILED = numba.njit(cache=True, fastmath=True, boundscheck=False)(_kernel_source)
-    return _COMPILED
+    return numba.njit(cache=True, fastmath=True, boundscheck=False)(_kernel_source)
 
 
 class NumbaAdvance:
