@@ -52,7 +52,8 @@ def _train(args: argparse.Namespace) -> None:
     if args.steps is not None:
         train_config = dataclasses.replace(train_config, num_steps=args.steps)
     sampler = _training_sampler(experiment.policy, Path(args.data))
-    train_policy(experiment.policy, train_config, sampler, Path(args.out))
+    train_policy(experiment.policy, train_config, sampler, Path(args.out),
+                 init_from=Path(args.init) if args.init else None)
 
 
 def _policy_task(policy_task: str, requested: str | None):
@@ -213,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, help="override train.num_steps")
+    p.add_argument("--init", help="start from this policy checkpoint's weights (same config; fresh optimizer and "
+                                  "schedule; ignored when OUT holds a run to resume)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="closed-loop evaluation; prints a table, optionally writes JSON and GIFs")

@@ -56,6 +56,23 @@ def test_training_resumes_and_refuses_other_data(tmp_path):
         train_policy(_lowdim_config(), dataclasses.replace(train, num_steps=9), _demo_sampler("changed"), run)
 
 
+def test_warm_start_takes_the_checkpoint_weights_and_refuses_another_config(tmp_path):
+    sampler = _demo_sampler()
+    train = TrainConfig(num_steps=3, batch_size=4, warmup_steps=1, checkpoint_every=3, threads=1)
+    source = train_policy(_lowdim_config(), train, sampler, tmp_path / "a")
+    # One step at a negligible learning rate: the new run's policy is the source's weights, not a fresh init.
+    still = dataclasses.replace(train, num_steps=1, lr=1e-12)
+    warm = train_policy(_lowdim_config(), still, sampler, tmp_path / "b", init_from=source)
+    cold = train_policy(_lowdim_config(), dataclasses.replace(still, seed=1), sampler, tmp_path / "c")
+    expected = load_policy(source)[0].state_dict()
+    for name, value in load_policy(warm)[0].state_dict().items():
+        torch.testing.assert_close(value, expected[name], atol=1e-6, rtol=0)
+    assert any(not torch.allclose(v, expected[k]) for k, v in load_policy(cold)[0].state_dict().items())
+    other = dataclasses.replace(_lowdim_config(), denoiser=dataclasses.replace(_lowdim_config().denoiser, n_layers=1))
+    with pytest.raises(CheckpointError, match="does not match"):
+        train_policy(other, still, sampler, tmp_path / "d", init_from=source)
+
+
 def test_lr_schedule_warms_up_then_decays_to_zero():
     assert lr_factor(0, 10, 100) == pytest.approx(0.1)
     assert lr_factor(9, 10, 100) == pytest.approx(1.0)

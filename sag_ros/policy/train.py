@@ -3,7 +3,8 @@
 AdamW with linear warm-up and cosine decay, adaptive EMA weights (the ones that get evaluated and
 shipped), atomic checkpoints every ``checkpoint_every`` steps: ``train_state.pt`` (everything needed to
 resume: weights, EMA, optimizer, LR schedule, RNG, step) and ``policy.pt`` (the EMA policy). A resumed
-run refuses a different policy config or data set.
+run refuses a different policy config or data set. ``init_from`` warm-starts a new run from a policy checkpoint of
+the same config (fine-tuning, or training a shipped policy further with a fresh learning-rate schedule).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sag_ros.policy.checkpoint import CheckpointError, atomic_torch_save, load_artifact, save_policy
+from sag_ros.policy.checkpoint import CheckpointError, atomic_torch_save, load_artifact, load_policy, save_policy
 from sag_ros.policy.config import PolicyConfig
 from sag_ros.policy.data import WindowSampler
 from sag_ros.policy.policy import DiffusionPolicy
@@ -73,8 +74,12 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 def train_policy(policy_config: PolicyConfig, train_config: TrainConfig, sampler: WindowSampler,
-                 out_dir: Path, log_every: int = 50) -> Path:
-    """Train (or resume) into ``out_dir``; returns the path of the EMA policy checkpoint."""
+                 out_dir: Path, log_every: int = 50, init_from: Path | None = None) -> Path:
+    """Train (or resume) into ``out_dir``; returns the path of the EMA policy checkpoint.
+
+    ``init_from``: a policy checkpoint of the same config whose weights (normalizer included) start a new run,
+    model and EMA alike; the optimizer and the learning-rate schedule start afresh. Ignored when ``out_dir``
+    already holds a run to resume (its own weights are further along)."""
     torch.set_num_threads(train_config.threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path, policy_path = out_dir / "train_state.pt", out_dir / "policy.pt"
@@ -92,6 +97,8 @@ def train_policy(policy_config: PolicyConfig, train_config: TrainConfig, sampler
     if state_path.exists():
         step = _resume(state_path, policy_config, sampler.data_hash, model, ema, optimizer, schedule, generator)
         print(f"resumed from {state_path} at step {step}")
+    elif init_from is not None:
+        _warm_start(init_from, policy_config, sampler.data_hash, model, ema)
 
     def checkpoint() -> None:
         atomic_torch_save({
@@ -127,6 +134,17 @@ def train_policy(policy_config: PolicyConfig, train_config: TrainConfig, sampler
         checkpoint()
     print(f"trained to step {step} in {time.perf_counter() - start:.0f} s; EMA policy: {policy_path}")
     return policy_path
+
+
+def _warm_start(path: Path, policy_config: PolicyConfig, data_hash: str, model: DiffusionPolicy,
+                ema: DiffusionPolicy) -> None:
+    """Copy a checkpoint's weights into the model and its EMA; refuses another config (load_policy checks it)."""
+    source, meta = load_policy(path, expected_config=policy_config)
+    model.load_state_dict(source.state_dict())
+    ema.load_state_dict(source.state_dict())
+    trained_on = meta["data_hash"]
+    note = "" if trained_on == data_hash else f" (it was trained on other data: {trained_on} != {data_hash})"
+    print(f"warm start from {path}{note}")
 
 
 def _resume(path: Path, policy_config: PolicyConfig, data_hash: str, model: DiffusionPolicy, ema: DiffusionPolicy,
