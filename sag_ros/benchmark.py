@@ -31,6 +31,7 @@ from sag_ros.predictor import PolicyPredictor, PredictorSpec
 from sag_ros.sim.evaluate import ObservationHistory, evaluate, summarize
 from sag_ros.sparse.artifact import pruner_sampler
 from sag_ros.sparse.mask import interval_label
+from sag_ros.tables import format_table
 
 
 @dataclass(frozen=True)
@@ -222,8 +223,6 @@ def paired_comparisons(report: dict, methods: Sequence[str] | None = None) -> li
 
 
 def format_paired(rows: list[dict]) -> str:
-    from sag_ros.cli import format_table
-
     return format_table([{"a": r["a"], "b": r["b"], "score a - b (paired)": _format_paired(r["score"]),
                           "episodes": r["score"]["episodes"], "solved only by a": r["only_a"],
                           "only by b": r["only_b"], "McNemar p": f"{r['mcnemar_p']:.3f}"} for r in rows])
@@ -253,8 +252,6 @@ def _example_masks(predictors: dict[str, PolicyPredictor], observations: list[di
 
 
 def format_results(report: dict) -> str:
-    from sag_ros.cli import format_table
-
     rows = []
     for name, r in report["methods"].items():
         scored = r["score_mean"] is not None

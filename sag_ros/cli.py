@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from sag_ros.resources import default_policy_path
+from sag_ros.tables import format_table
 
 
 def _datagen(args: argparse.Namespace) -> None:
@@ -186,15 +187,6 @@ def _named_paths(items: list[str]) -> dict[str, str]:
     if bad:
         raise SystemExit(f"expected NAME=PATH, got {bad}")
     return dict(pairs)
-
-
-def format_table(rows: list[dict]) -> str:
-    """A plain aligned text table; floats with 3 decimals."""
-    cols = list(rows[0])
-    cells = [[f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    line = lambda vals: "  ".join(v.rjust(w) for v, w in zip(vals, widths))  # noqa: E731
-    return "\n".join([line(cols), line(["-" * w for w in widths]), *(line(r) for r in cells)])
 
 
 def build_parser() -> argparse.ArgumentParser:

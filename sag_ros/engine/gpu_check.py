@@ -45,6 +45,7 @@ from sag_ros.policy.sampling import ChunkInputs, dense_runner, eager_kernels, pr
 from sag_ros.sparse.cache import make_cache
 from sag_ros.sparse.mask import executed_fraction, with_first_step_computed
 from sag_ros.sparse.sampler import sparse_runner
+from sag_ros.tables import format_table
 
 REPO = Path(__file__).resolve().parents[2]
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
@@ -409,8 +410,6 @@ def run_check(device: str, backends: list[str], runs: int, warmup: int, policy_p
 
 
 def format_report(report: dict) -> str:
-    from sag_ros.cli import format_table
-
     def f(v, fmt):
         return "-" if v is None else format(v, fmt)
 

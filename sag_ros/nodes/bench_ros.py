@@ -27,6 +27,8 @@ from typing import Sequence
 
 import numpy as np
 
+from sag_ros.tables import format_table
+
 DENSE = "none"
 STATS_WINDOW = 100_000  # every chunk of a benchmark run (2.7 h at 10 Hz) stays in the inference node's windows
 
@@ -160,8 +162,6 @@ def run_bench_ros(methods: Sequence[RosMethod], policy_path: str, *, episodes: i
 
 
 def format_ros_results(report: dict) -> str:
-    from sag_ros.cli import format_table
-
     rows = []
     for name, r in report["methods"].items():
         o2a = r["obs_to_action"]
