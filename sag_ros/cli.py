@@ -113,7 +113,8 @@ def _train_pruner(args: argparse.Namespace) -> None:
                             reuse=args.reuse, reference=args.reference, fidelity_window=args.fidelity_window,
                             fidelity_steps=args.fidelity_steps,
                             use_observation=not args.static, seed=args.seed,
-                            threads=args.threads, init_from=args.init, init_interval=init_interval,
+                            threads=args.threads, init_from=args.init, init_transfer=args.init_transfer,
+                            init_interval=init_interval,
                             init_interval_start=init_interval_start)
     train_pruner(policy, cfg, _training_sampler(policy.config, Path(args.data)), Path(args.out))
 
@@ -242,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cell-lr", type=float, default=5e-2, help="learning rate of the per-cell logit offsets")
     p.add_argument("--rate-warmup", type=int, default=0, help="iterations over which the target ramps up to rho")
     p.add_argument("--init", help="warm start from this pruner (trained for the same policy)")
+    p.add_argument("--init-transfer", action="store_true",
+                   help="--init may be a pruner of another policy with the same grid (e.g. before more training)")
     p.add_argument("--init-interval", type=_interval, metavar="N[@START]",
                    help="warm start from interval caching: every N-th step computes every block (from step START on; "
                         "step 0 always)")

@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 PACKAGE = "sag_ros"
-SHIPPED_POLICY = "pusht_image.pt"
-SHIPPED_PRUNER = "pusht_image_sag_rho0.9.pt"
+SHIPPED_POLICY = "pusht_image_long.pt"
+SHIPPED_PRUNER = "pusht_image_long_sag_rho0.9_per_block_final.pt"
 
 
 def share_dir() -> Path:

@@ -132,6 +132,26 @@ def test_pruner_checkpoint_is_bound_to_its_policy(tmp_path, tiny_policy):
         load_pruner(path, tiny_policy)
 
 
+def test_transfer_warm_start_takes_another_policys_pruner_of_the_same_grid_only(tmp_path, tiny_policy):
+    pruner = Pruner(pruner_config_for(tiny_policy, PrunerTrainConfig())).eval()
+    with torch.no_grad():
+        pruner.cell_bias.normal_()
+    path = tmp_path / "pruner.pt"
+    save_pruner(pruner, tiny_policy, path, extra={})
+    torch.manual_seed(1)
+    trained_further = DiffusionPolicy(tiny_config()).eval()  # same config, other weights
+    with pytest.raises(CheckpointError, match="trained for policy"):
+        initial_pruner(trained_further, PrunerTrainConfig(init_from=str(path)))
+    start = initial_pruner(trained_further, PrunerTrainConfig(init_from=str(path), init_transfer=True)).eval()
+    assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(), pruner.state_dict().values()))
+    deeper = tiny_config()
+    deeper.denoiser.n_layers += 1
+    with pytest.raises(CheckpointError, match="the policy has"):
+        initial_pruner(DiffusionPolicy(deeper), PrunerTrainConfig(init_from=str(path), init_transfer=True))
+    with pytest.raises(ValueError, match="init_transfer needs init_from"):
+        PrunerTrainConfig(init_transfer=True)
+
+
 def test_target_rate_ramps_from_the_start_rate_to_rho():
     from sag_ros.sparse.train_pruner import target_rate_at
 

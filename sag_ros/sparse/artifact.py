@@ -35,11 +35,22 @@ def save_pruner(pruner: Pruner, policy: DiffusionPolicy, path: Path, extra: dict
     }, path)
 
 
-def load_pruner(path: Path, policy: DiffusionPolicy) -> tuple[Pruner, dict[str, Any]]:
-    """Load a pruner for ``policy`` (whose sampler must already be the one the pruner was trained for)."""
+def load_pruner(path: Path, policy: DiffusionPolicy, *, transfer: bool = False) -> tuple[Pruner, dict[str, Any]]:
+    """Load a pruner for ``policy`` (whose sampler must already be the one the pruner was trained for).
+
+    ``transfer``: accept a pruner trained for another policy with the same observation features and grid, as
+    the starting point of training (e.g. for the same policy trained further); never for inference.
+    """
     payload = load_artifact(path, FORMAT, VERSION)
     expected = fingerprint(policy.state_dict())
-    if payload["policy_fingerprint"] != expected:
+    if transfer:
+        config = PrunerConfig(**payload["config"])
+        d = policy.config.denoiser
+        grid = (policy.schedule.num_steps, d.num_blocks, d.n_obs_steps * policy.config.encoder.feature_dim)
+        if (config.num_steps, config.num_blocks, config.obs_feature_dim) != grid:
+            raise CheckpointError(f"{path}: pruner for (steps, blocks, observation features) "
+                                  f"{(config.num_steps, config.num_blocks, config.obs_feature_dim)}, the policy has {grid}")
+    elif payload["policy_fingerprint"] != expected:
         raise CheckpointError(f"{path}: pruner was trained for policy {payload['policy_fingerprint']}, "
                               f"not for the loaded policy {expected}")
     if payload["sampler"] != sampler_signature(policy):

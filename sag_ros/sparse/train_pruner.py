@@ -15,7 +15,8 @@ flipping cells around the sparsity target and the fidelity drifts back up late i
 Runs are resumable: every checkpoint also writes ``<out>.train_state.pt`` (pruner, optimizer, RNG, step),
 and a new run with the same settings continues from it. ``init_from`` warm-starts from another pruner of the
 same policy (e.g. a rho=0.95 pruner fine-tuned from the rho=0.9 one, or SAG from a learned static mask: it then
-starts at that mask for every observation); ``init_interval`` starts from the mask of interval caching
+starts at that mask for every observation), or with ``init_transfer`` of another policy with the same grid (a
+policy trained further: its pruners are a better start than random, and are refused for inference); ``init_interval`` starts from the mask of interval caching
 (every n-th step computes, from step ``init_interval_start`` on), so training begins at a strong static
 schedule and moves cells where the fidelity gradient says the observation needs them.
 """
@@ -63,6 +64,7 @@ class PrunerTrainConfig:
     threads: int = 2
     checkpoint_every: int = 25
     init_from: str | None = None  # warm start: path of a pruner trained for the same policy
+    init_transfer: bool = False  # ... or for another policy of the same grid (e.g. this one before more training)
     init_interval: int | None = None  # warm start: per-cell offsets that reproduce interval caching
     init_interval_start: int = 0  # ... whose every init_interval-th step from this one on computes
 
@@ -83,6 +85,8 @@ class PrunerTrainConfig:
             raise ValueError("choose one warm start: init_from (a pruner) or init_interval (a schedule)")
         if self.init_interval is not None and self.init_interval < 1:
             raise ValueError(f"init_interval={self.init_interval} must be >= 1")
+        if self.init_transfer and self.init_from is None:
+            raise ValueError("init_transfer needs init_from")
         if self.init_interval is None and self.init_interval_start:
             raise ValueError("init_interval_start needs init_interval")
         if self.fidelity_steps == "trajectory" and self.reference != "dense":
@@ -169,7 +173,7 @@ def initial_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig) -> Pruner:
         return pruner
     if cfg.init_from is None:
         return Pruner(pruner_config_for(policy, cfg))
-    pruner, _ = load_pruner(Path(cfg.init_from), policy)
+    pruner, _ = load_pruner(Path(cfg.init_from), policy, transfer=cfg.init_transfer)
     if pruner.config.use_observation == cfg.use_observation:
         return pruner
     if pruner.config.use_observation:
