@@ -143,7 +143,7 @@ def test_transfer_warm_start_takes_another_policys_pruner_of_the_same_grid_only(
     with pytest.raises(CheckpointError, match="trained for policy"):
         initial_pruner(trained_further, PrunerTrainConfig(init_from=str(path)))
     start = initial_pruner(trained_further, PrunerTrainConfig(init_from=str(path), init_transfer=True)).eval()
-    assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(), pruner.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(), pruner.state_dict().values(), strict=True))
     deeper = tiny_config()
     deeper.denoiser.n_layers += 1
     with pytest.raises(CheckpointError, match="the policy has"):

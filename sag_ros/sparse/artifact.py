@@ -26,6 +26,12 @@ def pruner_sampler(path: Path) -> tuple[str, int]:
     return sampler["kind"], sampler["num_steps"]
 
 
+def pruner_grid(policy: DiffusionPolicy) -> tuple[int, int, int]:
+    """(denoising steps, blocks a step, observation features): the shapes a pruner for ``policy`` has."""
+    d = policy.config.denoiser
+    return policy.schedule.num_steps, d.num_blocks, d.n_obs_steps * policy.config.encoder.feature_dim
+
+
 def save_pruner(pruner: Pruner, policy: DiffusionPolicy, path: Path, extra: dict[str, Any]) -> None:
     atomic_torch_save({
         "format": FORMAT, "version": VERSION, "config": asdict(pruner.config),
@@ -42,20 +48,19 @@ def load_pruner(path: Path, policy: DiffusionPolicy, *, transfer: bool = False) 
     the starting point of training (e.g. for the same policy trained further); never for inference.
     """
     payload = load_artifact(path, FORMAT, VERSION)
+    config = PrunerConfig(**payload["config"])
     expected = fingerprint(policy.state_dict())
     if transfer:
-        config = PrunerConfig(**payload["config"])
-        d = policy.config.denoiser
-        grid = (policy.schedule.num_steps, d.num_blocks, d.n_obs_steps * policy.config.encoder.feature_dim)
-        if (config.num_steps, config.num_blocks, config.obs_feature_dim) != grid:
-            raise CheckpointError(f"{path}: pruner for (steps, blocks, observation features) "
-                                  f"{(config.num_steps, config.num_blocks, config.obs_feature_dim)}, the policy has {grid}")
+        grid = (config.num_steps, config.num_blocks, config.obs_feature_dim)
+        if grid != pruner_grid(policy):
+            raise CheckpointError(f"{path}: pruner for (steps, blocks, observation features) {grid}, "
+                                  f"the policy has {pruner_grid(policy)}")
     elif payload["policy_fingerprint"] != expected:
         raise CheckpointError(f"{path}: pruner was trained for policy {payload['policy_fingerprint']}, "
                               f"not for the loaded policy {expected}")
     if payload["sampler"] != sampler_signature(policy):
         raise CheckpointError(f"{path}: pruner masks are for sampler {payload['sampler']}, "
                               f"the policy samples with {sampler_signature(policy)}")
-    pruner = Pruner(PrunerConfig(**payload["config"]))
+    pruner = Pruner(config)
     pruner.load_state_dict(payload["state_dict"])
     return pruner.eval(), payload["extra"]

@@ -16,9 +16,10 @@ Runs are resumable: every checkpoint also writes ``<out>.train_state.pt`` (prune
 and a new run with the same settings continues from it. ``init_from`` warm-starts from another pruner of the
 same policy (e.g. a rho=0.95 pruner fine-tuned from the rho=0.9 one, or SAG from a learned static mask: it then
 starts at that mask for every observation), or with ``init_transfer`` of another policy with the same grid (a
-policy trained further: its pruners are a better start than random, and are refused for inference); ``init_interval`` starts from the mask of interval caching
-(every n-th step computes, from step ``init_interval_start`` on), so training begins at a strong static
-schedule and moves cells where the fidelity gradient says the observation needs them.
+policy trained further: its pruners are a better start than random, and are refused for inference);
+``init_interval`` starts from the mask of interval caching (every n-th step computes, from step
+``init_interval_start`` on), so training begins at a strong static schedule and moves cells where the
+fidelity gradient says the observation needs them.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from sag_ros.policy.policy import DiffusionPolicy
 from sag_ros.policy.train import lr_factor
 from sag_ros.policy.sampling import dense_runner, eager_kernels, prepare_chunk, reverse_diffusion
 from sag_ros.policy.checkpoint import CheckpointError, atomic_torch_save, fingerprint, load_artifact
-from sag_ros.sparse.artifact import load_pruner, save_pruner
+from sag_ros.sparse.artifact import load_pruner, pruner_grid, save_pruner
 from sag_ros.sparse.cache import ReuseKind, make_cache
 from sag_ros.sparse.mask import interval_mask
 from sag_ros.sparse.pruner import Pruner, PrunerConfig
@@ -94,9 +95,8 @@ class PrunerTrainConfig:
 
 
 def pruner_config_for(policy: DiffusionPolicy, train: PrunerTrainConfig) -> PrunerConfig:
-    d = policy.config.denoiser
-    return PrunerConfig(num_steps=policy.schedule.num_steps, num_blocks=d.num_blocks,
-                        obs_feature_dim=d.n_obs_steps * policy.config.encoder.feature_dim,
+    num_steps, num_blocks, obs_feature_dim = pruner_grid(policy)
+    return PrunerConfig(num_steps=num_steps, num_blocks=num_blocks, obs_feature_dim=obs_feature_dim,
                         use_observation=train.use_observation)
 
 
