@@ -49,13 +49,12 @@ def load_pruner(path: Path, policy: DiffusionPolicy, *, transfer: bool = False) 
     """
     payload = load_artifact(path, FORMAT, VERSION)
     config = PrunerConfig(**payload["config"])
-    expected = fingerprint(policy.state_dict())
     if transfer:
-        grid = (config.num_steps, config.num_blocks, config.obs_feature_dim)
-        if grid != pruner_grid(policy):
+        grid, expected_grid = (config.num_steps, config.num_blocks, config.obs_feature_dim), pruner_grid(policy)
+        if grid != expected_grid:
             raise CheckpointError(f"{path}: pruner for (steps, blocks, observation features) {grid}, "
-                                  f"the policy has {pruner_grid(policy)}")
-    elif payload["policy_fingerprint"] != expected:
+                                  f"the policy has {expected_grid}")
+    elif payload["policy_fingerprint"] != (expected := fingerprint(policy.state_dict())):
         raise CheckpointError(f"{path}: pruner was trained for policy {payload['policy_fingerprint']}, "
                               f"not for the loaded policy {expected}")
     if payload["sampler"] != sampler_signature(policy):
