@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from sag_ros.nodes.bringup import shutdown_executor
+
 # One DDS domain per test run (so parallel runs never see each other), discovery kept on loopback.
 DOMAIN_ID = 10 + os.getpid() % 90
 
@@ -46,7 +48,18 @@ def executor(ros_context):
 
     ex = MultiThreadedExecutor(num_threads=3, context=ros_context)
     yield ex
-    ex.shutdown()
+    shutdown_executor(ex)
+
+
+def stop_nodes(executor, *nodes) -> None:
+    """Stop the executor, joining its worker threads, then destroy ``nodes`` (the order ``stop_graph`` keeps).
+
+    A node destroyed while a worker thread still runs one of its callbacks makes that callback's task fail with
+    "cannot use Destroyable because destruction was requested", which rclpy prints at interpreter exit as an
+    exception never retrieved (ros2/rclpy#1142)."""
+    shutdown_executor(executor)
+    for node in nodes:
+        node.destroy_node()
 
 
 def spin_until(executor, predicate, timeout_s: float) -> bool:

@@ -16,7 +16,7 @@ from std_msgs.msg import Float64, UInt8MultiArray  # noqa: E402
 
 import sag_ros.nodes.inference_node as inference_node  # noqa: E402
 from ros_fixtures import *  # noqa: E402,F401,F403
-from ros_fixtures import spin_until  # noqa: E402
+from ros_fixtures import spin_until, stop_nodes  # noqa: E402
 from sag_ros.dashboard.model import DashboardModel  # noqa: E402
 from sag_ros.dashboard.source import DashboardSource  # noqa: E402
 from sag_ros.nodes.camera_node import ObservationBuffer  # noqa: E402
@@ -84,8 +84,7 @@ def test_mask_is_published_only_with_a_subscriber(ros_context, executor, tiny_ch
             assert 0 < mask.sum() < mask.size
             assert min(abs(f - (1.0 - mask.mean())) for f in fractions) < 1e-6  # the chunk's executed fraction
     finally:
-        for node in (inference, probe):
-            node.destroy_node()
+        stop_nodes(executor, inference, probe)
 
 
 def test_live_inference_node_fills_the_dashboard(ros_context, executor, tiny_checkpoint):
@@ -123,5 +122,4 @@ def test_live_inference_node_fills_the_dashboard(ros_context, executor, tiny_che
         widget.close()
     finally:
         source.destroy()
-        for node in (inference, probe, dashboard):
-            node.destroy_node()
+        stop_nodes(executor, inference, probe, dashboard)

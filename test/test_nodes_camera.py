@@ -11,7 +11,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 
 from ros_fixtures import *  # noqa: E402,F401,F403
-from ros_fixtures import spin_until  # noqa: E402
+from ros_fixtures import spin_until, stop_nodes  # noqa: E402
 from sag_ros.nodes.camera_node import CameraNode, ObservationBuffer, sensor_qos_depth1  # noqa: E402
 from sag_ros.nodes.convert import array_to_image, array_to_joint_state, image_to_array, stamp_to_ns  # noqa: E402
 
@@ -60,8 +60,7 @@ def test_camera_resizes_pairs_and_drops_bad_frames(ros_context, executor):
         latest_stamp, obs = buffer.latest()
         assert latest_stamp == stamp_to_ns(stamp) and obs["state"].tolist() == [[10.0, 20.0]] * 2
     finally:
-        for node in (camera, probe):
-            node.destroy_node()
+        stop_nodes(executor, camera, probe)
 
 
 def stamp_header(stamp):

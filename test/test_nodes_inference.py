@@ -17,7 +17,7 @@ from std_msgs.msg import Float64  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from ros_fixtures import *  # noqa: E402,F401,F403
-from ros_fixtures import spin_for, spin_until  # noqa: E402
+from ros_fixtures import spin_for, spin_until, stop_nodes  # noqa: E402
 from sag_ros.nodes.camera_node import ObservationBuffer  # noqa: E402
 from sag_ros.nodes.convert import array_to_image, array_to_joint_state, stamp_to_ns  # noqa: E402
 from sag_ros.nodes.inference_node import InferenceNode, ModelLoadError, clamp_to_bounds  # noqa: E402
@@ -101,8 +101,7 @@ def test_publishes_chunks_at_the_rate_with_observation_stamps(ros_context, execu
         _, _, values = inference.health()
         assert values["chunks"] >= n and values["stale_ticks"] == 0 and values["failures"] == 0
     finally:
-        for node in (inference, probe):
-            node.destroy_node()
+        stop_nodes(executor, inference, probe)
 
 
 def test_observations_over_topics_are_paired_by_stamp(ros_context, executor, tiny_checkpoint):
@@ -128,8 +127,7 @@ def test_observations_over_topics_are_paired_by_stamp(ros_context, executor, tin
         assert spin_until(executor, lambda: len(recorder.chunks) >= 2, 10.0), f"no chunks: {inference.health()}"
         assert all(stamp_to_ns(msg.header.stamp) in sent for msg in recorder.chunks)
     finally:
-        for node in (inference, probe):
-            node.destroy_node()
+        stop_nodes(executor, inference, probe)
 
 
 class SleepyPlanner:
@@ -165,8 +163,7 @@ def test_diagnostics_warn_when_inference_is_slower_than_the_period(ros_context, 
         assert recorder.plan_ms and min(recorder.plan_ms) >= 150.0
         assert inference.overruns >= 1  # ticks that found the worker busy were counted, not queued
     finally:
-        for node in (inference, probe):
-            node.destroy_node()
+        stop_nodes(executor, inference, probe)
 
 
 def test_stale_observations_stop_publishing_and_report_error(ros_context, executor, tiny_checkpoint):
@@ -193,8 +190,7 @@ def test_stale_observations_stop_publishing_and_report_error(ros_context, execut
         assert "old" in recorder.diagnostics[-1].status[0].message
         assert inference.stale_ticks >= 5
     finally:
-        for node in (inference, probe):
-            node.destroy_node()
+        stop_nodes(executor, inference, probe)
 
 
 def test_out_of_range_chunks_are_not_published(ros_context, executor, tiny_checkpoint):
@@ -209,8 +205,7 @@ def test_out_of_range_chunks_are_not_published(ros_context, executor, tiny_check
         assert spin_until(executor, lambda: inference.refused >= 3, 5.0)
         assert recorder.chunks == []
     finally:
-        for node in (inference, probe):
-            node.destroy_node()
+        stop_nodes(executor, inference, probe)
 
 
 def test_small_overshoot_is_clamped_and_a_far_or_non_finite_one_refused():

@@ -16,7 +16,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from ros_fixtures import *  # noqa: E402,F401,F403
-from ros_fixtures import spin_until  # noqa: E402
+from ros_fixtures import spin_until, stop_nodes  # noqa: E402
 from sag_ros.nodes.bringup import build_nodes  # noqa: E402
 from sag_ros.nodes.graph import describe_graph  # noqa: E402
 from sag_ros.nodes.sim_node import ActionSchedule, SimNode, fallback_action  # noqa: E402
@@ -111,5 +111,4 @@ def test_closed_loop_pusht_episode_over_ros(ros_context, executor, tiny_checkpoi
         assert sim.held_steps < 12
         assert nodes["sag_inference"].chunks >= 5 and nodes["sag_camera"].frames_out >= 20
     finally:
-        for node in [*nodes.values(), probe]:
-            node.destroy_node()
+        stop_nodes(executor, *nodes.values(), probe)
