@@ -112,7 +112,7 @@ def _train_pruner(args: argparse.Namespace) -> None:
                             batch_size=args.batch_size, lr=args.lr, cell_lr=args.cell_lr, rate_warmup=args.rate_warmup,
                             reuse=args.reuse, reference=args.reference, fidelity_window=args.fidelity_window,
                             fidelity_steps=args.fidelity_steps,
-                            use_observation=not args.static, seed=args.seed,
+                            use_observation=not args.static, granularity=args.granularity, seed=args.seed,
                             threads=args.threads, init_from=args.init, init_transfer=args.init_transfer,
                             init_interval=init_interval,
                             init_interval_start=init_interval_start)
@@ -255,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fidelity-steps", choices=["final", "trajectory"], default="final",
                    help="compare the sampled chunks, or every step's clean-chunk prediction")
     p.add_argument("--static", action="store_true", help="one learned mask for all observations (L2C-style)")
+    p.add_argument("--granularity", choices=["block", "step"], default="block",
+                   help="one decision per (step, block) cell, or per step for all its blocks")
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm")
     p.add_argument("--steps", type=int, default=100, help="denoising steps the masks are for")
     p.add_argument("--seed", type=int, default=0)

@@ -151,9 +151,11 @@ def test_unmasked_native_blocks_and_exported_blocks_match_eager(features, tmp_pa
         assert_sample_matches(unmasked, features, exported)
 
 
-def test_pruner_mask_head_runs_as_a_session_and_is_cached(policy, first_build, cache_dir):
+@pytest.mark.parametrize("granularity", ["block", "step"])
+def test_pruner_mask_head_runs_as_a_session_and_is_cached(policy, first_build, cache_dir, granularity):
     """The SAG pruner's per-chunk head, compiled: the same masks as in torch wherever the two logits are not within
-    float rounding of each other, exported once per pruner weights."""
+    float rounding of each other, exported once per pruner weights and granularity (the same seed gives both
+    granularities the same weights: a cache keyed on weights alone would hand the step head the block graph)."""
     from sag_ros.sparse.planner import SagPlanner, pruner_planner
     from sag_ros.sparse.pruner import Pruner
     from sag_ros.sparse.train_pruner import PrunerTrainConfig, pruner_config_for
@@ -161,7 +163,7 @@ def test_pruner_mask_head_runs_as_a_session_and_is_cached(policy, first_build, c
 
     backend = first_build[0]
     torch.manual_seed(0)
-    pruner = Pruner(pruner_config_for(policy, PrunerTrainConfig())).eval()
+    pruner = Pruner(pruner_config_for(policy, PrunerTrainConfig(granularity=granularity))).eval()
     head = pruner.mask_head()
     compiled = backend.compile_pruner(head)
     assert compiled is not head and backend.exported[-1].startswith("pruner-")

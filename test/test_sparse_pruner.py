@@ -1,5 +1,7 @@
 """Pruner: straight-through gradients, sparsity pull towards rho, masks, and checkpoint binding."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -98,6 +100,31 @@ def test_masks_depend_on_observation_and_first_step_computes(tiny_policy):
     with torch.no_grad():  # the mask head (what backends compile) is the comparison of the two logits
         logits = pruner.logits(features)
     assert torch.equal(masks[:, 1:], (logits[..., 1] > logits[..., 0])[:, 1:])
+
+
+def test_step_granularity_computes_or_skips_whole_steps(tiny_policy):
+    cfg = pruner_config_for(tiny_policy, PrunerTrainConfig(granularity="step"))
+    torch.manual_seed(0)
+    pruner = Pruner(cfg).eval()
+    features = _features(tiny_policy, batch=3, seed=2)
+    with torch.no_grad():  # offsets that disagree within every row, so that only the pooling makes rows whole,
+        pruner.cell_bias.normal_(std=2.0)  # and the prune logit centred so that about half the rows are pruned
+        logits = pruner.logits(features)
+        pruner.mlp[-1].bias[1] -= (logits[..., 1] - logits[..., 0]).median()
+    masks = pruner.predict_mask(features)
+    assert (masks == masks[..., :1]).all() and not masks[:, 0].any()
+    assert 0.0 < masks[:, 1:].float().mean() < 1.0
+    with torch.no_grad():  # training's gates are the head's mask (up to float rounding at the threshold)
+        logits = pruner.logits(features)
+        decided = (logits[..., 1] - logits[..., 0]).abs() > 1e-4
+        gates = pruner.train().gates(features).bool()
+    assert decided[:, 1:].float().mean() > 0.9 and torch.equal(gates[decided], masks[decided])
+    block = Pruner(dataclasses.replace(cfg, granularity="block")).eval()
+    block.load_state_dict(pruner.state_dict())
+    cells = block.predict_mask(features)
+    assert not (cells == cells[..., :1]).all()
+    with pytest.raises(ValueError, match="granularity"):
+        dataclasses.replace(cfg, granularity="layer")
 
 
 def test_a_pruner_without_the_observation_plans_its_one_mask_once(tiny_policy):

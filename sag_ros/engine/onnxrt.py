@@ -246,13 +246,16 @@ class OnnxRuntimeBackend(Backend):
     def compile_pruner(self, head: nn.Module) -> UnitFn:
         """The pruner's mask head as one more session, on the CPU at batch 1 (the planner's case): its Mish
         activations over the whole [K*3L, hidden] grid are elementwise work that ONNX Runtime vectorizes, 0.75 ms
-        against ~1 ms in torch at one thread. Exported once per pruner weights into this backend's artifact folder,
+        against ~1 ms in torch at one thread. Exported once per pruner weights (and ``graph_key``, if the head has
+        one) into this backend's artifact folder,
         run with the fused step's thread budget (it is one large batched computation too). Elsewhere the torch head
         stays: on a GPU it is not what a chunk waits for."""
         if self.device.type != "cpu" or self.batch_size != 1:
             return head
         features = next(unit for unit in self.units if unit.name == CONDITION).example_inputs[0]
-        unit = Unit(f"pruner-{weights_digest(head)[:16]}", head, (features,), ("obs_features",))
+        graph_key = getattr(head, "graph_key", None)  # e.g. a step-level head pools its logits: another graph
+        name = "-".join(part for part in ("pruner", graph_key, weights_digest(head)[:16]) if part)
+        unit = Unit(name, head, (features,), ("obs_features",))
         path = self.artifacts.file(unit.name, ".onnx")
         if not path.exists():
             self.artifacts.write_bytes(path, export_onnx(unit, *self._export_options))

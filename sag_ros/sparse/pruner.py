@@ -5,6 +5,8 @@ summed per (k, j) cell, through a small transformer encoder over all K x 3L cell
 the policy's own observation features (no second encoder), flattened and projected. A 3-layer MLP over
 [index embedding ; observation embedding] gives two logits per cell (compute, prune), plus a learned per-cell
 offset on the prune logit; the gate is the hard argmax with a straight-through softmax gradient.
+With ``granularity="step"`` the two logits are averaged over each step's blocks, so a step computes all of its
+blocks or none: an observation-conditioned choice of denoising steps (see :class:`PrunerConfig`).
 
 The MLP's first layer is linear in the concatenation, so it splits into W_idx e_idx + W_obs e_obs. In
 eval mode the index half, the whole transformer included, is computed once and cached (a [K*3L, hidden]
@@ -36,8 +38,15 @@ class PrunerConfig:
     hidden_dim: int = 64
     use_observation: bool = True
     init_prune_rate: float = 0.5  # the hard gate thresholds at 0.5, so this biases which way cells start
+    granularity: str = "block"
+    """``block``: one decision per (step, block) cell, as in the paper. ``step``: one per step, shared by its blocks.
+    On the default Push-T policy every learned block-level mask scored below uniform interval caching, whose rows
+    are whole, in closed loop (README); a step-level pruner keeps whole rows and lets the observation choose them.
+    Whole rows are also what the runtime does best: one fused call instead of one call per block."""
 
     def __post_init__(self) -> None:
+        if self.granularity not in ("block", "step"):
+            raise ValueError(f"pruner.granularity={self.granularity!r} must be 'block' or 'step'")
         if not 0.0 < self.init_prune_rate < 1.0:
             raise ValueError(f"pruner.init_prune_rate={self.init_prune_rate} must be in (0, 1)")
         if self.index_dim % self.index_heads:
@@ -66,6 +75,11 @@ def mlp_input(table: torch.Tensor, obs_proj: nn.Module | None, obs_features: tor
     if obs_proj is not None:
         table = table + obs_proj(obs_features.flatten(1))[:, None, :]
     return table.expand(obs_features.shape[0], -1, -1)
+
+
+def per_step_mean(x: torch.Tensor) -> torch.Tensor:
+    """[B, K, 3L, ...] -> each step's mean over its blocks, repeated for every block (same shape)."""
+    return x.mean(dim=2, keepdim=True).expand_as(x)
 
 
 def straight_through_gate(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -121,7 +135,8 @@ class Pruner(nn.Module):
         obs_proj = self.obs_proj if self.config.use_observation else None
         out = self.mlp(mlp_input(self.index_table(), obs_proj, obs_features))
         out = out.view(b, self.config.num_steps, self.config.num_blocks, 2)
-        return out + torch.stack((torch.zeros_like(self.cell_bias), self.cell_bias), dim=-1)
+        out = out + torch.stack((torch.zeros_like(self.cell_bias), self.cell_bias), dim=-1)
+        return per_step_mean(out) if self.config.granularity == "step" else out
 
     def gates(self, obs_features: torch.Tensor) -> torch.Tensor:
         """Straight-through gates [B, K, 3L] (1 = prune), first step forced to compute."""
@@ -154,10 +169,15 @@ class PrunerMaskHead(nn.Module):
         self.register_buffer("table", pruner.index_table().detach().clone(), persistent=False)
         self.register_buffer("cell_bias", pruner.cell_bias.detach().flatten().clone(), persistent=False)
         self.grid = (c.num_steps, c.num_blocks)
+        self.per_step = c.granularity == "step"
+        self.graph_key = c.granularity  # what shapes the graph besides the weights (a backend's export cache key)
 
     def forward(self, obs_features: torch.Tensor) -> torch.Tensor:
         b = obs_features.shape[0]
         logits = self.mlp(mlp_input(self.table, self.obs_proj, obs_features))
-        pruned = (logits[..., 1] + self.cell_bias > logits[..., 0]).view(b, *self.grid)
+        prune, keep = (logits[..., 1] + self.cell_bias).view(b, *self.grid), logits[..., 0].view(b, *self.grid)
+        if self.per_step:
+            prune, keep = per_step_mean(prune), per_step_mean(keep)
+        pruned = prune > keep
         return torch.cat((torch.zeros_like(pruned[:, :1]), pruned[:, 1:]), dim=1)
 

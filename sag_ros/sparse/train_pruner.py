@@ -61,6 +61,7 @@ class PrunerTrainConfig:
     fidelity_window: str = "chunk"  # or "executed": only the Ta actions the robot runs (To-1 .. To-1+Ta)
     fidelity_steps: str = "final"  # or "trajectory": every step's clean-chunk prediction, averaged over steps
     use_observation: bool = True  # False: one learned static mask for all observations
+    granularity: str = "block"  # or "step": whole denoising steps computed or skipped (PrunerConfig.granularity)
     seed: int = 0
     threads: int = 2
     checkpoint_every: int = 25
@@ -97,7 +98,7 @@ class PrunerTrainConfig:
 def pruner_config_for(policy: DiffusionPolicy, train: PrunerTrainConfig) -> PrunerConfig:
     num_steps, num_blocks, obs_feature_dim = pruner_grid(policy)
     return PrunerConfig(num_steps=num_steps, num_blocks=num_blocks, obs_feature_dim=obs_feature_dim,
-                        use_observation=train.use_observation)
+                        use_observation=train.use_observation, granularity=train.granularity)
 
 
 def fidelity_slice(policy: DiffusionPolicy, cfg: PrunerTrainConfig) -> slice:
@@ -174,6 +175,8 @@ def initial_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig) -> Pruner:
     if cfg.init_from is None:
         return Pruner(pruner_config_for(policy, cfg))
     pruner, _ = load_pruner(Path(cfg.init_from), policy, transfer=cfg.init_transfer)
+    if pruner.config.granularity != cfg.granularity:
+        raise CheckpointError(f"{cfg.init_from} decides per {pruner.config.granularity}; this run per {cfg.granularity}")
     if pruner.config.use_observation == cfg.use_observation:
         return pruner
     if pruner.config.use_observation:
