@@ -7,7 +7,7 @@ from pathlib import Path
 
 PACKAGE = "sag_ros"
 SHIPPED_POLICY = "pusht_image_long.pt"
-SHIPPED_PRUNER = "pusht_image_long_sag_rho0.9_per_block_final.pt"
+SHIPPED_PRUNER = "pusht_image_long_sag_rho0.9_step.pt"
 
 
 def share_dir() -> Path:

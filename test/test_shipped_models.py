@@ -1,0 +1,52 @@
+"""The checkpoints in models/ load: every pruner against the policy its name starts with (its weights fingerprint
+and sampler are checked on load), and the default pruner against the default policy, as `sag-bringup` pairs them."""
+
+import functools
+from pathlib import Path
+
+import pytest
+import torch
+
+from sag_ros.policy import checkpoint
+from sag_ros.policy.checkpoint import load_policy
+from sag_ros.resources import default_policy_path, default_pruner_path, share_dir
+from sag_ros.sparse import artifact
+from sag_ros.sparse.artifact import load_pruner, pruner_sampler
+
+MODELS = share_dir() / "models"
+FILES = {p: torch.load(p, map_location="cpu", weights_only=True)["format"]
+         for p in sorted(MODELS.glob("*.pt")) if not p.name.endswith(".train_state.pt")}  # training's resume files
+POLICIES = [p for p, kind in FILES.items() if kind == checkpoint.FORMAT]
+PRUNERS = [p for p, kind in FILES.items() if kind == artifact.FORMAT]
+
+
+@functools.lru_cache(maxsize=None)
+def shipped_policy(path: Path):
+    """Loaded once per file; each test sets the sampler it needs."""
+    return load_policy(path)[0]
+
+
+def policy_of(pruner: Path) -> Path:
+    """The policy a pruner file is named after: the longest policy stem its name starts with."""
+    return max((p for p in POLICIES if pruner.stem.startswith(p.stem + "_")), key=lambda p: len(p.stem))
+
+
+def test_every_file_in_models_is_a_policy_or_a_pruner_and_the_defaults_are_there():
+    assert len(POLICIES) + len(PRUNERS) == len(FILES), FILES
+    assert default_policy_path() in POLICIES and default_pruner_path() in PRUNERS
+
+
+@pytest.mark.parametrize("pruner_path", PRUNERS, ids=lambda p: p.stem)
+def test_every_shipped_pruner_loads_against_its_policy(pruner_path):
+    policy = shipped_policy(policy_of(pruner_path))
+    policy.use_sampler(*pruner_sampler(pruner_path))
+    pruner, extra = load_pruner(pruner_path, policy)
+    assert extra["reuse"] in ("one_for_all", "per_block")
+    assert pruner.config.num_steps == policy.schedule.num_steps
+
+
+def test_the_default_pruner_belongs_to_the_default_policy():
+    policy = shipped_policy(default_policy_path())
+    policy.use_sampler(*pruner_sampler(default_pruner_path()))
+    pruner, _ = load_pruner(default_pruner_path(), policy)
+    assert pruner.config.num_steps == policy.schedule.num_steps
