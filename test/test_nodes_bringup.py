@@ -63,3 +63,21 @@ def test_missing_model_fails_with_a_clear_message(tmp_path):
     out, _ = proc.communicate(timeout=40)
     assert proc.returncode == 1
     assert "does not exist" in out and "model_path" in out and "Traceback" not in out, out
+
+
+def test_spinning_a_shut_down_context_reads_as_an_external_shutdown(ros_context, executor):
+    """A SIGINT that shuts the context down just before ``spin_once`` creates its wait timer: rclpy raises RCLError
+    there (a traceback and exit code 1 from ``sag-bringup``, once in CI); the graph's loop must see the shutdown."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+    from rclpy.node import Node
+
+    from sag_ros.nodes.bringup import spin_once
+
+    node = Node("idle", context=ros_context)
+    executor.add_node(node)
+    spin_once(executor, timeout_sec=0.01)  # a live context: an ordinary spin
+    rclpy.shutdown(context=ros_context)
+    with pytest.raises(ExternalShutdownException):
+        spin_once(executor, timeout_sec=0.01)
+    node.destroy_node()

@@ -93,7 +93,7 @@ def run_method(method: RosMethod, policy_path: str, *, episodes: int, seed: int,
     from rclpy.context import Context
     from rclpy.executors import MultiThreadedExecutor
 
-    from sag_ros.nodes.bringup import build_nodes, stop_graph
+    from sag_ros.nodes.bringup import build_nodes, spin_once, stop_graph
     from sag_ros.nodes.graph import INFERENCE, SIM, describe_graph
 
     inference = {"stats_window": STATS_WINDOW, "threads": threads}
@@ -127,7 +127,7 @@ def run_method(method: RosMethod, policy_path: str, *, episodes: int, seed: int,
         t0 = time.monotonic()
         deadline = t0 + timeout_s
         while context.ok() and not sim_node.finished.done() and time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.05)
+            spin_once(executor, timeout_sec=0.05)
         wall_s = time.monotonic() - t0
         if not sim_node.finished.done():
             raise TimeoutError(f"{method.name}: the sim did not finish {episodes} episode(s) in {timeout_s:.0f} s "
