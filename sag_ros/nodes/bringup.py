@@ -71,7 +71,7 @@ def shutdown_executor(executor) -> None:
 
 
 def spin_once(executor: Executor, timeout_sec: float) -> None:
-    """``executor.spin_once``, where a context shut down during the call (SIGINT) always reads as
+    """``executor.spin_once``, where a shut-down context (SIGINT), before or during the call, always reads as
     :class:`ExternalShutdownException`.
 
     The executor checks its context while it waits, but a shutdown that lands just before it creates its wait timer
@@ -149,8 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sim = nodes.get(SIM)
         next_print = time.monotonic() + args.print_period
         print(f"[sag-bringup] running {', '.join(nodes)}", flush=True)
-        while rclpy.ok() and not (sim is not None and sim.finished.done()):
-            spin_once(executor, timeout_sec=0.1)
+        while not (sim is not None and sim.finished.done()):  # until the sim is done or the context is shut down:
+            spin_once(executor, timeout_sec=0.1)  # then this raises ExternalShutdownException
             if time.monotonic() >= next_print:
                 print(latency_line(nodes[INFERENCE]), flush=True)
                 next_print += args.print_period

@@ -168,14 +168,18 @@ class PrunerMaskHead(nn.Module):
         self.register_buffer("table", pruner.index_table().detach().clone(), persistent=False)
         self.register_buffer("cell_bias", pruner.cell_bias.detach().flatten().clone(), persistent=False)
         self.grid = (c.num_steps, c.num_blocks)
-        self.per_step = c.granularity == "step"
-        self.graph_key = c.granularity  # what shapes the graph besides the weights (a backend's export cache key)
+        self.granularity = c.granularity
+
+    @property
+    def graph_key(self) -> str:
+        """What shapes this head's graph besides its weights: a backend keys its export cache on it."""
+        return self.granularity
 
     def forward(self, obs_features: torch.Tensor) -> torch.Tensor:
         b = obs_features.shape[0]
         logits = self.mlp(mlp_input(self.table, self.obs_proj, obs_features))
         prune, keep = (logits[..., 1] + self.cell_bias).view(b, *self.grid), logits[..., 0].view(b, *self.grid)
-        if self.per_step:
+        if self.granularity == "step":
             prune, keep = per_step_mean(prune), per_step_mean(keep)
         pruned = prune > keep
         return torch.cat((torch.zeros_like(pruned[:, :1]), pruned[:, 1:]), dim=1)
