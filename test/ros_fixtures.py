@@ -52,7 +52,8 @@ def executor(ros_context):
 
 
 def stop_nodes(executor, *nodes) -> None:
-    """Stop the executor, joining its worker threads, then destroy ``nodes`` (the order ``stop_graph`` keeps).
+    """Stop the executor, joining its worker threads, then destroy ``nodes``: the order of ``stop_graph``, which a
+    test does not call because it logs and swallows an error destroying a node, where a test must fail on one.
 
     A node destroyed while a worker thread still runs one of its callbacks makes that callback's task fail with
     "cannot use Destroyable because destruction was requested", which rclpy prints at interpreter exit as an
