@@ -97,9 +97,11 @@ def test_masks_depend_on_observation_and_first_step_computes(tiny_policy):
     assert masks.shape == (2, cfg.num_steps, cfg.num_blocks) and masks.dtype == torch.bool
     assert not masks[:, 0].any()
     assert not torch.equal(masks[0], masks[1])
-    with torch.no_grad():  # the mask head (what backends compile) is the comparison of the two logits
-        logits = pruner.logits(features)
-    assert torch.equal(masks[:, 1:], (logits[..., 1] > logits[..., 0])[:, 1:])
+    with torch.no_grad():  # the mask head (what backends compile) is the comparison of the two logits, up to
+        logits = pruner.logits(features)  # float rounding where they tie (the centring puts a cell there)
+        decided = (logits[..., 1] - logits[..., 0]).abs() > 1e-4
+    assert decided[:, 1:].float().mean() > 0.9
+    assert torch.equal(masks[:, 1:][decided[:, 1:]], (logits[..., 1] > logits[..., 0])[:, 1:][decided[:, 1:]])
 
 
 def test_step_granularity_computes_or_skips_whole_steps(tiny_policy):

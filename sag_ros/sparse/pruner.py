@@ -10,7 +10,8 @@ blocks or none: an observation-conditioned choice of denoising steps (see :class
 
 The MLP's first layer is linear in the concatenation, so it splits into W_idx e_idx + W_obs e_obs. In
 eval mode the index half, the whole transformer included, is computed once and cached (a [K*3L, hidden]
-table); per chunk the pruner then costs one small projection and two [K*3L, hidden] matmuls.
+table); per chunk the pruner then costs one small projection, one [K*3L, hidden] x [hidden, hidden] GEMM, two
+activations over the grid and a matrix-vector product (:class:`PrunerMaskHead`).
 """
 
 from __future__ import annotations
@@ -158,15 +159,25 @@ class PrunerMaskHead(nn.Module):
     trained pruner computes per chunk, as a module of one tensor input whose observation-independent parts (the
     index table, the cell offsets) are constant buffers, so that a backend can compile it like the denoiser's
     units (:meth:`sag_ros.engine.base.Backend.compile_pruner`). It shares the pruner's layers and snapshots its
-    table: build it once training is over. Same values as comparing :meth:`Pruner.logits`' two columns."""
+    table: build it once training is over.
+
+    Only the sign of (prune - keep) matters, so the last layer is folded into one column, its bias into the cell
+    offsets, and a step-level head averages that one margin over the step's blocks (the mean of a difference is
+    the difference of the means). The grid goes through the MLP as one [B*K*3L, hidden] matrix, so each linear
+    layer is a single GEMM with its bias. The same decisions as comparing :meth:`Pruner.logits`' two columns,
+    except where they are within float rounding of each other."""
 
     def __init__(self, pruner: Pruner) -> None:
         super().__init__()
         c = pruner.config
         self.obs_proj = pruner.obs_proj if c.use_observation else None
-        self.mlp = pruner.mlp
+        self.hidden = pruner.mlp[:-1]  # Mish, Linear, Mish
+        last = pruner.mlp[-1]
         self.register_buffer("table", pruner.index_table().detach().clone(), persistent=False)
-        self.register_buffer("cell_bias", pruner.cell_bias.detach().flatten().clone(), persistent=False)
+        self.register_buffer("margin_weight", (last.weight[1] - last.weight[0]).detach()[:, None].clone(),
+                             persistent=False)
+        offset = pruner.cell_bias.detach() + (last.bias[1] - last.bias[0]).detach()
+        self.register_buffer("margin_offset", offset.clone(), persistent=False)
         self.grid = (c.num_steps, c.num_blocks)
         self.granularity = c.granularity
 
@@ -177,10 +188,9 @@ class PrunerMaskHead(nn.Module):
 
     def forward(self, obs_features: torch.Tensor) -> torch.Tensor:
         b = obs_features.shape[0]
-        logits = self.mlp(mlp_input(self.table, self.obs_proj, obs_features))
-        prune, keep = (logits[..., 1] + self.cell_bias).view(b, *self.grid), logits[..., 0].view(b, *self.grid)
+        rows = mlp_input(self.table, self.obs_proj, obs_features).reshape(-1, self.table.shape[1])
+        margin = (self.hidden(rows) @ self.margin_weight).view(b, *self.grid) + self.margin_offset
         if self.granularity == "step":
-            prune, keep = per_step_mean(prune), per_step_mean(keep)
-        pruned = prune > keep
+            margin = per_step_mean(margin)
+        pruned = margin > 0
         return torch.cat((torch.zeros_like(pruned[:, :1]), pruned[:, 1:]), dim=1)
-
