@@ -10,9 +10,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sag_ros.resources import default_policy_path
 from sag_ros.tables import format_table
+
+if TYPE_CHECKING:
+    from sag_ros.sim.task import TaskSpec
 
 
 def _datagen(args: argparse.Namespace) -> None:
@@ -66,6 +70,16 @@ def _policy_task(policy_task: str, requested: str | None):
     return get_task(policy_task)
 
 
+def _test_seeds(task: TaskSpec, seed_start: int | None, episodes: int) -> range:
+    """Env seeds of an evaluation: ``episodes`` from ``seed_start`` (default: the task's first test seed). Seeds
+    below the test seeds are the demonstrations' layouts, on which a score says nothing about the policy."""
+    start = task.test_seed_start if seed_start is None else seed_start
+    if start < task.test_seed_start:
+        raise SystemExit(f"--seed-start {start} is below {task.name}'s test seeds (>= {task.test_seed_start}): "
+                         "those layouts are where the demonstrations come from")
+    return range(start, start + episodes)
+
+
 def _eval(args: argparse.Namespace) -> None:
     from sag_ros.predictor import PredictorSpec
     from sag_ros.sim.evaluate import evaluate, summarize
@@ -76,8 +90,8 @@ def _eval(args: argparse.Namespace) -> None:
     policy = spec().policy  # fails fast, here, on a missing or mismatched checkpoint
     schedule = policy.schedule
     task = _policy_task(policy.config.task, args.task)
-    start = args.seed_start if args.seed_start is not None else task.test_seed_start
-    results = evaluate(spec, task.name, range(start, start + args.episodes), workers=args.workers,
+    seeds = _test_seeds(task, args.seed_start, args.episodes)
+    results = evaluate(spec, task.name, seeds, workers=args.workers,
                        video_dir=Path(args.video_dir) if args.videos else None, num_videos=args.videos)
     summary = summarize(results)
     print(format_table([{"policy": policy_path.name, "sampler": f"{schedule.kind.value}-{schedule.num_steps}",
@@ -85,7 +99,7 @@ def _eval(args: argparse.Namespace) -> None:
     if args.json:
         report = {"policy": str(policy_path), "pruner": args.pruner, "task": task.name,
                   "sampler": schedule.kind.value, "steps": schedule.num_steps, "backend": args.backend,
-                  "seeds": [start, start + args.episodes], "summary": summary,
+                  "seeds": [seeds.start, seeds.stop], "summary": summary,
                   "episodes": [vars(r) for r in results]}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=1))
@@ -128,8 +142,8 @@ def _bench(args: argparse.Namespace) -> None:
     methods = standard_methods(policy_path, pruners, intervals=tuple(args.intervals), ddim_steps=tuple(args.ddim),
                                backends=tuple(args.backends), interval_reuse=tuple(args.interval_reuse))
     task = _policy_task(load_policy(Path(policy_path))[0].config.task, args.task)
-    start = task.test_seed_start
-    report = run_benchmark(methods, task.name, range(start, start + args.episodes), args.noise_seeds, args.workers,
+    seeds = _test_seeds(task, args.seed_start, args.episodes)
+    report = run_benchmark(methods, task.name, seeds, args.noise_seeds, args.workers,
                            args.latency_obs, args.repeats, args.threads)
     print(format_results(report))
     save_report(report, Path(args.json))
@@ -268,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pruner", action="append", default=[], metavar="NAME=PATH", help="a pruner to compare (repeat)")
     p.add_argument("--task", help="default: the policy's task")
     p.add_argument("--episodes", type=int, default=50, help="env seeds from the task's test seeds (0: speed only)")
+    p.add_argument("--seed-start", type=int, help="first env seed (default: the task's first test seed)")
     p.add_argument("--noise-seeds", type=int, default=3, help="evaluation seeds per env seed")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--latency-obs", type=int, default=5, help="env seeds to record observations from")

@@ -35,11 +35,14 @@ def test_pipeline_end_to_end(tmp_path, capsys):
     assert summary["episodes"] == 1 and 0.0 <= summary["score"] <= 1.0
     with pytest.raises(SystemExit, match="trained on 'pusht'"):
         main(["eval", "--policy", str(policy), "--task", "mw-drawer-open", "--episodes", "1"])
+    with pytest.raises(SystemExit, match="demonstrations come from"):  # seed 7 made the demonstrations
+        main(["eval", "--policy", str(policy), "--steps", "10", "--episodes", "1", "--seed-start", "7"])
     bench_json, bench_png = tmp_path / "bench.json", tmp_path / "bench.png"
     main(["bench", "--policy", str(policy), "--pruner", f"sag={pruner}", "--episodes", "1", "--noise-seeds", "1",
           "--latency-obs", "1", "--repeats", "1", "--intervals", "2", "--ddim", "5", "--workers", "1",
-          "--json", str(bench_json), "--plot", str(bench_png)])
+          "--seed-start", "100003", "--json", str(bench_json), "--plot", str(bench_png)])
     bench = json.loads(bench_json.read_text())
+    assert bench["seeds"] == [100003, 100004]
     assert list(bench["methods"]) == ["dense", "ddim-5", "interval n=2", "sag"]
     dense, interval = bench["methods"]["dense"], bench["methods"]["interval n=2"]
     assert dense["executed_fraction"] == 1.0 and dense["speedup"] == 1.0
