@@ -42,7 +42,8 @@ class PrunerConfig:
     granularity: str = "block"
     """``block``: one decision per (step, block) cell, as in the paper. ``step``: one per step, shared by its blocks,
     so a step runs whole or not at all: one fused call where the backend fuses a step, instead of one call per
-    block. On the default Push-T policy the step-level pruner was the best sparse method at 10 % of blocks (README)."""
+    block. On the default Push-T policy the step-level pruner is the best of the pruners tried at 10 % of blocks, level
+    with interval caching n=10 over 750 episodes (README)."""
 
     def __post_init__(self) -> None:
         if self.granularity not in ("block", "step"):
