@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", help="checkpoint (default: the shipped Push-T policy)")
     p.add_argument("--task", help="default: the policy's task")
     p.add_argument("--episodes", type=int, default=50)
-    p.add_argument("--seed-start", type=int, help="first env seed (default: the task's test seeds)")
+    p.add_argument("--seed-start", type=int, help="first env seed (default: the task's first test seed)")
     p.add_argument("--sampler", choices=["ddpm", "ddim"], help="default: the checkpoint's")
     p.add_argument("--steps", type=int, help="denoising steps (default: the checkpoint's)")
     p.add_argument("--workers", type=int, default=2)
