@@ -129,8 +129,10 @@ def measure_latency(predictors: dict[str, PolicyPredictor], observations: list[d
     for n in names:
         ms = np.array(samples[n]) * 1e3
         enc, plan, den = np.median(np.array(stages[n]), axis=0) * 1e3
+        plan_all = np.array(stages[n])[:, 1] * 1e3  # a SAG head's cost varies (certified or full pass): mean, p99 too
         out[n] = {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
                   "p99_ms": float(np.percentile(ms, 99)), "encode_ms": float(enc), "plan_ms": float(plan),
+                  "plan_mean_ms": float(plan_all.mean()), "plan_p99_ms": float(np.percentile(plan_all, 99)),
                   "denoise_ms": float(den), "executed_fraction": float(np.mean(fractions[n]))}
     return out
 

@@ -132,8 +132,7 @@ class PredictorSpec:
         if self.pruner_path is not None:
             pruner, extra = load_pruner(Path(self.pruner_path), policy)
             pruner.to(policy.denoiser.pos_emb.device)
-            planner = pruner_planner(kernels, pruner, self.reuse or extra.get("reuse", "one_for_all"),
-                                     backend.compile_pruner)
+            planner = pruner_planner(kernels, pruner, self.reuse or extra.get("reuse", "one_for_all"))
         elif self.interval is not None:
             mask = interval_mask(policy.schedule.num_steps, len(kernels.block_fns), self.interval, self.interval_start)
             planner = StaticMaskPlanner(kernels, mask, self.reuse or "per_block")

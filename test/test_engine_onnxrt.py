@@ -149,35 +149,3 @@ def test_unmasked_native_blocks_and_exported_blocks_match_eager(features, tmp_pa
         assert exported.describe()["native_blocks"] is False and exported.exported, "native=False reused native files"
         assert_units_match(unmasked, exported)
         assert_sample_matches(unmasked, features, exported)
-
-
-@pytest.mark.parametrize("granularity", ["block", "step"])
-def test_pruner_mask_head_runs_as_a_session_and_is_cached(policy, first_build, cache_dir, granularity):
-    """The SAG pruner's per-chunk head, compiled: the same masks as in torch wherever the two logits are not within
-    float rounding of each other, exported once per pruner weights and granularity (the same seed gives both
-    granularities the same weights: a cache keyed on weights alone would hand the step head the block graph)."""
-    from sag_ros.sparse.planner import SagPlanner, pruner_planner
-    from sag_ros.sparse.pruner import Pruner
-    from sag_ros.sparse.train_pruner import PrunerTrainConfig, pruner_config_for
-    from conftest import random_observation
-
-    backend = first_build[0]
-    torch.manual_seed(0)
-    pruner = Pruner(pruner_config_for(policy, PrunerTrainConfig(granularity=granularity))).eval()
-    head = pruner.mask_head()
-    compiled = backend.compile_pruner(head)
-    assert compiled is not head and backend.exported[-1].startswith("pruner-")
-    with torch.no_grad():
-        for seed in range(3):
-            f = policy.encode_observation(random_observation(policy.config, seed=seed))
-            logits = pruner.logits(f)
-            decided = (logits[..., 1] - logits[..., 0]).abs() > 1e-4
-            mask = compiled(f)
-            assert mask.dtype == torch.bool and mask.shape == head(f).shape
-            assert torch.equal(mask[decided], head(f)[decided])
-    exported = len(backend.exported)
-    planner = pruner_planner(backend.kernels, pruner, "one_for_all", backend.compile_pruner)
-    assert isinstance(planner, SagPlanner) and len(backend.exported) == exported, "the cached head was re-exported"
-    runner, fraction = planner.plan(f)
-    assert fraction == pytest.approx(1.0 - mask.float().mean().item(), abs=1e-3)
-

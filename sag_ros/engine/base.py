@@ -376,11 +376,6 @@ class Backend:
         """``(image, normalized state) -> features`` through the ``encoder`` unit, if this backend built one."""
         return self._fns.get(ENCODER)
 
-    def compile_pruner(self, head: nn.Module) -> UnitFn:
-        """A SAG pruner's per-chunk mask head (:class:`~sag_ros.sparse.pruner.PrunerMaskHead`: features -> mask) as
-        this backend runs it: the module itself, unless the backend compiles it too (ONNX Runtime on the CPU)."""
-        return head
-
     def unit_fns(self) -> dict[str, UnitFn]:
         """Unit name -> callable on the unit's own inputs (SA/FFN take h only); used by warmup and benches."""
         return dict(self._fns)

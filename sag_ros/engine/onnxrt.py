@@ -37,10 +37,9 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
-from sag_ros.engine.artifacts import ArtifactDir, key_fields, weights_digest
+from sag_ros.engine.artifacts import ArtifactDir, key_fields
 from sag_ros.engine import host_advance
 from sag_ros.engine.base import ADVANCE, BLOCKS, CONDITION, Backend, Unit, UnitFn, require
 from sag_ros.policy.denoiser import TransformerDenoiser
@@ -242,28 +241,6 @@ class OnnxRuntimeBackend(Backend):
         so.enable_cpu_mem_arena = False
         so.log_severity_level = 3  # warnings from every one of the 3L+2 sessions drown the real ones
         return so
-
-    def compile_pruner(self, head: nn.Module) -> UnitFn:
-        """The pruner's mask head as one more session, on the CPU at batch 1 (the planner's case): its Mish
-        activations over the whole [K*3L, hidden] grid are elementwise work that ONNX Runtime vectorizes, 0.75 ms
-        against ~1 ms in torch at one thread. Exported once per pruner weights (and ``graph_key``, if the head has
-        one) into this backend's artifact folder,
-        run with the fused step's thread budget (it is one large batched computation too). Elsewhere the torch head
-        stays: on a GPU it is not what a chunk waits for."""
-        if self.device.type != "cpu" or self.batch_size != 1:
-            return head
-        features = next(unit for unit in self.units if unit.name == CONDITION).example_inputs[0]
-        graph_key = getattr(head, "graph_key", None)  # e.g. a step-level head pools its logits: another graph
-        name = "-".join(part for part in ("pruner", graph_key, weights_digest(head)[:16]) if part)
-        unit = Unit(name, head, (features,), ("obs_features",))
-        path = self.artifacts.file(unit.name, ".onnx")
-        if not path.exists():
-            self.artifacts.write_bytes(path, export_onnx(unit, *self._export_options))
-            self.exported.append(unit.name)
-        session = self.ort.InferenceSession(str(path), sess_options=self._session_options(self.fused_threads),
-                                            providers=self.providers_requested)
-        self.sessions[unit.name] = session
-        return _FeedSession(session, unit)
 
     def describe(self) -> dict[str, Any]:
         providers = {name: s.get_providers()[0] for name, s in self.sessions.items()}

@@ -1,6 +1,8 @@
 """Block planners for :class:`sag_ros.predictor.PolicyPredictor`: how one chunk's blocks run.
 
-- :class:`SagPlanner`: the pruner predicts this chunk's mask from the observation features.
+- :class:`SagPlanner`: the pruner predicts this chunk's mask from the observation features (through a
+  :class:`~sag_ros.sparse.certified_head.CertifiedMaskHead`: the pruner's decisions, most of them certified
+  from the last fully evaluated observation instead of recomputed).
 - :class:`StaticMaskPlanner`: one mask for every chunk (uniform interval caching, a learned static mask).
 Both execute the mask with :class:`~sag_ros.sparse.sampler.SparseRunner` and a reuse cache;
 :func:`pruner_planner` picks the one a trained pruner needs.
@@ -8,12 +10,11 @@ Both execute the mask with :class:`~sag_ros.sparse.sampler.SparseRunner` and a r
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 
 from sag_ros.policy.sampling import BlockRunner, DenoiserKernels
 from sag_ros.sparse.cache import ReuseKind, make_cache
+from sag_ros.sparse.certified_head import CertifiedMaskHead
 from sag_ros.sparse.mask import executed_fraction, validate_mask, with_first_step_computed
 from sag_ros.sparse.pruner import Pruner
 from sag_ros.sparse.sampler import sparse_runner
@@ -34,21 +35,14 @@ class StaticMaskPlanner:
         return sparse_runner(self._kernels, self.mask, self._cache), self._fraction
 
 
-MaskFn = Callable[[torch.Tensor], torch.Tensor]
-"""Observation features [1, To, F] -> mask [1, K, 3L]: a :class:`~sag_ros.sparse.pruner.PrunerMaskHead`, or a
-backend's compiled form of one (:meth:`sag_ros.engine.base.Backend.compile_pruner`)."""
-
-
 class SagPlanner:
     """Observation-conditioned masks from a trained pruner (batch 1: one mask per chunk)."""
 
-    def __init__(self, kernels: DenoiserKernels, pruner: Pruner, reuse: ReuseKind | str,
-                 mask_fn: MaskFn | None = None) -> None:
-        """``mask_fn``: the pruner's mask head as a backend compiled it (default: the head in torch)."""
+    def __init__(self, kernels: DenoiserKernels, pruner: Pruner, reuse: ReuseKind | str) -> None:
         self._kernels = kernels
         self.pruner = pruner.eval()
         # the observation-independent half (the index table) is built here, not in the first chunk
-        self._mask_fn = mask_fn if mask_fn is not None else pruner.mask_head()
+        self.mask_head = CertifiedMaskHead(pruner.mask_head())
         self._cache = make_cache(reuse, len(kernels.block_fns))
         self.last_mask: torch.Tensor | None = None
 
@@ -56,18 +50,16 @@ class SagPlanner:
     def plan(self, features: torch.Tensor) -> tuple[BlockRunner, float]:
         if features.shape[0] != 1:
             raise ValueError(f"SagPlanner plans one observation at a time, got a batch of {features.shape[0]}")
-        mask = self._mask_fn(features)[0]
+        mask = self.mask_head(features)[0]
         self.last_mask = mask
         return sparse_runner(self._kernels, mask, self._cache), executed_fraction(mask)
 
 
-def pruner_planner(kernels: DenoiserKernels, pruner: Pruner, reuse: ReuseKind | str,
-                   compile_head: Callable[[torch.nn.Module], MaskFn] | None = None) -> SagPlanner | StaticMaskPlanner:
-    """The planner a trained pruner needs: SAG, its head compiled by ``compile_head`` when given; or, for a pruner
-    trained without the observation (the learned static mask), a :class:`StaticMaskPlanner` of its one mask,
-    predicted once here rather than recomputed every chunk."""
+def pruner_planner(kernels: DenoiserKernels, pruner: Pruner, reuse: ReuseKind | str) -> SagPlanner | StaticMaskPlanner:
+    """The planner a trained pruner needs: SAG; or, for a pruner trained without the observation (the learned
+    static mask), a :class:`StaticMaskPlanner` of its one mask, predicted once here rather than every chunk."""
     pruner.eval()
     if not pruner.config.use_observation:
         features = torch.zeros(1, pruner.config.obs_feature_dim, device=pruner.cell_bias.device)
         return StaticMaskPlanner(kernels, pruner.predict_mask(features)[0], reuse)
-    return SagPlanner(kernels, pruner, reuse, None if compile_head is None else compile_head(pruner.mask_head()))
+    return SagPlanner(kernels, pruner, reuse)

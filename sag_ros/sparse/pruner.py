@@ -11,7 +11,8 @@ blocks or none: an observation-conditioned choice of denoising steps (see :class
 The MLP's first layer is linear in the concatenation, so it splits into W_idx e_idx + W_obs e_obs. In
 eval mode the index half, the whole transformer included, is computed once and cached (a [K*3L, hidden]
 table); per chunk the pruner then costs one small projection, one [K*3L, hidden] x [hidden, hidden] GEMM, two
-activations over the grid and a matrix-vector product (:class:`PrunerMaskHead`).
+activations over the grid and a matrix-vector product (:class:`PrunerMaskHead`), and at run time only for the
+cells whose decision the observation may have changed (:mod:`sag_ros.sparse.certified_head`).
 """
 
 from __future__ import annotations
@@ -158,9 +159,9 @@ class Pruner(nn.Module):
 class PrunerMaskHead(nn.Module):
     """Observation features [B, To, F] -> the hard mask [B, K, 3L] (True = pruned, first step computed): what a
     trained pruner computes per chunk, as a module of one tensor input whose observation-independent parts (the
-    index table, the cell offsets) are constant buffers, so that a backend can compile it like the denoiser's
-    units (:meth:`sag_ros.engine.base.Backend.compile_pruner`). It shares the pruner's layers and snapshots its
-    table: build it once training is over.
+    index table, the cell offsets) are constant buffers. It shares the pruner's layers and snapshots its table:
+    build it once training is over. Planners run it through
+    :class:`~sag_ros.sparse.certified_head.CertifiedMaskHead`, which skips the cells it can prove unchanged.
 
     Only the sign of (prune - keep) matters, so the last layer is folded into one column, its bias into the cell
     offsets, and a step-level head averages that one margin over the step's blocks (the mean of a difference is
@@ -181,11 +182,6 @@ class PrunerMaskHead(nn.Module):
         self.register_buffer("margin_offset", offset.clone(), persistent=False)
         self.grid = (c.num_steps, c.num_blocks)
         self.granularity = c.granularity
-
-    @property
-    def graph_key(self) -> str:
-        """What shapes this head's graph besides its weights: a backend keys its export cache on it."""
-        return self.granularity
 
     def forward(self, obs_features: torch.Tensor) -> torch.Tensor:
         b = obs_features.shape[0]
