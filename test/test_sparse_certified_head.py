@@ -73,11 +73,15 @@ def test_certified_masks_are_the_full_heads(tiny_policy, granularity):
     assert 1 < stats["full_evaluations"] < stats["calls"], "both paths (certified and re-anchored) must run"
 
 
-def test_certified_head_refuses_batches_and_static_pruners(tiny_policy):
+def test_certified_head_refuses_batches_non_finite_features_and_static_pruners(tiny_policy):
     features = _episode(tiny_policy)[:2]
     pruner = _centred_pruner(tiny_policy, "block", features)
+    head = CertifiedMaskHead(pruner.mask_head())
     with pytest.raises(ValueError, match="one observation at a time"):
-        CertifiedMaskHead(pruner.mask_head())(features)
+        head(features)
+    head(features[:1])
+    with pytest.raises(ValueError, match="not finite"):
+        head(torch.full_like(features[:1], float("nan")))
     static = Pruner(pruner_config_for(tiny_policy, PrunerTrainConfig(use_observation=False))).eval()
     with pytest.raises(ValueError, match="static pruner"):
         CertifiedMaskHead(static.mask_head())

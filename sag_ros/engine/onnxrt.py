@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from sag_ros.engine.artifacts import ArtifactDir, key_fields
 from sag_ros.engine import host_advance
-from sag_ros.engine.base import ADVANCE, BLOCKS, CONDITION, Backend, Unit, UnitFn, require
+from sag_ros.engine.base import ADVANCE, BLOCKS, Backend, Unit, UnitFn, require
 from sag_ros.policy.denoiser import TransformerDenoiser
 from sag_ros.policy.encoder import ObservationEncoder
 
