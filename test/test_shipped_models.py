@@ -50,3 +50,30 @@ def test_the_default_pruner_belongs_to_the_default_policy():
     policy.use_sampler(*pruner_sampler(default_pruner_path()))
     pruner, _ = load_pruner(default_pruner_path(), policy)
     assert pruner.config.num_steps == policy.schedule.num_steps
+
+
+@pytest.mark.parametrize("pruner_path", PRUNERS, ids=lambda p: p.stem)
+def test_every_shipped_pruner_plans_the_same_masks_through_the_certificate(pruner_path):
+    """The planners' certified head on the real weights (their Lipschitz constants, their margins): the full head's
+    masks along a drifting sequence of observations, wherever the full head's margin is not a float-rounding tie.
+    The drift covers a tenth of the way between two random observations, in steps small enough for consecutive
+    control chunks, so that both the certified and the re-anchoring path run."""
+    from conftest import random_observation
+    from sag_ros.sparse.certified_head import CertifiedMaskHead
+
+    policy = shipped_policy(policy_of(pruner_path))
+    policy.use_sampler(*pruner_sampler(pruner_path))
+    pruner, _ = load_pruner(pruner_path, policy)
+    if not pruner.config.use_observation:
+        pytest.skip("a learned static mask: planned once, no certificate")
+    with torch.no_grad():
+        ends = [policy.encode_observation(random_observation(policy.config, seed=s)) for s in (0, 1)]
+        head = pruner.mask_head()
+        certified = CertifiedMaskHead(head)
+        for t in torch.linspace(0, 0.1, 30):
+            features = ends[0] + (ends[1] - ends[0]) * t
+            logits = pruner.logits(features)
+            decided = (logits[..., 1] - logits[..., 0]).abs() > 1e-4
+            decided[:, 0] = True
+            assert torch.equal(certified(features)[decided], head(features)[decided])
+    assert certified.stats()["full_evaluations"] < certified.stats()["calls"]
