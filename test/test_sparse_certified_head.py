@@ -1,4 +1,4 @@
-"""CertifiedMaskHead: the full head's masks, call for call, with most of the grid settled by the certificate."""
+"""CertifiedMaskHead: the full head's masks, call for call, through both of its paths (certified and re-anchored)."""
 
 import pytest
 import torch
