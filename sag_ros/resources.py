@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 PACKAGE = "sag_ros"
-SHIPPED_POLICY = "pusht_image_long.pt"
-SHIPPED_PRUNER = "pusht_image_long_sag_rho0.9_step.pt"
+SHIPPED_POLICY = "pusht_image_long3.pt"
+SHIPPED_PRUNER = "pusht_image_long3_sag_rho0.9_step.pt"
 
 
 def share_dir() -> Path:
