@@ -43,22 +43,29 @@ class Method:
 def standard_methods(policy_path: str, pruners: dict[str, str],
                      intervals: tuple[tuple[int, int], ...] = ((2, 0), (4, 0), (10, 0)),
                      ddim_steps: tuple[int, ...] = (10, 30), backends: tuple[str, ...] = ("eager",),
-                     interval_reuse: tuple[str, ...] = ("per_block",)) -> list[Method]:
+                     interval_reuse: tuple[str, ...] = ("per_block",),
+                     hold_x0: tuple[bool | None, ...] = (None,)) -> list[Method]:
     """Dense (the checkpoint's own sampler), DDIM-k, interval caching (``intervals``: (every n-th step, from step);
     a row per reuse policy in ``interval_reuse``; block-wise reuse is the baseline's own) and each named pruner
-    file (SAG or static) on the first backend; dense and the pruners again on every further backend. The first
-    method is the reference."""
+    file (SAG or static) on the first backend; dense and the pruners again on every further backend. Intervals and
+    pruners get a row per ``hold_x0`` setting (None: each pruner's own, off for intervals; True adds " hold-x0" to
+    the name). The first method is the reference."""
     base = PredictorSpec(policy_path, backend=backends[0])
+
+    def held(name: str, spec: PredictorSpec, hold: bool | None) -> tuple[str, PredictorSpec]:
+        return name + (" hold-x0" if hold else ""), dataclasses.replace(spec, hold_x0=hold)
+
     pruned = []
     for name, path in pruners.items():
         sampler, steps = pruner_sampler(Path(path))
-        pruned.append((name, dataclasses.replace(base, pruner_path=path, sampler=sampler, num_steps=steps)))
+        spec = dataclasses.replace(base, pruner_path=path, sampler=sampler, num_steps=steps)
+        pruned += [held(name, spec, hold) for hold in hold_x0]
     methods = [Method("dense", base)]
     methods += [Method(f"ddim-{k}", dataclasses.replace(base, sampler="ddim", num_steps=k)) for k in ddim_steps]
-    methods += [Method(f"interval {interval_label(n, start)}"
-                       + ("" if reuse == "per_block" else f" {reuse.replace('_', '-')}"),
-                       dataclasses.replace(base, interval=n, interval_start=start, reuse=reuse))
-                for n, start in intervals for reuse in interval_reuse]
+    methods += [Method(*held(f"interval {interval_label(n, start)}"
+                             + ("" if reuse == "per_block" else f" {reuse.replace('_', '-')}"),
+                             dataclasses.replace(base, interval=n, interval_start=start, reuse=reuse), hold))
+                for n, start in intervals for reuse in interval_reuse for hold in hold_x0]
     methods += [Method(name, spec) for name, spec in pruned]
     for backend in backends[1:]:
         methods.append(Method(f"dense [{backend}]", dataclasses.replace(base, backend=backend)))

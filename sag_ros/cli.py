@@ -83,9 +83,12 @@ def _test_seeds(task: TaskSpec, seed_start: int | None, episodes: int) -> range:
 def _eval(args: argparse.Namespace) -> None:
     from sag_ros.predictor import PredictorSpec
     from sag_ros.sim.evaluate import evaluate, summarize
+    from sag_ros.sparse.mask import interval_label
 
     policy_path = Path(args.policy) if args.policy else default_policy_path()
+    interval, interval_start = args.interval or (None, 0)
     spec = PredictorSpec(str(policy_path), sampler=args.sampler, num_steps=args.steps, pruner_path=args.pruner,
+                         interval=interval, interval_start=interval_start, hold_x0=args.hold_x0,
                          backend=args.backend, threads=args.threads)
     policy = spec().policy  # fails fast, here, on a missing or mismatched checkpoint
     schedule = policy.schedule
@@ -94,10 +97,16 @@ def _eval(args: argparse.Namespace) -> None:
     results = evaluate(spec, task.name, seeds, workers=args.workers,
                        video_dir=Path(args.video_dir) if args.videos else None, num_videos=args.videos)
     summary = summarize(results)
+    blocks = Path(args.pruner).name if args.pruner else "-"
+    if args.interval:
+        blocks = f"interval {interval_label(*args.interval)}"
+    if args.hold_x0:
+        blocks += ", hold-x0"
     print(format_table([{"policy": policy_path.name, "sampler": f"{schedule.kind.value}-{schedule.num_steps}",
-                         "pruner": Path(args.pruner).name if args.pruner else "-", **summary}]))
+                         "blocks": blocks, **summary}]))
     if args.json:
-        report = {"policy": str(policy_path), "pruner": args.pruner, "task": task.name,
+        report = {"policy": str(policy_path), "pruner": args.pruner, "interval": args.interval,
+                  "hold_x0": args.hold_x0, "task": task.name,
                   "sampler": schedule.kind.value, "steps": schedule.num_steps, "backend": args.backend,
                   "seeds": [seeds.start, seeds.stop], "summary": summary,
                   "episodes": [vars(r) for r in results]}
@@ -125,7 +134,7 @@ def _train_pruner(args: argparse.Namespace) -> None:
     cfg = PrunerTrainConfig(target_rate=args.rho, sparsity_weight=args.sparsity_weight, num_steps=args.iterations,
                             batch_size=args.batch_size, lr=args.lr, cell_lr=args.cell_lr, rate_warmup=args.rate_warmup,
                             reuse=args.reuse, reference=args.reference, fidelity_window=args.fidelity_window,
-                            fidelity_steps=args.fidelity_steps,
+                            fidelity_steps=args.fidelity_steps, hold_x0=args.hold_x0,
                             use_observation=not args.static, granularity=args.granularity, seed=args.seed,
                             threads=args.threads, init_from=args.init, init_transfer=args.init_transfer,
                             init_interval=init_interval,
@@ -140,7 +149,8 @@ def _bench(args: argparse.Namespace) -> None:
     pruners = _named_paths(args.pruner)
     policy_path = str(Path(args.policy) if args.policy else default_policy_path())
     methods = standard_methods(policy_path, pruners, intervals=tuple(args.intervals), ddim_steps=tuple(args.ddim),
-                               backends=tuple(args.backends), interval_reuse=tuple(args.interval_reuse))
+                               backends=tuple(args.backends), interval_reuse=tuple(args.interval_reuse),
+                               hold_x0=tuple(choice == "on" for choice in args.hold_x0) if args.hold_x0 else (None,))
     task = _policy_task(load_policy(Path(policy_path))[0].config.task, args.task)
     seeds = _test_seeds(task, args.seed_start, args.episodes)
     report = run_benchmark(methods, task.name, seeds, args.noise_seeds, args.workers,
@@ -236,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     p.add_argument("--backend", default="eager", choices=["eager", "compile", "onnxruntime", "tensorrt"])
     p.add_argument("--pruner", help="SAG pruner checkpoint (default: dense)")
+    p.add_argument("--interval", type=_interval, metavar="N[@START]",
+                   help="interval caching instead: every N-th step computes every block (from step START on)")
+    p.add_argument("--hold-x0", action=argparse.BooleanOptionalAction, default=None,
+                   help="steps whose every block is pruned hold the last computed clean-chunk prediction (default: "
+                        "the pruner's training setting; off for --interval)")
     p.add_argument("--json")
     p.add_argument("--videos", type=int, default=0, help="write GIFs of the first N episodes")
     p.add_argument("--video-dir", default="runs/videos")
@@ -271,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--static", action="store_true", help="one learned mask for all observations (L2C-style)")
     p.add_argument("--granularity", choices=["block", "step"], default="block",
                    help="one decision per (step, block) cell, or per step for all its blocks")
+    p.add_argument("--hold-x0", action="store_true",
+                   help="steps whose every block is pruned hold the last computed clean-chunk prediction")
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm")
     p.add_argument("--steps", type=int, default=100, help="denoising steps the masks are for")
     p.add_argument("--seed", type=int, default=0)
@@ -293,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "step 0 always)")
     p.add_argument("--interval-reuse", nargs="+", default=["per_block"], choices=["per_block", "one_for_all"],
                    help="reuse policies the interval baselines run with (each a row)")
+    p.add_argument("--hold-x0", nargs="+", choices=["off", "on"],
+                   help="a row per setting for every interval baseline and pruner: steps whose every block is pruned "
+                        "hold the last computed clean-chunk prediction (default: each pruner's own, off for intervals)")
     p.add_argument("--ddim", type=int, nargs="*", default=[10, 30], help="DDIM step counts")
     p.add_argument("--backends", nargs="*", default=["eager"],
                    help="block backends; dense and every pruner run on each beyond the first")

@@ -94,7 +94,8 @@ class PredictorSpec:
     Planning: dense (default); ``pruner_path`` = SAG (or a learned static mask, whichever the pruner file
     holds); ``interval`` = interval caching (every n-th step computes all blocks, from step ``interval_start`` on;
     step 0 always does). ``reuse`` defaults to the pruner's training reuse for SAG and to ``per_block`` for
-    interval caching.
+    interval caching; ``hold_x0`` (steps whose every block is pruned hold the last computed clean-chunk prediction
+    instead of adding their blocks' stand-ins) to the pruner's training setting, and to False for intervals.
     ``backend`` runs the blocks (``eager``, ``compile``, ``onnxruntime``, ``tensorrt``); exported artifacts
     are cached in ``engine_cache`` (default: ``<model>.engines/`` beside the checkpoint).
     """
@@ -106,6 +107,7 @@ class PredictorSpec:
     interval: int | None = None
     interval_start: int = 0
     reuse: str | None = None
+    hold_x0: bool | None = None
     backend: str = "eager"
     engine_cache: str | None = None
     threads: int = 1
@@ -132,8 +134,9 @@ class PredictorSpec:
         if self.pruner_path is not None:
             pruner, extra = load_pruner(Path(self.pruner_path), policy)
             pruner.to(policy.denoiser.pos_emb.device)
-            planner = pruner_planner(kernels, pruner, self.reuse or extra.get("reuse", "one_for_all"))
+            hold_x0 = extra.get("hold_x0", False) if self.hold_x0 is None else self.hold_x0
+            planner = pruner_planner(kernels, pruner, self.reuse or extra.get("reuse", "one_for_all"), hold_x0)
         elif self.interval is not None:
             mask = interval_mask(policy.schedule.num_steps, len(kernels.block_fns), self.interval, self.interval_start)
-            planner = StaticMaskPlanner(kernels, mask, self.reuse or "per_block")
+            planner = StaticMaskPlanner(kernels, mask, self.reuse or "per_block", bool(self.hold_x0))
         return PolicyPredictor(policy, planner, kernels, backend.encode)

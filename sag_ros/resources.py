@@ -7,7 +7,7 @@ from pathlib import Path
 
 PACKAGE = "sag_ros"
 SHIPPED_POLICY = "pusht_image_long3.pt"
-SHIPPED_PRUNER = "pusht_image_long3_sag_rho0.9_step.pt"
+SHIPPED_PRUNER = "pusht_image_long3_sag_rho0.9_step_held.pt"
 
 
 def share_dir() -> Path:

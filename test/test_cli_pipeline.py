@@ -33,6 +33,10 @@ def test_pipeline_end_to_end(tmp_path, capsys):
           "--steps", "10", "--json", str(report)])
     summary = json.loads(report.read_text())["summary"]
     assert summary["episodes"] == 1 and 0.0 <= summary["score"] <= 1.0
+    main(["eval", "--policy", str(policy), "--interval", "2", "--hold-x0", "--episodes", "1", "--workers", "1",
+          "--steps", "10", "--json", str(report)])
+    held = json.loads(report.read_text())
+    assert held["interval"] == [2, 0] and held["hold_x0"] is True and held["summary"]["episodes"] == 1
     with pytest.raises(SystemExit, match="trained on 'pusht'"):
         main(["eval", "--policy", str(policy), "--task", "mw-drawer-open", "--episodes", "1"])
     with pytest.raises(SystemExit, match="demonstrations come from"):  # seed 7 made the demonstrations
@@ -40,10 +44,11 @@ def test_pipeline_end_to_end(tmp_path, capsys):
     bench_json, bench_png = tmp_path / "bench.json", tmp_path / "bench.png"
     main(["bench", "--policy", str(policy), "--pruner", f"sag={pruner}", "--episodes", "1", "--noise-seeds", "1",
           "--latency-obs", "1", "--repeats", "1", "--intervals", "2", "--ddim", "5", "--workers", "1",
-          "--seed-start", "100003", "--json", str(bench_json), "--plot", str(bench_png)])
+          "--hold-x0", "off", "on", "--seed-start", "100003", "--json", str(bench_json), "--plot", str(bench_png)])
     bench = json.loads(bench_json.read_text())
     assert bench["seeds"] == [100003, 100004]
-    assert list(bench["methods"]) == ["dense", "ddim-5", "interval n=2", "sag"]
+    assert list(bench["methods"]) == ["dense", "ddim-5", "interval n=2", "interval n=2 hold-x0", "sag", "sag hold-x0"]
+    assert bench["methods"]["sag hold-x0"]["spec"]["hold_x0"] is True
     dense, interval = bench["methods"]["dense"], bench["methods"]["interval n=2"]
     assert dense["executed_fraction"] == 1.0 and dense["speedup"] == 1.0
     assert interval["executed_fraction"] == pytest.approx(0.5)
@@ -68,7 +73,9 @@ def test_pipeline_end_to_end(tmp_path, capsys):
 
 def _check_pruner_resume_and_warm_start(policy, data, pruner, tmp_path, capsys):
     """A longer run continues from the saved state; other settings are refused; --init warm-starts."""
+    from conftest import random_observation
     from sag_ros.policy.checkpoint import CheckpointError, load_policy
+    from sag_ros.predictor import PredictorSpec
     from sag_ros.sparse.artifact import load_pruner
 
     args = ["train-pruner", "--policy", str(policy), "--data", str(data), "--batch-size", "2", "--steps", "10",
@@ -81,6 +88,12 @@ def _check_pruner_resume_and_warm_start(policy, data, pruner, tmp_path, capsys):
     assert load_pruner(pruner, dense)[1]["train_step"] == 3
     with pytest.raises(CheckpointError, match="other settings"):
         main(args + ["--out", str(pruner), "--iterations", "4", "--rho", "0.6"])
+    held = tmp_path / "pruner_held.pt"
+    main(args + ["--out", str(held), "--iterations", "1", "--granularity", "step", "--hold-x0"])
+    assert load_pruner(held, dense)[1]["hold_x0"] is True
+    predictor = PredictorSpec(str(policy), sampler="ddpm", num_steps=10, pruner_path=str(held))()
+    runner, _ = predictor.planner.plan(dense.encode_observation(random_observation(dense.config)))
+    assert runner.held_steps is not None  # a pruner trained for held steps runs with them unless told otherwise
     finetuned = tmp_path / "pruner_rho0.6.pt"
     main(args + ["--out", str(finetuned), "--iterations", "1", "--rho", "0.6", "--init", str(pruner)])
     assert load_pruner(finetuned, dense)[1]["init_from"] == str(pruner)

@@ -120,13 +120,17 @@ def assert_sparse_matches(policy: DiffusionPolicy, features: torch.Tensor, backe
     if kernels.fused_blocks is not None:
         kernels = replace(kernels, fused_blocks=lambda h, kv: calls.append(1) or backend.kernels.fused_blocks(h, kv))
 
-    def chunk(kernels):
+    def chunk(kernels, hold_x0=False):
         return policy.sample(features, torch.Generator().manual_seed(7),
-                             sparse_runner(kernels, mask, make_cache("one_for_all", n)), kernels)
+                             sparse_runner(kernels, mask, make_cache("one_for_all", n), hold_x0), kernels)
 
     err = rel_err(chunk(kernels), chunk(eager_kernels(policy.denoiser)))
     assert err < RTOL, f"{backend.name}: sparse reverse diffusion relative error {err:.2e} vs eager"
     assert len(calls) == (2 if backend.fuse else 0)  # the two all-compute rows
+    mask[2:4] = True  # wholly pruned steps, the last one too: held steps, then a step that embeds again
+    mask[k - 1] = True
+    err = rel_err(chunk(kernels, hold_x0=True), chunk(eager_kernels(policy.denoiser), hold_x0=True))
+    assert err < RTOL, f"{backend.name}: reverse diffusion with held steps, relative error {err:.2e} vs eager"
 
 
 def test_eager_backend_is_the_reference(policy, features):

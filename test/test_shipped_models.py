@@ -76,3 +76,18 @@ def test_every_observation_conditioned_pruner_plans_the_same_masks_through_the_c
             decided[:, 0] = True
             assert torch.equal(certified(features)[decided], head(features)[decided])
     assert certified.stats()["full_evaluations"] < certified.stats()["calls"]
+
+
+def test_the_default_pair_predicts_with_held_steps():
+    """What `sag-bringup` runs: the default pruner was trained for held steps, so its predictor holds them, and a
+    chunk comes out finite with the pruner's fraction of blocks computed."""
+    from conftest import random_observation
+    from sag_ros.predictor import PredictorSpec
+
+    predictor = PredictorSpec(str(default_policy_path()), pruner_path=str(default_pruner_path()))()
+    config = predictor.policy.config
+    observation = random_observation(config)
+    actions = predictor({k: v[0].numpy() for k, v in observation.items()}, seed=0)
+    assert actions.shape == (config.denoiser.n_action_steps, config.denoiser.action_dim)
+    runner, fraction = predictor.planner.plan(predictor.policy.encode_observation(observation))
+    assert runner.held_steps is not None and sum(runner.held_steps) == round((1 - fraction) * len(runner.held_steps))

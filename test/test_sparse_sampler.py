@@ -1,12 +1,14 @@
 """Sparse sampler: dense equivalence, reuse-cache semantics on hand-made masks, gated == hard forward."""
 
+import dataclasses
+
 import pytest
 import torch
 
-from sag_ros.policy.sampling import dense_runner, eager_kernels, prepare_chunk, reverse_diffusion
+from sag_ros.policy.sampling import StepKV, dense_runner, eager_kernels, prepare_chunk, reverse_diffusion
 from sag_ros.sparse.cache import OneForAllCache, PerBlockCache, make_cache
 from sag_ros.sparse.mask import executed_fraction, interval_mask, validate_mask, with_first_step_computed
-from sag_ros.sparse.sampler import GatedRunner, SparseRunner, row_program
+from sag_ros.sparse.sampler import GatedRunner, SparseRunner, row_program, step_hold_gates
 
 from conftest import random_observation
 
@@ -133,6 +135,98 @@ def test_gated_runner_forward_equals_sparse_runner(tiny_policy):
         gated = _chunk(tiny_policy, lambda kernels: GatedRunner(kernels.block_fns, mask.float()[None], make_cache(kind, n)))
         torch.testing.assert_close(gated, hard, rtol=1e-5, atol=1e-5)
         assert not torch.allclose(hard, _chunk(tiny_policy, dense_runner))
+
+
+def _held_mask(k: int, n: int) -> torch.Tensor:
+    """Random partial rows, steps 2-4 and the last step wholly pruned (held under hold_x0)."""
+    mask = with_first_step_computed(torch.rand(k, n, generator=torch.Generator().manual_seed(5)) < 0.5)
+    mask[2:5] = True
+    mask[k - 1] = True
+    return mask
+
+
+@torch.no_grad()
+def test_hold_x0_changes_nothing_without_wholly_pruned_steps(tiny_policy):
+    k, n = tiny_policy.schedule.num_steps, tiny_policy.config.denoiser.num_blocks
+    mask = with_first_step_computed(torch.rand(k, n, generator=torch.Generator().manual_seed(3)) < 0.5)
+    mask[:, 0] = False  # no row is wholly pruned
+    plain = _chunk(tiny_policy, lambda kernels: SparseRunner(kernels.block_fns, mask, make_cache("per_block", n)))
+    held = _chunk(tiny_policy, lambda kernels: SparseRunner(kernels.block_fns, mask, make_cache("per_block", n),
+                                                           hold_x0=True))
+    assert torch.equal(held, plain)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_held_steps_run_no_network_and_take_the_update_of_the_last_computed_x0(tiny_policy, sampler):
+    tiny_policy.use_sampler(sampler, tiny_policy.schedule.num_steps)
+    schedule = tiny_policy.schedule
+    k, n = schedule.num_steps, tiny_policy.config.denoiser.num_blocks
+    mask = torch.zeros(k, n, dtype=torch.bool)
+    mask[3:6] = True
+    mask[k - 1] = True
+    features = tiny_policy.encode_observation(random_observation(tiny_policy.config))
+    kernels = eager_kernels(tiny_policy.denoiser)
+    inputs = prepare_chunk(tiny_policy.denoiser, schedule, features, torch.Generator().manual_seed(0))
+    embeds = []
+    counted = dataclasses.replace(kernels, embed=lambda x: embeds.append(1) or kernels.embed(x))
+    runner = SparseRunner(kernels.block_fns, mask, make_cache("per_block", n), hold_x0=True)
+    out = reverse_diffusion(schedule, inputs, counted, runner)
+    assert runner.computed == 6 * n and len(embeds) == 6
+
+    # the reference: dense steps where computed; a held step is the sampler's update with x0 fixed at the last
+    # computed prediction (DDPM: the posterior mean of q(x_{t-1} | x_t, x0) plus sigma_t z; DDIM: its deterministic
+    # step with the noise that x0 implies)
+    x, x0 = inputs.x_init, None
+    for step in range(k):
+        z = torch.zeros_like(x) if inputs.noise is None else inputs.noise[step]
+        if not mask[step].all():
+            h = dense_runner(kernels)(step, kernels.embed(x), StepKV(inputs.kv[step]))
+            eps = kernels.output(h)
+            x0 = schedule.predict_x0(step, x, eps)
+        else:
+            eps = (x * schedule.x0_from_x[step] - x0) / schedule.x0_from_eps[step]
+        x = (schedule.coef_x0[step] * x0 + schedule.coef_x[step] * x + schedule.coef_eps[step] * eps
+             + schedule.coef_noise[step] * z)
+    torch.testing.assert_close(out, x, rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
+def test_gated_hold_forward_equals_sparse_hold(tiny_policy):
+    k, n = tiny_policy.schedule.num_steps, tiny_policy.config.denoiser.num_blocks
+    mask = _held_mask(k, n)
+    for kind in ("one_for_all", "per_block"):
+        hard = _chunk(tiny_policy, lambda kernels: SparseRunner(kernels.block_fns, mask, make_cache(kind, n),
+                                                               hold_x0=True))
+        gated = _chunk(tiny_policy, lambda kernels: GatedRunner(kernels.block_fns, mask.float()[None],
+                                                               make_cache(kind, n), hold_x0=True))
+        torch.testing.assert_close(gated, hard, rtol=1e-5, atol=1e-5)
+        plain = _chunk(tiny_policy, lambda kernels: SparseRunner(kernels.block_fns, mask, make_cache(kind, n)))
+        assert not torch.allclose(hard, plain)
+
+
+def test_step_hold_gates_are_exact_forward_and_pass_the_mean_gradient():
+    gates = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 1.0, 1.0]]], requires_grad=True)
+    hold = step_hold_gates(gates)
+    assert hold.tolist() == [[0.0, 0.0, 1.0]]
+    hold.sum().backward()
+    torch.testing.assert_close(gates.grad, torch.full_like(gates, 1 / 3))  # computed steps get a signal too
+
+
+def test_a_held_first_step_is_refused(tiny_policy):
+    k, n = tiny_policy.schedule.num_steps, tiny_policy.config.denoiser.num_blocks
+
+    class HoldsStepZero:
+        held_steps = (True,) * k
+
+        def __call__(self, step, h, kv):
+            return h
+
+    with pytest.raises(ValueError, match="step 0 cannot hold"):
+        _chunk(tiny_policy, lambda kernels: HoldsStepZero())
+    runner = SparseRunner([lambda h, kv: h] * n, torch.ones(k, n, dtype=torch.bool), make_cache("per_block", n),
+                          hold_x0=True)
+    assert runner.held_steps[0] is False and all(runner.held_steps[1:])  # a runner never holds step 0
 
 
 def test_mask_validation_names_the_problem():

@@ -12,7 +12,7 @@ chunk of the run (its statistics window is widened to hold them all):
 - the executed-block fraction (1.0 dense; the SAG mask's computed share);
 - the Push-T mean score and success rate from the sim's summary.
 
-    sag bench-ros [--policy P] --pruner sag=models/pusht_image_long3_sag_rho0.9_step.pt [--episodes 3] [--rate 10]
+    sag bench-ros [--policy P] --pruner sag=models/pusht_image_long3_sag_rho0.9_step_held.pt [--episodes 3] [--rate 10]
 """
 
 from __future__ import annotations

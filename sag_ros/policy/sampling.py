@@ -25,11 +25,7 @@ import numpy as np
 import torch
 
 from sag_ros.policy.denoiser import BlockFn, TransformerDenoiser
-from sag_ros.policy.scheduler import NoiseSchedule
-
-
-Array = torch.Tensor | np.ndarray
-"""What the loop's arrays are: tensors, or numpy arrays for kernels with ``numpy_loop``."""
+from sag_ros.policy.scheduler import Array, NoiseSchedule
 
 
 class StepKV:
@@ -51,9 +47,23 @@ class StepKV:
 
 
 class BlockRunner(Protocol):
-    """Runs the 3L sub-blocks of one denoising step k on the residual stream h."""
+    """Runs the 3L sub-blocks of one denoising step k on the residual stream h.
+
+    A runner may also skip whole steps. ``held_steps`` (a bool per step): those steps run no network at all, not
+    even the embedding and head; each keeps the last computed step's clean-chunk prediction x0 and takes the update
+    that x0 implies (:meth:`~sag_ros.policy.scheduler.NoiseSchedule.step_from_x0`). ``hold_gates`` ([B, K] in
+    {0, 1}, straight-through; pruner training): every step computes, and its x0 is mixed with the held one,
+    ``x0 + g (x0_held - x0)``, so the gates learn where holding is harmless. Step 0 never holds."""
 
     def __call__(self, k: int, h: torch.Tensor, layer_kv: StepKV) -> torch.Tensor: ...
+
+
+def held_steps_of(run_blocks: BlockRunner) -> Sequence[bool] | None:
+    """The steps a runner skips (``held_steps``), or None; refuses a first step that holds (there is no x0 yet)."""
+    held = getattr(run_blocks, "held_steps", None)
+    if held is not None and held[0]:
+        raise ValueError("step 0 cannot hold a clean-chunk prediction: none has been computed yet")
+    return held
 
 
 FusedBlocks = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, Sequence[torch.Tensor]]]
@@ -146,38 +156,67 @@ def dense_runner(kernels: DenoiserKernels) -> BlockRunner:
 
 def reverse_diffusion(schedule: NoiseSchedule, inputs: ChunkInputs, kernels: DenoiserKernels,
                       run_blocks: BlockRunner, x0_trace: list[torch.Tensor] | None = None) -> torch.Tensor:
-    """The K-step loop; returns the normalized action chunk [B, Tp, A].
+    """The K-step loop; returns the normalized action chunk [B, Tp, A]. Steps the runner holds (``held_steps``,
+    ``hold_gates``: :class:`BlockRunner`) take the last computed clean-chunk prediction instead of their own.
 
     ``x0_trace``: if given, each step's prediction of the clean chunk is appended to it (pruner training can
     compare whole denoising trajectories, not only their end; torch kernels only)."""
     if kernels.numpy_loop and x0_trace is not None:
         raise ValueError("x0_trace needs torch kernels; these kernels run the loop on numpy arrays")
+    held = held_steps_of(run_blocks)
     if kernels.advance is not None and x0_trace is None:
         coefficients = schedule.step_coefficients(inputs.x_init.device, inputs.x_init.dtype)
         if kernels.numpy_loop:  # one [K, 8] array whose rows are views, not K conversions
-            return torch.from_numpy(_advancing_loop(inputs.as_numpy(), torch.stack(coefficients).numpy(),
-                                                    kernels.embed, kernels.advance, run_blocks))
-        return _advancing_loop(inputs, coefficients, kernels.embed, kernels.advance, run_blocks)
+            return torch.from_numpy(_advancing_loop(schedule, inputs.as_numpy(), torch.stack(coefficients).numpy(),
+                                                    kernels, run_blocks, held))
+        return _advancing_loop(schedule, inputs, coefficients, kernels, run_blocks, held)
+    hold_gates: torch.Tensor | None = getattr(run_blocks, "hold_gates", None)
+    tracks_x0 = held is not None or hold_gates is not None or x0_trace is not None
     embed, output = kernels.embed, kernels.output
-    x = inputs.x_init
+    x, x0_held = inputs.x_init, None
     for k in range(schedule.num_steps):
-        eps = output(run_blocks(k, embed(x), StepKV(inputs.kv[k])))
+        noise = None if inputs.noise is None else inputs.noise[k]
+        if held is not None and held[k]:
+            x, x0 = schedule.step_from_x0(k, x, x0_held, noise), x0_held
+        else:
+            eps = output(run_blocks(k, embed(x), StepKV(inputs.kv[k])))
+            x0 = schedule.predict_x0(k, x, eps) if tracks_x0 else None
+            x_next = schedule.step(k, x, eps, noise)
+            if hold_gates is not None and x0_held is not None:
+                gate = hold_gates[:, k, None, None]
+                x_next = x_next + gate * (schedule.step_from_x0(k, x, x0_held, noise) - x_next)
+                x0 = x0 + gate * (x0_held - x0)
+            x = x_next
         if x0_trace is not None:
-            x0_trace.append(schedule.predict_x0(k, x, eps))
-        x = schedule.step(k, x, eps, None if inputs.noise is None else inputs.noise[k])
+            x0_trace.append(x0)
+        x0_held = x0
     return x
 
 
-def _advancing_loop(inputs: ChunkInputs, coefficients: Sequence[Array], embed: Callable[[Array], Array],
-                    advance: Advance, run_blocks: BlockRunner) -> Array:
+def _advancing_loop(schedule: NoiseSchedule, inputs: ChunkInputs, coefficients: Sequence[Array],
+                    kernels: DenoiserKernels, run_blocks: BlockRunner, held: Sequence[bool] | None) -> Array:
     """The same loop with a backend's ``advance`` call between the blocks of consecutive steps; the arrays are
-    tensors or numpy arrays alike (``coefficients``: each step's [8] row, :meth:`NoiseSchedule.step_coefficients`)."""
+    tensors or numpy arrays alike (``coefficients``: each step's [8] row, :meth:`NoiseSchedule.step_coefficients`).
+    Before a held step the computed step runs ``output`` and the update on its own (the held steps need its x0),
+    and the step after a held run embeds its input again."""
+    embed, advance = kernels.embed, kernels.advance
     x, kv = inputs.x_init, inputs.kv
     if inputs.noise is None:  # DDIM: no noise, but the advance graph takes an input
         noise = [np.zeros_like(x) if isinstance(x, np.ndarray) else torch.zeros_like(x)] * len(coefficients)
     else:
         noise = inputs.noise
-    h = embed(x)
-    for k in range(len(coefficients)):
-        x, h = advance(run_blocks(k, h, StepKV(kv[k])), x, noise[k], coefficients[k])
+    num_steps = len(coefficients)
+    h, x0 = embed(x), None
+    for k in range(num_steps):
+        if held is not None and held[k]:
+            x = schedule.step_from_x0(k, x, x0, noise[k])
+            continue
+        if k and held is not None and held[k - 1]:
+            h = embed(x)
+        out = run_blocks(k, h, StepKV(kv[k]))
+        if held is not None and k + 1 < num_steps and held[k + 1]:
+            eps = kernels.output(out)
+            x, x0 = schedule.step(k, x, eps, noise[k]), schedule.predict_x0(k, x, eps)
+        else:
+            x, h = advance(out, x, noise[k], coefficients[k])
     return x

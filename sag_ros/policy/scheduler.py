@@ -18,9 +18,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from sag_ros.policy.config import SchedulerConfig, SchedulerKind
+
+Array = torch.Tensor | np.ndarray
+"""What the sampling loop's arrays are: tensors, or numpy arrays for kernels that run the loop on the host."""
 
 
 def squared_cosine_betas(num_steps: int, max_beta: float = 0.999) -> torch.Tensor:
@@ -122,14 +126,31 @@ class NoiseSchedule:
             rows = self._coefficient_rows[(device, dtype)] = list(table.unbind(0))
         return rows
 
-    def predict_x0(self, k: int, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    def predict_x0(self, k: int, x: Array, eps: Array) -> Array:
         """The clean sample implied at step k by the noise prediction (clipped like the sampler clips it)."""
         from_x, from_eps = self._coefs[k][:2]
         x0 = x * from_x - eps * from_eps
-        return x0.clamp(-1.0, 1.0) if self.clip_sample else x0
+        if not self.clip_sample:
+            return x0
+        return np.clip(x0, -1.0, 1.0) if isinstance(x0, np.ndarray) else x0.clamp(-1.0, 1.0)
 
-    def step(self, k: int, x: torch.Tensor, eps: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        """One reverse step at inference index k (0 = noisiest)."""
+    def step_from_x0(self, k: int, x: Array, x0: Array, noise: Array | None) -> Array:
+        """One reverse step at index k that trusts a given clean-chunk prediction ``x0`` (already clipped) instead
+        of a noise prediction: the same update with the noise that ``x0`` implies at this step. DDPM's update reads
+        only x0, x and the fresh noise (its weight on the noise prediction is 0), so this is the posterior
+        q(x_{t-1} | x_t, x0). Works on tensors and numpy arrays alike (only products and sums)."""
+        from_x, from_eps, c_x0, c_x, c_eps, c_noise = self._coefs[k]
+        out = x0 * c_x0
+        if c_x:
+            out = out + x * c_x
+        if c_eps:
+            out = out + (x * from_x - x0) * (c_eps / from_eps)
+        if c_noise and noise is not None:
+            out = out + noise * c_noise
+        return out
+
+    def step(self, k: int, x: Array, eps: Array, noise: Array | None) -> Array:
+        """One reverse step at inference index k (0 = noisiest); tensors or numpy arrays."""
         _, _, c_x0, c_x, c_eps, c_noise = self._coefs[k]
         x0 = self.predict_x0(k, x, eps)
         out = x0 * c_x0

@@ -62,6 +62,7 @@ class PrunerTrainConfig:
     fidelity_steps: str = "final"  # or "trajectory": every step's clean-chunk prediction, averaged over steps
     use_observation: bool = True  # False: one learned static mask for all observations
     granularity: str = "block"  # or "step": whole denoising steps computed or skipped (PrunerConfig.granularity)
+    hold_x0: bool = False  # wholly pruned steps hold the last computed clean-chunk prediction (sparse.sampler)
     seed: int = 0
     threads: int = 2
     checkpoint_every: int = 25
@@ -130,7 +131,7 @@ def pruner_loss(policy: DiffusionPolicy, pruner: Pruner, features: torch.Tensor,
         if target is None:
             target = reverse_diffusion(policy.schedule, inputs, kernels, dense_runner(kernels), dense_trace)
     gates = pruner.gates(features)
-    runner = GatedRunner(kernels.block_fns, gates, make_cache(cfg.reuse, len(kernels.block_fns)))
+    runner = GatedRunner(kernels.block_fns, gates, make_cache(cfg.reuse, len(kernels.block_fns)), cfg.hold_x0)
     sparse = reverse_diffusion(policy.schedule, inputs, kernels, runner, sparse_trace)
     window = fidelity_slice(policy, cfg)
     pairs = zip(sparse_trace, dense_trace) if sparse_trace and dense_trace else [(sparse, target)]
@@ -220,7 +221,7 @@ def train_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig, sampler: Windo
 
     def checkpoint(stats: dict[str, float]) -> None:
         save_pruner(pruner.eval(), policy, out_path, extra={
-            "train_step": step, "target_rate": cfg.target_rate, "reuse": cfg.reuse.value,
+            "train_step": step, "target_rate": cfg.target_rate, "reuse": cfg.reuse.value, "hold_x0": cfg.hold_x0,
             "use_observation": cfg.use_observation, "reference": cfg.reference,
             "fidelity_window": cfg.fidelity_window, "fidelity_steps": cfg.fidelity_steps, "init_from": cfg.init_from,
             "init_interval": cfg.init_interval, "init_interval_start": cfg.init_interval_start,
