@@ -25,7 +25,7 @@ def _datagen(args: argparse.Namespace) -> None:
     datagen_main(args.task, args.episodes, args.seed, Path(args.out), args.workers)
 
 
-def _training_sampler(policy_config, data_path: Path):
+def training_sampler(policy_config, data_path: Path):
     """Demonstrations -> a window sampler holding exactly what the policy reads (images re-rendered)."""
     from sag_ros.policy.config import EncoderKind
     from sag_ros.policy.data import WindowSampler, hash_file
@@ -56,7 +56,7 @@ def _train(args: argparse.Namespace) -> None:
     train_config = experiment.train
     if args.steps is not None:
         train_config = dataclasses.replace(train_config, num_steps=args.steps)
-    sampler = _training_sampler(experiment.policy, Path(args.data))
+    sampler = training_sampler(experiment.policy, Path(args.data))
     train_policy(experiment.policy, train_config, sampler, Path(args.out),
                  init_from=Path(args.init) if args.init else None)
 
@@ -139,7 +139,7 @@ def _train_pruner(args: argparse.Namespace) -> None:
                             threads=args.threads, init_from=args.init, init_transfer=args.init_transfer,
                             init_interval=init_interval,
                             init_interval_start=init_interval_start)
-    train_pruner(policy, cfg, _training_sampler(policy.config, Path(args.data)), Path(args.out))
+    train_pruner(policy, cfg, training_sampler(policy.config, Path(args.data)), Path(args.out))
 
 
 def _bench(args: argparse.Namespace) -> None:
