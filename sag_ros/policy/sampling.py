@@ -171,7 +171,6 @@ def reverse_diffusion(schedule: NoiseSchedule, inputs: ChunkInputs, kernels: Den
                                                     kernels, run_blocks, held))
         return _advancing_loop(schedule, inputs, coefficients, kernels, run_blocks, held)
     hold_gates: torch.Tensor | None = getattr(run_blocks, "hold_gates", None)
-    tracks_x0 = held is not None or hold_gates is not None or x0_trace is not None
     embed, output = kernels.embed, kernels.output
     x, x0_held = inputs.x_init, None
     for k in range(schedule.num_steps):
@@ -180,8 +179,8 @@ def reverse_diffusion(schedule: NoiseSchedule, inputs: ChunkInputs, kernels: Den
             x, x0 = schedule.step_from_x0(k, x, x0_held, noise), x0_held
         else:
             eps = output(run_blocks(k, embed(x), StepKV(inputs.kv[k])))
-            x0 = schedule.predict_x0(k, x, eps) if tracks_x0 else None
-            x_next = schedule.step(k, x, eps, noise)
+            x0 = schedule.predict_x0(k, x, eps)
+            x_next = schedule.update(k, x, x0, eps, noise)  # = schedule.step(k, x, eps, noise), x0 kept
             if hold_gates is not None and x0_held is not None:
                 gate = hold_gates[:, k, None, None]
                 x_next = x_next + gate * (schedule.step_from_x0(k, x, x0_held, noise) - x_next)
@@ -216,7 +215,8 @@ def _advancing_loop(schedule: NoiseSchedule, inputs: ChunkInputs, coefficients: 
         out = run_blocks(k, h, StepKV(kv[k]))
         if held is not None and k + 1 < num_steps and held[k + 1]:
             eps = kernels.output(out)
-            x, x0 = schedule.step(k, x, eps, noise[k]), schedule.predict_x0(k, x, eps)
+            x0 = schedule.predict_x0(k, x, eps)
+            x = schedule.update(k, x, x0, eps, noise[k])
         else:
             x, h = advance(out, x, noise[k], coefficients[k])
     return x

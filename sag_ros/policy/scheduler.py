@@ -134,25 +134,10 @@ class NoiseSchedule:
             return x0
         return np.clip(x0, -1.0, 1.0) if isinstance(x0, np.ndarray) else x0.clamp(-1.0, 1.0)
 
-    def step_from_x0(self, k: int, x: Array, x0: Array, noise: Array | None) -> Array:
-        """One reverse step at index k that trusts a given clean-chunk prediction ``x0`` (already clipped) instead
-        of a noise prediction: the same update with the noise that ``x0`` implies at this step. DDPM's update reads
-        only x0, x and the fresh noise (its weight on the noise prediction is 0), so this is the posterior
-        q(x_{t-1} | x_t, x0). Works on tensors and numpy arrays alike (only products and sums)."""
-        from_x, from_eps, c_x0, c_x, c_eps, c_noise = self._coefs[k]
-        out = x0 * c_x0
-        if c_x:
-            out = out + x * c_x
-        if c_eps:
-            out = out + (x * from_x - x0) * (c_eps / from_eps)
-        if c_noise and noise is not None:
-            out = out + noise * c_noise
-        return out
-
-    def step(self, k: int, x: Array, eps: Array, noise: Array | None) -> Array:
-        """One reverse step at inference index k (0 = noisiest); tensors or numpy arrays."""
+    def update(self, k: int, x: Array, x0: Array, eps: Array | None, noise: Array | None) -> Array:
+        """The reverse step at index k given both predictions, x0 (clipped) and the noise ``eps`` (read only by
+        DDIM; None where the sampler does not need it); tensors or numpy arrays alike (only products and sums)."""
         _, _, c_x0, c_x, c_eps, c_noise = self._coefs[k]
-        x0 = self.predict_x0(k, x, eps)
         out = x0 * c_x0
         if c_x:
             out = out + x * c_x
@@ -161,3 +146,15 @@ class NoiseSchedule:
         if c_noise and noise is not None:
             out = out + noise * c_noise
         return out
+
+    def step_from_x0(self, k: int, x: Array, x0: Array, noise: Array | None) -> Array:
+        """One reverse step at index k that trusts a given clean-chunk prediction ``x0`` (already clipped) instead
+        of a noise prediction: the update with the noise that ``x0`` implies at this step. DDPM's update reads only
+        x0, x and the fresh noise (its weight on the noise prediction is 0), so this is the posterior
+        q(x_{t-1} | x_t, x0)."""
+        from_x, from_eps, _, _, c_eps, _ = self._coefs[k]
+        return self.update(k, x, x0, (x * from_x - x0) / from_eps if c_eps else None, noise)
+
+    def step(self, k: int, x: Array, eps: Array, noise: Array | None) -> Array:
+        """One reverse step at inference index k (0 = noisiest) from the noise prediction."""
+        return self.update(k, x, self.predict_x0(k, x, eps), eps, noise)
