@@ -18,6 +18,7 @@ ARGUMENTS = {
     "model_path": ("", "policy checkpoint; empty = the shipped default policy"),
     "pruner_path": ("", "SAG pruner for the policy; empty = the shipped one with the shipped policy; 'none' = dense"),
     "backend": ("", "inference backend; empty = config/sag_nodes.yaml"),
+    "hold_x0": ("", "on / off: steps the pruner skips wholly keep the last clean-chunk prediction; empty = config"),
     "rate": ("0.0", "control rate in Hz for inference and sim; 0 = config/sag_nodes.yaml"),
     "use_sim": ("true", "start the Push-T simulator and wire the camera to it"),
 }
@@ -27,7 +28,7 @@ def _nodes(context):
     value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     descriptions = describe_graph(model_path=value["model_path"],
                                   pruner_path=value["pruner_path"] or default_pruner_for(value["model_path"]),
-                                  backend=value["backend"],
+                                  backend=value["backend"], hold_x0=value["hold_x0"],
                                   rate=float(value["rate"] or 0.0),
                                   use_sim=value["use_sim"].strip().lower() in ("1", "true", "yes", "on"))
     return [Node(package="sag_ros", executable=d.executable, name=d.name, parameters=[dict(d.parameters)],

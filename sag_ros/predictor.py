@@ -26,12 +26,16 @@ from sag_ros.policy.sampling import BlockRunner, DenoiserKernels, dense_runner, 
 class BlockPlanner(Protocol):
     """Chooses how the blocks of one chunk run, from that chunk's observation features."""
 
+    hold_x0: bool  # steps whose every block is skipped hold the last computed clean-chunk prediction
+
     def plan(self, features: torch.Tensor) -> tuple[BlockRunner, float]:
         """Returns the runner and the fraction of (step, block) pairs it will compute."""
 
 
 class DensePlanner:
     """Every block at every step: the reference policy."""
+
+    hold_x0 = False  # no step is skipped
 
     def __init__(self, kernels: DenoiserKernels) -> None:
         self._runner = dense_runner(kernels)

@@ -133,6 +133,8 @@ def test_observations_over_topics_are_paired_by_stamp(ros_context, executor, tin
 class SleepyPlanner:
     """A dense planner that sleeps first: a model slower than the control period."""
 
+    hold_x0 = False
+
     def __init__(self, planner, seconds: float) -> None:
         self.planner, self.seconds = planner, seconds
 
@@ -248,3 +250,26 @@ def test_gil_switch_interval_is_shortened_never_lengthened():
         assert sys.getswitchinterval() == pytest.approx(0.0001)
     finally:
         sys.setswitchinterval(before)
+
+
+@pytest.mark.parametrize("hold_x0, holds", [("", True), ("on", True), ("off", False)])
+def test_hold_x0_parameter_chooses_how_skipped_steps_are_filled(ros_context, hold_x0, holds):
+    """The shipped pruner was trained for held steps: empty keeps its setting, 'off' makes its wholly skipped steps
+    reuse cached block outputs instead (what the pruners before stop 23 did)."""
+    from conftest import random_observation
+    from sag_ros.resources import default_policy_path, default_pruner_path
+
+    node = _inference(ros_context, default_policy_path(), pruner_path=str(default_pruner_path()), hold_x0=hold_x0)
+    try:
+        predictor = node.predictor
+        runner, fraction = predictor.planner.plan(
+            predictor.policy.encode_observation(random_observation(predictor.policy.config)))
+        assert fraction < 0.5 and predictor.planner.hold_x0 == holds
+        assert (runner.held_steps is not None and any(runner.held_steps)) == holds
+    finally:
+        node.destroy_node()
+
+
+def test_an_unknown_hold_x0_value_is_refused(ros_context, tiny_checkpoint):
+    with pytest.raises(ValueError, match="hold_x0='yes' must be '', 'on' or 'off'"):
+        _inference(ros_context, tiny_checkpoint, hold_x0="yes")

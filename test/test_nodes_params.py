@@ -76,6 +76,9 @@ def test_graph_takes_image_size_from_the_checkpoint_and_validates(tiny_checkpoin
     assert nodes["sag_inference"].parameters["control_rate_hz"] == 5.0
     assert nodes["sag_sim"].parameters["max_steps"] == 7
     assert ("image_raw", "/sag/sim/image") in nodes["sag_camera"].remappings
+    assert nodes["sag_inference"].parameters["hold_x0"] == ""  # the pruner's own setting unless told
+    held = {d.name: d for d in describe_graph(model_path=str(tiny_checkpoint), hold_x0="off")}
+    assert held["sag_inference"].parameters["hold_x0"] == "off"
     assert [d.name for d in describe_graph(model_path=str(tiny_checkpoint), use_sim=False)] == ["sag_camera",
                                                                                               "sag_inference"]
     with pytest.raises(ValueError, match="unknown parameters"):

@@ -111,6 +111,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--pruner-path", default=None,
                         help="SAG pruner; 'none' = dense (default: the shipped pruner with the shipped policy)")
     parser.add_argument("--backend", default="", help="inference backend (default: from the config)")
+    parser.add_argument("--hold-x0", default="", choices=("on", "off"),
+                        help="steps the pruner skips wholly keep the last computed clean-chunk prediction (on) or "
+                             "reuse cached block outputs (off) (default: from the config: the pruner's own)")
     parser.add_argument("--rate", type=float, default=0.0, help="control rate in Hz (default: from the config)")
     parser.add_argument("--no-sim", dest="use_sim", action="store_false", help="do not start the Push-T simulator")
     parser.add_argument("--episodes", type=int, default=0, help="episodes to run (default: from the config)")
@@ -136,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
     pruner = args.pruner_path if args.pruner_path is not None else default_pruner_for(args.model_path)
     descriptions = describe_graph(args.config, model_path=args.model_path, pruner_path=pruner, backend=args.backend,
-                                  rate=args.rate, use_sim=args.use_sim, overrides=_sim_overrides(args))
+                                  hold_x0=args.hold_x0, rate=args.rate, use_sim=args.use_sim, overrides=_sim_overrides(args))
     rclpy.init(args=argv)
     nodes: dict[str, Node] = {}
     executor = None

@@ -35,7 +35,7 @@ from sag_ros.nodes.convert import (chunk_to_trajectory, fit_square, image_to_arr
 from sag_ros.nodes.graph import (ACTIONS_TOPIC, FRACTION_TOPIC, LATENCY_SERIES, LATENCY_TOPIC, MASK_TOPIC,
                                  OBS_IMAGE_TOPIC, OBS_STATE_TOPIC)
 from sag_ros.nodes.lifecycle import NodeStartupError, run_node
-from sag_ros.nodes.params import ConfigParameters, InferenceNodeConfig
+from sag_ros.nodes.params import HOLD_X0_CHOICES, ConfigParameters, InferenceNodeConfig
 
 _PAIRING_DEPTH = 8  # unmatched images/states kept per kind while waiting for their other half
 
@@ -67,7 +67,8 @@ def load_predictor(cfg: InferenceNodeConfig):
                            f"(or train/ship the default policy)")
     try:
         return PredictorSpec(str(path), sampler=cfg.sampler or None, num_steps=cfg.num_steps or None,
-                             pruner_path=cfg.pruner_path or None, backend=cfg.backend, threads=cfg.threads)()
+                             pruner_path=cfg.pruner_path or None, hold_x0=HOLD_X0_CHOICES[cfg.hold_x0],
+                             backend=cfg.backend, threads=cfg.threads)()
     except (CheckpointError, ValueError, OSError, RuntimeError) as exc:
         raise ModelLoadError(f"sag_inference: cannot load {path}: {exc}") from exc
 
@@ -156,7 +157,8 @@ class InferenceNode(Node):
         self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics)
         schedule = self.predictor.policy.schedule
         self.get_logger().info(f"policy ready: To={to}, {enc.image_size}px, {schedule.kind.value} x {schedule.num_steps} "
-                               f"steps, {type(self.predictor.planner).__name__}, "
+                               f"steps, {type(self.predictor.planner).__name__} (held steps "
+                               f"{'on' if self.predictor.planner.hold_x0 else 'off'}), "
                                f"{cfg.backend} blocks, {cfg.control_rate_hz} Hz")
 
     # -- observations from topics (separate processes) ------------------------------------------------------

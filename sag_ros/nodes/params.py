@@ -41,12 +41,19 @@ class CameraNodeConfig:
         _require(self.warn_throttle_s >= 0, f"warn_throttle_s={self.warn_throttle_s} must be >= 0")
 
 
+HOLD_X0_CHOICES = {"": None, "on": True, "off": False}
+"""``hold_x0`` parameter values -> ``PredictorSpec.hold_x0`` (None: the pruner's own setting)."""
+
+
 @dataclass
 class InferenceNodeConfig:
     """``sag_inference``: newest observation -> action chunk, on a timer, off the executor thread."""
 
     model_path: str = _param("", "policy checkpoint; empty = the shipped default policy", read_only=True)
     pruner_path: str = _param("", "SAG pruner file (sag_ros.sparse); empty = dense denoising", read_only=True)
+    hold_x0: str = _param("", "held steps: 'on' = a step whose every block the pruner skips runs no network and "
+                          "keeps the last computed clean-chunk prediction, 'off' = its blocks reuse cached outputs; "
+                          "empty = the pruner's training setting (no effect on dense denoising)", read_only=True)
     backend: str = _param("eager", "block backend: eager, compile, onnxruntime or tensorrt", read_only=True)
     sampler: str = _param("", "reverse-diffusion sampler 'ddpm' or 'ddim'; empty = the checkpoint's", read_only=True)
     num_steps: int = _param(0, "denoising steps per chunk (K); 0 = the checkpoint's", read_only=True)
@@ -74,6 +81,7 @@ class InferenceNodeConfig:
 
         _require(self.backend in BACKENDS, f"backend={self.backend!r} must be one of {sorted(BACKENDS)}")
         _require(self.sampler in ("", "ddpm", "ddim"), f"sampler={self.sampler!r} must be '', 'ddpm' or 'ddim'")
+        _require(self.hold_x0 in HOLD_X0_CHOICES, f"hold_x0={self.hold_x0!r} must be '', 'on' or 'off'")
         _require(self.num_steps >= 0, f"num_steps={self.num_steps} must be >= 0")
         _require(self.threads >= 1, f"threads={self.threads} must be >= 1")
         _require(self.control_rate_hz > 0, f"control_rate_hz={self.control_rate_hz} must be > 0")

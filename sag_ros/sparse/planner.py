@@ -27,7 +27,7 @@ class StaticMaskPlanner:
     def __init__(self, kernels: DenoiserKernels, mask: torch.Tensor, reuse: ReuseKind | str,
                  hold_x0: bool = False) -> None:
         self._kernels = kernels
-        self._hold_x0 = hold_x0
+        self.hold_x0 = hold_x0
         num_blocks = len(kernels.block_fns)
         self.mask = with_first_step_computed(validate_mask(mask, mask.shape[0], num_blocks))
         self.last_mask = self.mask  # what SagPlanner reports per chunk (the node publishes it)
@@ -35,7 +35,7 @@ class StaticMaskPlanner:
         self._fraction = executed_fraction(self.mask)
 
     def plan(self, features: torch.Tensor) -> tuple[BlockRunner, float]:
-        return sparse_runner(self._kernels, self.mask, self._cache, self._hold_x0), self._fraction
+        return sparse_runner(self._kernels, self.mask, self._cache, self.hold_x0), self._fraction
 
 
 class SagPlanner:
@@ -44,7 +44,7 @@ class SagPlanner:
     def __init__(self, kernels: DenoiserKernels, pruner: Pruner, reuse: ReuseKind | str,
                  hold_x0: bool = False) -> None:
         self._kernels = kernels
-        self._hold_x0 = hold_x0
+        self.hold_x0 = hold_x0
         self.pruner = pruner.eval()
         # the observation-independent half (the index table) is built here, not in the first chunk
         self.mask_head = CertifiedMaskHead(pruner.mask_head())
@@ -57,7 +57,7 @@ class SagPlanner:
             raise ValueError(f"SagPlanner plans one observation at a time, got a batch of {features.shape[0]}")
         mask = self.mask_head(features)[0]
         self.last_mask = mask
-        return sparse_runner(self._kernels, mask, self._cache, self._hold_x0), executed_fraction(mask)
+        return sparse_runner(self._kernels, mask, self._cache, self.hold_x0), executed_fraction(mask)
 
 
 def pruner_planner(kernels: DenoiserKernels, pruner: Pruner, reuse: ReuseKind | str,
