@@ -209,26 +209,64 @@ def exact_mcnemar(only_a: int, only_b: int) -> float:
     return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
 
 
-def paired_comparisons(report: dict, methods: Sequence[str] | None = None) -> list[dict]:
-    """Each pair (a, b) of the report's scored methods, a listed first: the per-episode score difference a - b
-    (:func:`paired_difference`), the episodes only a solved and only b solved, and their exact McNemar p-value.
-    What decides "ahead of a baseline" with episodes this few: the difference of two means over noise seeds
-    cannot resolve gaps of a few hundredths."""
-    reported = report["methods"]
-    missing = [n for n in (methods or []) if n not in reported]
-    if missing:
-        raise KeyError(f"no method {missing} in this report (it has {list(reported)})")
-    names = [n for n in (methods or reported) if reported[n].get("episode_scores")]
-    rows = []
+Episodes = dict[tuple[int, int], tuple[float, bool]]
+"""Scored episodes of one method: (noise seed, env seed) -> (score, success)."""
+
+
+def report_episodes(report: dict, method: str | None = None) -> Episodes:
+    """One method's episodes from a `sag bench` report, or (``method`` None) those of a `sag eval` report, which
+    are noise seed 0: `sag eval` seeds its sampling as `sag bench` seeds noise seed 0, so the two pair episode by
+    episode (runs are deterministic)."""
+    if method is None:
+        if not isinstance(report.get("episodes"), list):
+            raise KeyError("not a `sag eval` report (no episode list); name a method of a `sag bench` report")
+        return {(0, int(e["seed"])): (float(e["score"]), bool(e["success"])) for e in report["episodes"]}
+    if method not in report.get("methods", {}):
+        raise KeyError(f"no method {[method]} in this report (it has {list(report.get('methods', {}))})")
+    result, start = report["methods"][method], report["seeds"][0]
+    return {(noise, start + i): (float(score), bool(solved))
+            for noise, (scores, successes) in enumerate(zip(result.get("episode_scores", []),  # none: speed only
+                                                            result.get("episode_successes", [])))
+            for i, (score, solved) in enumerate(zip(scores, successes))}
+
+
+def pool_episodes(parts: Sequence[Episodes]) -> Episodes:
+    """Several runs of one method as one, e.g. a `sag bench` run on new layouts and a `sag eval` run on others;
+    an episode in two parts is refused (it would count twice)."""
+    pooled: Episodes = {}
+    for part in parts:
+        twice = sorted(pooled.keys() & part.keys())
+        if twice:
+            raise ValueError(f"episodes (noise seed, env seed) {twice[:3]}{' ...' if len(twice) > 3 else ''} "
+                             f"appear in two of the pooled runs")
+        pooled.update(part)
+    return pooled
+
+
+def compare_episodes(runs: dict[str, Episodes]) -> list[dict]:
+    """Each pair (a, b) of methods, a listed first, over the episodes both ran: the per-episode score difference
+    a - b (:func:`paired_difference`), the episodes only a solved and only b solved, and their exact McNemar
+    p-value. What decides "ahead of a baseline" with episodes this few: the difference of two means over noise
+    seeds cannot resolve gaps of a few hundredths."""
+    names, rows = list(runs), []
     for i, a in enumerate(names):
         for b in names[i + 1:]:
-            solved_a = np.ravel(reported[a]["episode_successes"])
-            solved_b = np.ravel(reported[b]["episode_successes"])
+            common = sorted(runs[a].keys() & runs[b].keys())
+            if not common:
+                raise ValueError(f"{a!r} and {b!r} share no episode (noise seed, env seed) to pair")
+            score_a, solved_a = map(np.array, zip(*(runs[a][k] for k in common)))
+            score_b, solved_b = map(np.array, zip(*(runs[b][k] for k in common)))
             only_a, only_b = int((solved_a & ~solved_b).sum()), int((solved_b & ~solved_a).sum())
-            rows.append({"a": a, "b": b,
-                         "score": paired_difference(reported[a]["episode_scores"], reported[b]["episode_scores"]),
+            rows.append({"a": a, "b": b, "score": paired_difference([score_a], [score_b]),
                          "only_a": only_a, "only_b": only_b, "mcnemar_p": exact_mcnemar(only_a, only_b)})
     return rows
+
+
+def paired_comparisons(report: dict, methods: Sequence[str] | None = None) -> list[dict]:
+    """:func:`compare_episodes` over the methods of one `sag bench` report that have episodes (all by default)."""
+    names = list(methods or report["methods"])
+    episodes = {name: report_episodes(report, name) for name in names}
+    return compare_episodes({name: runs for name, runs in episodes.items() if runs})
 
 
 def format_paired(rows: list[dict]) -> str:

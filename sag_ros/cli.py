@@ -162,17 +162,36 @@ def _bench(args: argparse.Namespace) -> None:
 
 
 def _paired(args: argparse.Namespace) -> None:
-    from sag_ros.benchmark import format_paired, paired_comparisons
+    from sag_ros.benchmark import compare_episodes, format_paired, paired_comparisons
 
-    report = json.loads(Path(args.report).read_text())
+    if (args.report is None) == (not args.pool):
+        raise SystemExit("sag paired: give either one `sag bench` report or --pool NAME=RUN[,RUN...] (repeat)")
     try:
-        rows = paired_comparisons(report, args.methods)
-    except KeyError as exc:
+        rows = (paired_comparisons(json.loads(Path(args.report).read_text()), args.methods) if args.report
+                else compare_episodes(dict(_pooled_method(spec) for spec in args.pool)))
+    except (KeyError, ValueError) as exc:
         raise SystemExit(exc.args[0]) from None
+    except OSError as exc:
+        raise SystemExit(f"sag paired: cannot read {exc.filename}: {exc.strerror}") from None
     if not rows:
         raise SystemExit(f"{args.report} has no per-episode results for two methods (a speed-only run, or older "
                          "than per-episode results)")
     print(format_paired(rows))
+
+
+def _pooled_method(spec: str) -> tuple[str, dict]:
+    """'NAME=RUN[,RUN...]', each RUN a `sag eval` JSON or 'BENCH.json::METHOD' -> (NAME, its pooled episodes);
+    NAME may not hold '=' (the methods of a report may: 'interval n=10')."""
+    from sag_ros.benchmark import pool_episodes, report_episodes
+
+    name, sep, runs = spec.partition("=")  # at the first '=': method names in reports hold some ("n=10")
+    if not (sep and name and runs):
+        raise SystemExit(f"expected NAME=RUN[,RUN...], got {spec!r}")
+    parts = []
+    for run in runs.split(","):
+        path, _, method = run.partition("::")
+        parts.append(report_episodes(json.loads(Path(path).read_text()), method or None))
+    return name, pool_episodes(parts)
 
 
 def _bench_ros(args: argparse.Namespace) -> None:
@@ -320,8 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default="runs/bench/bench.png")
     p.set_defaults(func=_bench)
 
-    p = sub.add_parser("paired", help="compare the methods of a `sag bench` JSON episode by episode")
-    p.add_argument("report", help="the JSON `sag bench` wrote")
+    p = sub.add_parser("paired", help="compare methods episode by episode: those of a `sag bench` JSON, or runs "
+                                      "pooled from several `sag bench` / `sag eval` JSONs")
+    p.add_argument("report", nargs="?", help="the JSON `sag bench` wrote")
+    p.add_argument("--pool", action="append", default=[], metavar="NAME=RUN[,RUN...]",
+                   help="a method pooled from runs, each a `sag eval` JSON or BENCH.json::METHOD (its noise seeds); "
+                        "repeat per method; methods pair on the episodes they share")
     p.add_argument("--methods", nargs="+", help="method names, in the order to compare (default: all)")
     p.set_defaults(func=_paired)
 

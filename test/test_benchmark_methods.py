@@ -56,7 +56,7 @@ def test_paired_comparisons_count_discordant_episodes(tmp_path, capsys):
     def method(scores):
         return {"episode_scores": scores, "episode_successes": [[score > 0.5 for score in run] for run in scores]}
 
-    report = {"methods": {"dense": method([[1.0, 1.0, 0.0, 1.0]]), "sag": method([[1.0, 0.0, 0.0, 0.0]]),
+    report = {"seeds": [0, 4], "methods": {"dense": method([[1.0, 1.0, 0.0, 1.0]]), "sag": method([[1.0, 0.0, 0.0, 0.0]]),
                           "speed-only": {"episode_scores": []}}}
     (row,) = paired_comparisons(report)  # the speed-only row has no episodes to pair
     assert (row["a"], row["b"], row["only_a"], row["only_b"]) == ("dense", "sag", 2, 0)
@@ -67,3 +67,32 @@ def test_paired_comparisons_count_discordant_episodes(tmp_path, capsys):
     assert "-0.500±" in capsys.readouterr().out.splitlines()[2]
     with pytest.raises(SystemExit, match="no method"):
         main(["paired", str(tmp_path / "bench.json"), "--methods", "nope"])
+
+
+def test_paired_pools_bench_and_eval_runs_by_episode(tmp_path, capsys):
+    """A method pooled from a `sag bench` run (two noise seeds of env seeds 10-11) and a `sag eval` run (env seeds
+    20-21, noise seed 0) pairs with another pooled the same way, episode by episode."""
+    def bench(scores):  # [noise seed][env seed]
+        return {"episode_scores": scores, "episode_successes": [[score > 0.5 for score in run] for run in scores]}
+
+    def evaluation(scores):
+        return {"episodes": [{"seed": 20 + i, "score": score, "success": score > 0.5} for i, score in enumerate(scores)]}
+
+    (tmp_path / "bench.json").write_text(json.dumps({"seeds": [10, 12], "methods": {
+        "dense": bench([[0.9, 0.2], [0.8, 0.6]]), "interval n=10": bench([[0.7, 0.2], [0.8, 0.1]])}}))
+    (tmp_path / "dense.json").write_text(json.dumps(evaluation([0.6, 1.0])))
+    (tmp_path / "sparse.json").write_text(json.dumps(evaluation([0.4, 0.3])))
+    main(["paired", "--pool", f"dense={tmp_path / 'bench.json'}::dense,{tmp_path / 'dense.json'}",
+          "--pool", f"interval={tmp_path / 'bench.json'}::interval n=10,{tmp_path / 'sparse.json'}"])
+    row = capsys.readouterr().out.splitlines()[2].split()
+    diffs = np.array([0.9 - 0.7, 0.2 - 0.2, 0.8 - 0.8, 0.6 - 0.1, 0.6 - 0.4, 1.0 - 0.3])
+    assert row[:4] == ["dense", "interval", f"{diffs.mean():+.3f}±{diffs.std(ddof=1) / np.sqrt(6):.3f}", "6"]
+    assert row[4:6] == ["3", "0"]  # solved by dense only: (1, 11), (0, 20) and (0, 21)
+    with pytest.raises(SystemExit, match="appear in two"):
+        main(["paired", "--pool", f"a={tmp_path / 'dense.json'},{tmp_path / 'dense.json'}", "--pool", f"b={tmp_path / 'sparse.json'}"])
+    with pytest.raises(SystemExit, match="share no episode"):
+        main(["paired", "--pool", f"a={tmp_path / 'bench.json'}::dense", "--pool", f"b={tmp_path / 'sparse.json'}"])
+    with pytest.raises(SystemExit, match="not a `sag eval` report"):
+        main(["paired", "--pool", f"a={tmp_path / 'bench.json'}", "--pool", f"b={tmp_path / 'sparse.json'}"])
+    with pytest.raises(SystemExit, match="either one"):
+        main(["paired", str(tmp_path / "bench.json"), "--pool", f"a={tmp_path / 'sparse.json'}"])
