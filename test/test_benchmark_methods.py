@@ -76,7 +76,8 @@ def test_paired_pools_bench_and_eval_runs_by_episode(tmp_path, capsys):
         return {"episode_scores": scores, "episode_successes": [[score > 0.5 for score in run] for run in scores]}
 
     def evaluation(scores):
-        return {"episodes": [{"seed": 20 + i, "score": score, "success": score > 0.5} for i, score in enumerate(scores)]}
+        return {"episodes": [{"seed": 20 + i, "score": score, "success": score > 0.5}
+                             for i, score in enumerate(scores)]}
 
     (tmp_path / "bench.json").write_text(json.dumps({"seeds": [10, 12], "methods": {
         "dense": bench([[0.9, 0.2], [0.8, 0.6]]), "interval n=10": bench([[0.7, 0.2], [0.8, 0.1]])}}))
@@ -89,7 +90,8 @@ def test_paired_pools_bench_and_eval_runs_by_episode(tmp_path, capsys):
     assert row[:4] == ["dense", "interval", f"{diffs.mean():+.3f}±{diffs.std(ddof=1) / np.sqrt(6):.3f}", "6"]
     assert row[4:6] == ["3", "0"]  # solved by dense only: (1, 11), (0, 20) and (0, 21)
     with pytest.raises(SystemExit, match="appear in two"):
-        main(["paired", "--pool", f"a={tmp_path / 'dense.json'},{tmp_path / 'dense.json'}", "--pool", f"b={tmp_path / 'sparse.json'}"])
+        main(["paired", "--pool", f"a={tmp_path / 'dense.json'},{tmp_path / 'dense.json'}",
+              "--pool", f"b={tmp_path / 'sparse.json'}"])
     with pytest.raises(SystemExit, match="share no episode"):
         main(["paired", "--pool", f"a={tmp_path / 'bench.json'}::dense", "--pool", f"b={tmp_path / 'sparse.json'}"])
     with pytest.raises(SystemExit, match="not a `sag eval` report"):

@@ -139,7 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
     pruner = args.pruner_path if args.pruner_path is not None else default_pruner_for(args.model_path)
     descriptions = describe_graph(args.config, model_path=args.model_path, pruner_path=pruner, backend=args.backend,
-                                  hold_x0=args.hold_x0, rate=args.rate, use_sim=args.use_sim, overrides=_sim_overrides(args))
+                                  hold_x0=args.hold_x0, rate=args.rate, use_sim=args.use_sim,
+                                  overrides=_sim_overrides(args))
     rclpy.init(args=argv)
     nodes: dict[str, Node] = {}
     executor = None
