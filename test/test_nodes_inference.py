@@ -1,5 +1,6 @@
 """The inference node over real DDS: chunk rate, stamps and shapes; WARN when slow; silence when stale."""
 
+import sys
 import time
 
 import numpy as np
@@ -228,6 +229,12 @@ def test_missing_or_foreign_model_fails_at_start(ros_context, tmp_path, tiny_che
         _inference(ros_context, foreign)
     with pytest.raises(ModelLoadError, match="no such file"):
         _inference(ros_context, tiny_checkpoint, pruner_path=str(tmp_path / "no_pruner.pt"))
+
+
+def test_a_backend_whose_library_is_missing_fails_at_start_naming_it(ros_context, tiny_checkpoint, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what importing it does where it is not installed
+    with pytest.raises(ModelLoadError, match=r"backend 'onnxruntime'.*'onnxruntime'.*pip install.*'eager'"):
+        _inference(ros_context, tiny_checkpoint, backend="onnxruntime")
 
 
 def test_buffer_that_does_not_fit_the_policy_is_refused(ros_context, tiny_checkpoint):

@@ -28,6 +28,7 @@ import importlib
 import logging
 import math
 import statistics
+import threading
 import time
 from dataclasses import dataclass, replace
 from types import ModuleType
@@ -35,6 +36,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
+from tqdm.std import TMonitor
 
 from sag_ros.policy.blocks import BlockKind
 from sag_ros.policy.denoiser import BlockFn, TransformerDenoiser
@@ -65,6 +67,15 @@ def require(module: str, package: str | None = None) -> ModuleType:
         raise MissingDependencyError(
             f"this backend needs the Python package {package or module!r} (module {module!r}), which is not "
             f"installed: pip install -e .[engine] (torch_tensorrt needs a CUDA machine with TensorRT)") from exc
+
+
+def stop_progress_monitor() -> None:
+    """Stop tqdm's monitor thread after a build. torch's exporters open tqdm bars (torch.fx's interpreter), which
+    start it, and it would outlive the build, waking every 10 s; a node builds its units at start and must leave no
+    thread behind when it shuts down (sag-bringup checks). The next bar starts a new monitor if it needs one."""
+    for thread in threading.enumerate():
+        if isinstance(thread, TMonitor):
+            thread.exit()
 
 
 # -- units ----------------------------------------------------------------------------------------

@@ -57,6 +57,7 @@ class ModelLoadError(NodeStartupError):
 
 def load_predictor(cfg: InferenceNodeConfig):
     """Build the predictor named by the parameters, failing with a message that says what to fix."""
+    from sag_ros.engine.base import MissingDependencyError
     from sag_ros.policy.checkpoint import CheckpointError
     from sag_ros.predictor import PredictorSpec
     from sag_ros.resources import default_policy_path
@@ -69,6 +70,9 @@ def load_predictor(cfg: InferenceNodeConfig):
         return PredictorSpec(str(path), sampler=cfg.sampler or None, num_steps=cfg.num_steps or None,
                              pruner_path=cfg.pruner_path or None, hold_x0=HOLD_X0_CHOICES[cfg.hold_x0],
                              backend=cfg.backend, threads=cfg.threads)()
+    except MissingDependencyError as exc:
+        raise ModelLoadError(f"sag_inference: backend {cfg.backend!r}: {exc}; or set the 'backend' parameter to "
+                             f"'eager'") from exc
     except (CheckpointError, ValueError, OSError, RuntimeError) as exc:
         raise ModelLoadError(f"sag_inference: cannot load {path}: {exc}") from exc
 
