@@ -62,12 +62,15 @@ def shutdown_executor(executor) -> None:
     """Shut down an executor and join its worker threads.
 
     Jazzy's MultiThreadedExecutor.shutdown() leaves its ThreadPoolExecutor running (its threads would only
-    be joined at interpreter exit), so the pool is shut down here as well.
+    be joined at interpreter exit), and it does not wait for the callbacks in flight before destroying its guard
+    condition, so such a callback could fail ("cannot use Destroyable because destruction was requested", printed
+    at exit as an exception never retrieved). Nothing spins the executor any more here, so the pool is joined
+    first: the callbacks in flight finish against a live executor, then it shuts down.
     """
-    executor.shutdown()
     pool = getattr(executor, "_executor", None)
     if pool is not None:
         pool.shutdown(wait=True)
+    executor.shutdown()
 
 
 def spin_once(executor: Executor, timeout_sec: float) -> None:
