@@ -135,7 +135,7 @@ def _train_pruner(args: argparse.Namespace) -> None:
                             batch_size=args.batch_size, lr=args.lr, cell_lr=args.cell_lr, rate_warmup=args.rate_warmup,
                             reuse=args.reuse, reference=args.reference, fidelity_window=args.fidelity_window,
                             fidelity_steps=args.fidelity_steps, hold_x0=args.hold_x0,
-                            use_observation=not args.static, granularity=args.granularity, seed=args.seed,
+                            step_cost=args.step_cost, use_observation=not args.static, granularity=args.granularity, seed=args.seed,
                             threads=args.threads, init_from=args.init, init_transfer=args.init_transfer,
                             init_interval=init_interval,
                             init_interval_start=init_interval_start)
@@ -307,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one decision per (step, block) cell, or per step for all its blocks")
     p.add_argument("--hold-x0", action="store_true",
                    help="steps whose every block is pruned hold the last computed clean-chunk prediction")
+    p.add_argument("--step-cost", type=float, default=0.0,
+                   help="with --hold-x0: a computed step's fixed cost (embedding, head, update) in blocks; rho is "
+                        "then the pruned fraction of that cost plus the blocks' (0: of the blocks alone)")
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm")
     p.add_argument("--steps", type=int, default=100, help="denoising steps the masks are for")
     p.add_argument("--seed", type=int, default=0)

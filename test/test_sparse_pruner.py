@@ -65,9 +65,11 @@ def test_executed_fidelity_window_covers_exactly_the_executed_actions(tiny_polic
         PrunerTrainConfig(fidelity_steps="trajectory", reference="demo")
 
 
-def test_brief_training_moves_prune_rate_towards_rho(tiny_policy):
+@pytest.mark.parametrize("step_cost", [0.0, 4.0])
+def test_brief_training_moves_prune_rate_towards_rho(tiny_policy, step_cost):
+    """Towards rho of the blocks, or (``step_cost``, held steps) of the blocks' and the steps' fixed cost."""
     tiny_policy.requires_grad_(False)
-    cfg = PrunerTrainConfig(target_rate=0.9, sparsity_weight=1.0)
+    cfg = PrunerTrainConfig(target_rate=0.9, sparsity_weight=1.0, hold_x0=bool(step_cost), step_cost=step_cost)
     pruner_cfg = pruner_config_for(tiny_policy, cfg)
     pruner_cfg.init_prune_rate = 0.3
     pruner = Pruner(pruner_cfg).train()
@@ -226,3 +228,19 @@ def test_interval_warm_start_from_a_later_step(tiny_policy):
     assert torch.equal(mask, interval_mask(num_steps, tiny_policy.config.denoiser.num_blocks, 2, num_steps // 2))
     with pytest.raises(ValueError, match="needs init_interval"):
         PrunerTrainConfig(init_interval_start=5)
+
+
+def test_pruned_cost_charges_each_computed_step_its_fixed_cost():
+    from sag_ros.sparse.train_pruner import pruned_cost
+
+    # 4 steps x 3 blocks (1 = pruned): computed, held, one block pruned, held
+    gates = torch.tensor([[[0.0, 0, 0], [1, 1, 1], [0, 1, 0], [1, 1, 1]]], requires_grad=True)
+    assert pruned_cost(gates, 0.0).item() == pytest.approx(7 / 12)  # the block fraction
+    cost = pruned_cost(gates, 2.0)  # blocks 7 of 12, plus the fixed cost of 2 held steps: (7 + 2 * 2) / (4 * (3 + 2))
+    assert cost.item() == pytest.approx(11 / 20)
+    cost.backward()  # the held part's gradient (the row mean's) reaches every gate, more than a block's own share
+    assert torch.allclose(gates.grad, torch.full_like(gates, (1 + 2 / 3) / 20))
+    with pytest.raises(ValueError, match="needs hold_x0"):
+        PrunerTrainConfig(step_cost=2.0)
+    with pytest.raises(ValueError, match="step_cost=-1"):
+        PrunerTrainConfig(step_cost=-1.0, hold_x0=True)
