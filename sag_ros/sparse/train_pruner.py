@@ -120,7 +120,7 @@ def pruned_cost(gates: torch.Tensor, step_cost: float) -> torch.Tensor:
     """The fraction of a dense chunk's cost the gates [B, K, 3L] skip, the quantity the sparsity term drives to rho.
 
     Each block costs 1 and each computed step ``step_cost`` more (input embedding, head, sampler update: with
-    ONNX Runtime on 2 cores about four blocks' worth); only a held step (every block pruned, ``hold_x0``) skips
+    ONNX Runtime on 2 cores about 2.5 blocks' worth); only a held step (every block pruned, ``hold_x0``) skips
     that too. With ``step_cost`` 0 this is the pruned block fraction of the paper. Counting blocks alone, a
     per-block pruner that keeps one block in most steps looked as sparse as ten whole steps but ran 1.5x slower.
     """
