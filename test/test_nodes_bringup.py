@@ -82,3 +82,36 @@ def test_spinning_a_shut_down_context_reads_as_an_external_shutdown(ros_context,
     with pytest.raises(ExternalShutdownException):
         spin_once(executor, timeout_sec=0.01)
     node.destroy_node()
+
+
+@pytest.mark.parametrize("context_shut_down", [False, True])
+def test_a_callback_that_failed_in_flight_is_reported_unless_the_context_is_gone(context_shut_down):
+    """What the next spin would have raised comes back from ``shutdown_executor``; after a SIGINT (context shut
+    down) a failed publish is the shutdown itself and is dropped. Either way its exception is retrieved."""
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.node import Node
+
+    from sag_ros.nodes.bringup import shutdown_executor
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=DOMAIN_ID)
+    node = Node("failing_callback", context=context)
+
+    def fail_later() -> None:  # still running when spin_once returns: in flight at shutdown
+        time.sleep(0.3)
+        raise RuntimeError("callback failed")
+
+    node.create_timer(0.01, fail_later)
+    executor = MultiThreadedExecutor(num_threads=1, context=context)
+    executor.add_node(node)
+    try:
+        executor.spin_once(timeout_sec=1.0)  # submits the timer's callback to the pool
+        if context_shut_down:
+            context.try_shutdown()
+        failed = shutdown_executor(executor)
+        assert [str(e) for e in failed] == ([] if context_shut_down else ["callback failed"])
+        assert all(f._exception_fetched for f in executor._futures if f.exception() is not None)
+    finally:
+        node.destroy_node()
+        context.try_shutdown()

@@ -58,19 +58,23 @@ def build_nodes(descriptions: Sequence[NodeDescription], context=None, predictor
     return nodes
 
 
-def shutdown_executor(executor) -> None:
+def shutdown_executor(executor) -> list[BaseException]:
     """Shut down an executor and join its worker threads.
 
     Jazzy's MultiThreadedExecutor.shutdown() leaves its ThreadPoolExecutor running (its threads would only
     be joined at interpreter exit), and it does not wait for the callbacks in flight before destroying its guard
     condition, so such a callback could fail ("cannot use Destroyable because destruction was requested", printed
     at exit as an exception never retrieved). Nothing spins the executor any more here, so the pool is joined
-    first: the callbacks in flight finish against a live executor, then it shuts down.
+    first: the callbacks in flight finish against a live executor, then it shuts down. After a SIGINT the context
+    is already gone, and a callback in flight fails to publish on it: that failure is the shutdown itself and is
+    dropped; those with the context still valid (the next spin would have raised them) are returned.
     """
     pool = getattr(executor, "_executor", None)
     if pool is not None:
         pool.shutdown(wait=True)
+    failed = [f.exception() for f in getattr(executor, "_futures", []) if f.done() and f.exception() is not None]
     executor.shutdown()
+    return failed if executor.context.ok() else []
 
 
 def spin_once(executor: Executor, timeout_sec: float) -> None:
@@ -89,9 +93,11 @@ def spin_once(executor: Executor, timeout_sec: float) -> None:
 
 
 def stop_graph(executor, nodes: dict[str, Node], log: Callable[[str], None]) -> None:
-    """Stop the executor, then every node; an error stopping one node is logged and the others still stop."""
+    """Stop the executor, then every node; a callback that failed in flight, or an error stopping one node, is
+    logged and the others still stop."""
     if executor is not None:
-        shutdown_executor(executor)
+        for exc in shutdown_executor(executor):
+            log(f"a callback failed while the graph stopped: {exc!r}")
     for node in nodes.values():
         try:
             node.destroy_node()
