@@ -164,8 +164,9 @@ def _bench(args: argparse.Namespace) -> None:
 def _paired(args: argparse.Namespace) -> None:
     from sag_ros.benchmark import compare_episodes, format_paired, paired_comparisons
 
-    if (args.report is None) == (not args.pool):
-        raise SystemExit("sag paired: give either one `sag bench` report or --pool NAME=RUN[,RUN...] (repeat)")
+    if (args.report is None) == (not args.pool) or len(args.pool) == 1:
+        raise SystemExit("sag paired: give either one `sag bench` report or --pool NAME=RUN[,RUN...] for each of "
+                         "two or more methods")
     try:
         rows = (paired_comparisons(json.loads(Path(args.report).read_text()), args.methods) if args.report
                 else compare_episodes(dict(_pooled_method(spec) for spec in args.pool)))

@@ -98,3 +98,5 @@ def test_paired_pools_bench_and_eval_runs_by_episode(tmp_path, capsys):
         main(["paired", "--pool", f"a={tmp_path / 'bench.json'}", "--pool", f"b={tmp_path / 'sparse.json'}"])
     with pytest.raises(SystemExit, match="either one"):
         main(["paired", str(tmp_path / "bench.json"), "--pool", f"a={tmp_path / 'sparse.json'}"])
+    with pytest.raises(SystemExit, match="two or more methods"):  # one pooled method has nothing to pair with
+        main(["paired", "--pool", f"a={tmp_path / 'sparse.json'}"])
