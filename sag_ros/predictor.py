@@ -101,7 +101,8 @@ class PredictorSpec:
     interval caching; ``hold_x0`` (steps whose every block is pruned hold the last computed clean-chunk prediction
     instead of adding their blocks' stand-ins) to the pruner's training setting, and to False for intervals.
     ``backend`` runs the blocks (``eager``, ``compile``, ``onnxruntime``, ``tensorrt``); exported artifacts
-    are cached in ``engine_cache`` (default: ``<model>.engines/`` beside the checkpoint).
+    are cached in ``engine_cache`` (default: ``<model>.engines/`` beside the checkpoint, or the user's cache when
+    that folder is read-only: :func:`sag_ros.engine.artifacts.default_cache_dir`).
     """
 
     policy_path: str
@@ -122,6 +123,7 @@ class PredictorSpec:
 
     def __call__(self) -> PolicyPredictor:
         from sag_ros.engine import make_backend
+        from sag_ros.engine.artifacts import default_cache_dir
         from sag_ros.sparse.artifact import load_pruner
         from sag_ros.sparse.mask import interval_mask
         from sag_ros.sparse.planner import StaticMaskPlanner, pruner_planner
@@ -131,7 +133,7 @@ class PredictorSpec:
         if self.sampler is not None or self.num_steps is not None:
             policy.use_sampler(SchedulerKind(self.sampler or policy.config.scheduler.kind),
                                self.num_steps or policy.config.scheduler.num_inference_steps)
-        cache = Path(self.engine_cache) if self.engine_cache else Path(self.policy_path).with_suffix(".engines")
+        cache = Path(self.engine_cache) if self.engine_cache else default_cache_dir(Path(self.policy_path))
         backend = make_backend(self.backend, policy.denoiser, batch_size=1, cache_dir=cache, encoder=policy.encoder)
         kernels = backend.kernels
         planner: BlockPlanner | None = None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,9 +15,11 @@ pytest.importorskip("onnxscript", reason="onnxscript not installed (pip install 
 
 from conftest import tiny_config  # noqa: E402
 from sag_ros.engine import host_advance, make_backend  # noqa: E402
-from sag_ros.engine.artifacts import cache_key, key_fields  # noqa: E402
+from sag_ros.engine.artifacts import cache_key, default_cache_dir, key_fields  # noqa: E402
+from sag_ros.policy.checkpoint import save_policy  # noqa: E402
 from sag_ros.policy.policy import DiffusionPolicy  # noqa: E402
 from sag_ros.policy.sampling import dense_runner, prepare_chunk, reverse_diffusion  # noqa: E402
+from sag_ros.predictor import PredictorSpec  # noqa: E402
 from test_engine_backends import assert_sample_matches, assert_sparse_matches, assert_units_match  # noqa: E402
 
 
@@ -149,3 +153,20 @@ def test_unmasked_native_blocks_and_exported_blocks_match_eager(features, tmp_pa
         assert exported.describe()["native_blocks"] is False and exported.exported, "native=False reused native files"
         assert_units_match(unmasked, exported)
         assert_sample_matches(unmasked, features, exported)
+
+
+def test_a_read_only_model_folder_puts_the_exports_in_the_user_cache(tmp_path, monkeypatch, policy):
+    """A package installed read-only (/opt/ros, a container image) must still start with a compiled backend:
+    the exports go to $XDG_CACHE_HOME/sag_ros/, and beside the model wherever that folder is writable."""
+    models = tmp_path / "share" / "models"
+    models.mkdir(parents=True)
+    model = models / "tiny.pt"
+    save_policy(policy, model, data_hash="test")
+    assert default_cache_dir(model) == models / "tiny.engines"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user_cache"))
+    real_access = os.access  # as root, chmod cannot make a folder unwritable: say it as a read-only mount would
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == models else real_access(path, mode))
+    assert default_cache_dir(model) == tmp_path / "user_cache" / "sag_ros" / "tiny.engines"
+    PredictorSpec(str(model), backend="onnxruntime")()
+    assert not (models / "tiny.engines").exists()
+    assert list((tmp_path / "user_cache" / "sag_ros" / "tiny.engines").glob("onnxruntime-*/manifest.json"))

@@ -237,6 +237,17 @@ def test_a_backend_whose_library_is_missing_fails_at_start_naming_it(ros_context
         _inference(ros_context, tiny_checkpoint, backend="onnxruntime")
 
 
+def test_engine_cache_parameter_says_where_the_exports_go(ros_context, tiny_checkpoint, tmp_path):
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install -e .[engine])")
+    cache = tmp_path / "engines"
+    node = _inference(ros_context, tiny_checkpoint, backend="onnxruntime", engine_cache=str(cache))
+    try:
+        assert list(cache.glob("onnxruntime-*/manifest.json"))
+        assert not tiny_checkpoint.with_suffix(".engines").exists()
+    finally:
+        node.destroy_node()
+
+
 def test_buffer_that_does_not_fit_the_policy_is_refused(ros_context, tiny_checkpoint):
     with pytest.raises(ModelLoadError, match="needs To=2, 32px"):
         _inference(ros_context, tiny_checkpoint, ObservationBuffer(2, 96, 2))

@@ -54,6 +54,18 @@ def key_fields(denoiser: nn.Module, batch_size: int, versions: Mapping[str, str]
     }
 
 
+def default_cache_dir(model_path: Path) -> Path:
+    """Where a model's exported units go when no folder is given: ``<model>.engines/`` beside the checkpoint,
+    unless that place is read-only (a package installed under /opt/ros, a read-only container image), then
+    ``$XDG_CACHE_HOME/sag_ros/<model>.engines/`` (default ``~/.cache``): a node with a compiled backend must
+    still start there. Entries are keyed by the weights, so one user cache safely serves several installs."""
+    beside = Path(model_path).with_suffix(".engines")
+    if os.access(beside if beside.exists() else beside.parent, os.W_OK):
+        return beside
+    user_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return user_cache / "sag_ros" / beside.name
+
+
 def cache_key(fields: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
 

@@ -56,6 +56,8 @@ class InferenceNodeConfig:
                           "empty = the pruner's training setting (no effect on dense denoising)", read_only=True)
     backend: str = _param("eager", "block backend: eager, compile, onnxruntime or tensorrt (eager needs no extra "
                           "package; the shipped parameter file picks onnxruntime)", read_only=True)
+    engine_cache: str = _param("", "folder of the backend's compiled blocks; empty = <model>.engines beside the "
+                               "checkpoint, or ~/.cache/sag_ros/ when that folder is read-only", read_only=True)
     sampler: str = _param("", "reverse-diffusion sampler 'ddpm' or 'ddim'; empty = the checkpoint's", read_only=True)
     num_steps: int = _param(0, "denoising steps per chunk (K); 0 = the checkpoint's", read_only=True)
     threads: int = _param(1, "torch intra-op threads", read_only=True)
