@@ -7,6 +7,7 @@ import torch
 
 from sag_ros.policy.checkpoint import CheckpointError
 from sag_ros.policy.policy import DiffusionPolicy
+from sag_ros.policy.sampling import dense_runner, eager_kernels, prepare_chunk, reverse_diffusion
 from sag_ros.sparse.artifact import load_pruner, save_pruner
 from sag_ros.sparse.pruner import Mish, Pruner, straight_through_gate
 from sag_ros.sparse.mask import interval_mask
@@ -63,6 +64,30 @@ def test_executed_fidelity_window_covers_exactly_the_executed_actions(tiny_polic
         PrunerTrainConfig(fidelity_window="tail")
     with pytest.raises(ValueError, match="reference='dense'"):
         PrunerTrainConfig(fidelity_steps="trajectory", reference="demo")
+
+
+def test_demo_reference_compares_the_sparse_chunk_with_the_given_actions(tiny_policy):
+    """``reference='demo'``: the fidelity term is L1 to the demonstrated (normalized) chunk over the same window;
+    handed dense's own chunk from the same noise it is exactly the dense-reference loss."""
+    tiny_policy.requires_grad_(False)
+    features = _features(tiny_policy)
+    with torch.no_grad():
+        kernels = eager_kernels(tiny_policy.denoiser)
+        inputs = prepare_chunk(tiny_policy.denoiser, tiny_policy.schedule, features, torch.Generator().manual_seed(3))
+        dense = reverse_diffusion(tiny_policy.schedule, inputs, kernels, dense_runner(kernels))
+    for window in ("chunk", "executed"):
+        dense_cfg = PrunerTrainConfig(target_rate=0.5, fidelity_window=window, hold_x0=True, granularity="step")
+        demo_cfg = dataclasses.replace(dense_cfg, reference="demo")
+        pruner = Pruner(pruner_config_for(tiny_policy, dense_cfg)).train()
+
+        def fidelity(target, cfg):
+            return pruner_loss(tiny_policy, pruner, features, target, cfg, torch.Generator().manual_seed(3))[1]["fidelity"]
+
+        against_dense = fidelity(None, dense_cfg)
+        assert against_dense > 0
+        assert fidelity(dense, demo_cfg) == pytest.approx(against_dense, rel=1e-6)
+        # a shift far beyond any sparse-dense gap: the L1 grows by about the shift
+        assert fidelity(dense + 10.0, demo_cfg) > against_dense + 9.0
 
 
 @pytest.mark.parametrize("step_cost", [0.0, 4.0])
