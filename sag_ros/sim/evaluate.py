@@ -125,6 +125,10 @@ def evaluate(factory: PredictorFactory, task_name: str, seeds: Iterable[int], wo
         for result in tqdm(pool.imap_unordered(_run_seed, jobs), total=len(jobs), desc=desc or f"eval {task_name}",
                            dynamic_ncols=True):
             results.append(result)
+        # Let the workers exit: the with-block's terminate() kills them before their finalizers run, and a lock
+        # a worker made (tqdm's, in a spawned process) is then reported as a leaked semaphore at shutdown.
+        pool.close()
+        pool.join()
     return sorted(results, key=lambda r: r.seed)
 
 
