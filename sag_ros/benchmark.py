@@ -325,6 +325,9 @@ def _speedup_ticks(low: float, high: float) -> list[float]:
     return inside or [round(low, 1), round(high, 1)]
 
 
+PLOT_MARKERS = "os^D"
+
+
 def plot_results(report: dict, path: Path) -> None:
     import matplotlib
 
@@ -333,15 +336,18 @@ def plot_results(report: dict, path: Path) -> None:
     import matplotlib.ticker
 
     masks = report.get("masks", {}).get("masks", [])
-    fig, axes = plt.subplots(1, 1 + len(masks), figsize=(5 + 2.6 * len(masks), 4.2),
+    fig, axes = plt.subplots(1, 1 + len(masks), figsize=(5 + 2.6 * len(masks), 5.4),
                              gridspec_kw={"width_ratios": [2] + [1] * len(masks)})
     axes = np.atleast_1d(axes)
     ax = axes[0]
-    for name, r in report["methods"].items():
-        if r["score_mean"] is None:
-            continue
-        ax.errorbar(r["speedup"], r["score_mean"], yerr=r["score_std"], fmt="o", capsize=3)
-        ax.annotate(name, (r["speedup"], r["score_mean"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    scored = [(name, r) for name, r in report["methods"].items() if r["score_mean"] is not None]
+    for i, (name, r) in enumerate(scored):
+        # a legend, not labels at the points: sparse methods cluster at the same speed-up and their labels overlapped;
+        # markers change every ten methods, where the colour cycle repeats
+        ax.errorbar(r["speedup"], r["score_mean"], yerr=r["score_std"], fmt=PLOT_MARKERS[i // 10 % len(PLOT_MARKERS)],
+                    capsize=3, label=name)
+    if scored:
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     ax.set_xlabel("speed-up vs dense DDPM-100 (p50, same run)")
     ax.set_ylabel(f"{report['task']} score")
     ax.set_xscale("log")
