@@ -103,7 +103,7 @@ def test_a_callback_that_failed_in_flight_is_reported_unless_the_context_is_gone
         raise RuntimeError("callback failed")
 
     node.create_timer(0.01, fail_later)
-    executor = MultiThreadedExecutor(num_threads=1, context=context)
+    executor = MultiThreadedExecutor(num_threads=2, context=context)
     executor.add_node(node)
     try:
         executor.spin_once(timeout_sec=1.0)  # submits the timer's callback to the pool
