@@ -135,8 +135,8 @@ def _train_pruner(args: argparse.Namespace) -> None:
                             batch_size=args.batch_size, lr=args.lr, cell_lr=args.cell_lr, rate_warmup=args.rate_warmup,
                             reuse=args.reuse, reference=args.reference, fidelity_window=args.fidelity_window,
                             fidelity_steps=args.fidelity_steps, hold_x0=args.hold_x0,
-                            step_cost=args.step_cost, use_observation=not args.static, granularity=args.granularity, seed=args.seed,
-                            threads=args.threads, init_from=args.init, init_transfer=args.init_transfer,
+                            step_cost=args.step_cost, use_observation=not args.static, granularity=args.granularity,
+                            seed=args.seed, threads=args.threads, init_from=args.init, init_transfer=args.init_transfer,
                             init_interval=init_interval,
                             init_interval_start=init_interval_start)
     train_pruner(policy, cfg, training_sampler(policy.config, Path(args.data)), Path(args.out))

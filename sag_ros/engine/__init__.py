@@ -13,7 +13,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from sag_ros.engine.base import Backend, MissingDependencyError
+from sag_ros.engine.base import Backend, MissingDependencyError, stop_progress_monitor
 from sag_ros.policy.denoiser import TransformerDenoiser
 from sag_ros.policy.encoder import ObservationEncoder
 
@@ -51,6 +51,7 @@ def make_backend(name: str, denoiser: TransformerDenoiser, batch_size: int = 1, 
         backend.warmup()
     if keep_faster and name != "eager" and backend.device.type == "cpu":
         backend.keep_faster_units()
+    stop_progress_monitor()  # the builds' progress bars (ours, torch's exporters) started tqdm's monitor thread
     return backend
 
 

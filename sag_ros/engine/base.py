@@ -70,9 +70,10 @@ def require(module: str, package: str | None = None) -> ModuleType:
 
 
 def stop_progress_monitor() -> None:
-    """Stop tqdm's monitor thread after a build. torch's exporters open tqdm bars (torch.fx's interpreter), which
-    start it, and it would outlive the build, waking every 10 s; a node builds its units at start and must leave no
-    thread behind when it shuts down (sag-bringup checks). The next bar starts a new monitor if it needs one."""
+    """Stop tqdm's monitor thread after a build (``make_backend`` calls it). torch's exporters open tqdm bars
+    (torch.fx's interpreter), which start it, and it would outlive the build, waking every 10 s; a node builds its
+    units at start and must leave no thread behind when it shuts down (sag-bringup checks). The next bar starts a
+    new monitor if it needs one."""
     for thread in threading.enumerate():
         if isinstance(thread, TMonitor):
             thread.exit()

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from sag_ros.engine.base import Backend, stop_progress_monitor
+from sag_ros.engine.base import Backend
 from sag_ros.policy.denoiser import TransformerDenoiser
 from sag_ros.policy.encoder import ObservationEncoder
 
@@ -38,7 +38,6 @@ class CompiledBackend(Backend):
         with torch.no_grad():
             for unit in tqdm(self.units, desc="torch.compile", unit="unit"):
                 fns[unit.name](*unit.example_inputs)
-        stop_progress_monitor()
         super().warmup(iterations)
 
     def describe(self) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from sag_ros.engine.artifacts import ArtifactDir, key_fields
 from sag_ros.engine import host_advance
-from sag_ros.engine.base import ADVANCE, BLOCKS, Backend, Unit, UnitFn, require, stop_progress_monitor
+from sag_ros.engine.base import ADVANCE, BLOCKS, Backend, Unit, UnitFn, require
 from sag_ros.policy.denoiser import TransformerDenoiser
 from sag_ros.policy.encoder import ObservationEncoder
 
@@ -163,7 +163,6 @@ class OnnxRuntimeBackend(Backend):
                 model = export_onnx(unit, dynamo, opset)
             self.artifacts.write_bytes(self.artifacts.file(unit.name, ".onnx"), model)
             self.exported.append(unit.name)
-        stop_progress_monitor()
         if self.exported or self.artifacts.read_manifest() is None:
             self.artifacts.write_manifest({u.name: {"inputs": list(u.input_names), "output": OUTPUT_NAME,
                                                      "input_shapes": [list(x.shape) for x in u.example_inputs],

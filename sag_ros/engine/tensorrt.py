@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from sag_ros.engine.artifacts import ArtifactDir, key_fields
-from sag_ros.engine.base import Backend, UnitFn, build_units, require, stop_progress_monitor
+from sag_ros.engine.base import Backend, UnitFn, build_units, require
 from sag_ros.policy.denoiser import TransformerDenoiser
 from sag_ros.policy.encoder import ObservationEncoder
 
@@ -72,7 +72,6 @@ class TensorRTBackend(Backend):
             self.trt.save(engine, str(tmp), output_format="exported_program", arg_inputs=list(unit.example_inputs))
             tmp.replace(path)
             self.built.append(unit.name)
-        stop_progress_monitor()
         for unit in self.units:
             self._fns[unit.name] = torch.export.load(str(self.artifacts.file(unit.name, ".ep"))).module()
         self.artifacts.write_manifest({u.name: {"input_shapes": [list(x.shape) for x in u.example_inputs]}
