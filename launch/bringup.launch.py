@@ -19,6 +19,7 @@ ARGUMENTS = {
     "pruner_path": ("", "SAG pruner for the policy; empty = the shipped one with the shipped policy; 'none' = dense"),
     "backend": ("", "inference backend; empty = config/sag_nodes.yaml"),
     "hold_x0": ("", "on / off: steps the pruner skips wholly keep the last clean-chunk prediction; empty = config"),
+    "interval": ("0", "interval caching n (every n-th denoising step computes) instead of a pruner; 0 = off"),
     "rate": ("0.0", "control rate in Hz for inference and sim; 0 = config/sag_nodes.yaml"),
     "use_sim": ("true", "start the Push-T simulator and wire the camera to it"),
 }
@@ -26,9 +27,10 @@ ARGUMENTS = {
 
 def _nodes(context):
     value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+    interval = int(value["interval"] or 0)
     descriptions = describe_graph(model_path=value["model_path"],
-                                  pruner_path=value["pruner_path"] or default_pruner_for(value["model_path"]),
-                                  backend=value["backend"], hold_x0=value["hold_x0"],
+                                  pruner_path=value["pruner_path"] or default_pruner_for(value["model_path"], interval),
+                                  backend=value["backend"], hold_x0=value["hold_x0"], interval=interval,
                                   rate=float(value["rate"] or 0.0),
                                   use_sim=value["use_sim"].strip().lower() in ("1", "true", "yes", "on"))
     return [Node(package="sag_ros", executable=d.executable, name=d.name, parameters=[dict(d.parameters)],

@@ -246,6 +246,10 @@ def test_engine_cache_parameter_says_where_the_exports_go(ros_context, tiny_chec
         assert not tiny_checkpoint.with_suffix(".engines").exists()
     finally:
         node.destroy_node()
+    blocked = tmp_path / "a_file"  # a folder that cannot be made, as on a read-only image
+    blocked.write_text("")
+    with pytest.raises(ModelLoadError, match=r"a_file.*set the 'engine_cache' parameter to a writable folder"):
+        _inference(ros_context, tiny_checkpoint, backend="onnxruntime", engine_cache=str(blocked / "engines"))
 
 
 def test_buffer_that_does_not_fit_the_policy_is_refused(ros_context, tiny_checkpoint):
@@ -291,3 +295,23 @@ def test_hold_x0_parameter_chooses_how_skipped_steps_are_filled(ros_context, hol
 def test_an_unknown_hold_x0_value_is_refused(ros_context, tiny_checkpoint):
     with pytest.raises(ValueError, match="hold_x0='yes' must be '', 'on' or 'off'"):
         _inference(ros_context, tiny_checkpoint, hold_x0="yes")
+
+
+def test_interval_parameter_runs_interval_caching_in_place_of_a_pruner(ros_context, tiny_checkpoint):
+    """The static baseline on the robot: interval=5 on the tiny policy's 10 steps computes steps 0 and 5 only,
+    and with hold_x0 'on' the eight others hold the clean-chunk prediction; a pruner as well is refused."""
+    from conftest import random_observation
+
+    node = _inference(ros_context, tiny_checkpoint, interval=5, hold_x0="on")
+    try:
+        predictor = node.predictor
+        runner, fraction = predictor.planner.plan(
+            predictor.policy.encode_observation(random_observation(predictor.policy.config)))
+        assert fraction == pytest.approx(2 / 10)
+        assert list(runner.held_steps) == [step not in (0, 5) for step in range(10)]
+    finally:
+        node.destroy_node()
+    with pytest.raises(ValueError, match="set one schedule, not both"):
+        _inference(ros_context, tiny_checkpoint, interval=5, pruner_path=str(tiny_checkpoint))
+    with pytest.raises(ValueError, match="interval=-1 must be >= 0"):
+        _inference(ros_context, tiny_checkpoint, interval=-1)

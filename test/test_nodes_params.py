@@ -17,6 +17,7 @@ from sag_ros.nodes.graph import CONFIGS, describe_graph, load_node_parameters, d
 from sag_ros.nodes.params import (CameraNodeConfig, ConfigParameters, InferenceNodeConfig,  # noqa: E402
                                   SimNodeConfig)
 from sag_ros.sim.task import get_task  # noqa: E402
+from sag_ros.resources import default_pruner_for  # noqa: E402
 
 
 @pytest.mark.parametrize("cls", [CameraNodeConfig, InferenceNodeConfig, SimNodeConfig])
@@ -79,6 +80,11 @@ def test_graph_takes_image_size_from_the_checkpoint_and_validates(tiny_checkpoin
     assert nodes["sag_inference"].parameters["hold_x0"] == ""  # the pruner's own setting unless told
     held = {d.name: d for d in describe_graph(model_path=str(tiny_checkpoint), hold_x0="off")}
     assert held["sag_inference"].parameters["hold_x0"] == "off"
+    assert nodes["sag_inference"].parameters["interval"] == 0
+    interval = {d.name: d for d in describe_graph(model_path=str(tiny_checkpoint), interval=10,
+                                                  pruner_path=default_pruner_for("", interval=10))}
+    assert (interval["sag_inference"].parameters["interval"], interval["sag_inference"].parameters["pruner_path"]) \
+        == (10, "")  # bringup's default pruner gives way to the interval schedule
     assert [d.name for d in describe_graph(model_path=str(tiny_checkpoint), use_sim=False)] == ["sag_camera",
                                                                                               "sag_inference"]
     with pytest.raises(ValueError, match="unknown parameters"):

@@ -123,6 +123,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--hold-x0", default="", choices=("on", "off"),
                         help="steps the pruner skips wholly keep the last computed clean-chunk prediction (on) or "
                              "reuse cached block outputs (off) (default: from the config: the pruner's own)")
+    parser.add_argument("--interval", type=int, default=0,
+                        help="interval caching instead of a pruner: every n-th denoising step computes (default: off)")
     parser.add_argument("--rate", type=float, default=0.0, help="control rate in Hz (default: from the config)")
     parser.add_argument("--no-sim", dest="use_sim", action="store_false", help="do not start the Push-T simulator")
     parser.add_argument("--episodes", type=int, default=0, help="episodes to run (default: from the config)")
@@ -146,9 +148,9 @@ def _sim_overrides(args: argparse.Namespace) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     args = parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
-    pruner = args.pruner_path if args.pruner_path is not None else default_pruner_for(args.model_path)
+    pruner = args.pruner_path if args.pruner_path is not None else default_pruner_for(args.model_path, args.interval)
     descriptions = describe_graph(args.config, model_path=args.model_path, pruner_path=pruner, backend=args.backend,
-                                  hold_x0=args.hold_x0, rate=args.rate, use_sim=args.use_sim,
+                                  hold_x0=args.hold_x0, interval=args.interval, rate=args.rate, use_sim=args.use_sim,
                                   overrides=_sim_overrides(args))
     rclpy.init(args=argv)
     nodes: dict[str, Node] = {}

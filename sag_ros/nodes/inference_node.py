@@ -68,12 +68,17 @@ def load_predictor(cfg: InferenceNodeConfig):
                            f"(or train/ship the default policy)")
     try:
         return PredictorSpec(str(path), sampler=cfg.sampler or None, num_steps=cfg.num_steps or None,
-                             pruner_path=cfg.pruner_path or None, hold_x0=HOLD_X0_CHOICES[cfg.hold_x0],
-                             backend=cfg.backend, engine_cache=cfg.engine_cache or None, threads=cfg.threads)()
+                             pruner_path=cfg.pruner_path or None, interval=cfg.interval or None,
+                             hold_x0=HOLD_X0_CHOICES[cfg.hold_x0], backend=cfg.backend,
+                             engine_cache=cfg.engine_cache or None, threads=cfg.threads)()
     except MissingDependencyError as exc:
         raise ModelLoadError(f"sag_inference: backend {cfg.backend!r}: {exc}; or set the 'backend' parameter to "
                              f"'eager'") from exc
-    except (CheckpointError, ValueError, OSError, RuntimeError) as exc:
+    except OSError as exc:  # besides the model, the folder of compiled blocks (read-only image, no permission)
+        elsewhere = exc.filename is not None and Path(exc.filename) != path
+        hint = "; set the 'engine_cache' parameter to a writable folder" if elsewhere else ""
+        raise ModelLoadError(f"sag_inference: cannot load {path}: {exc}{hint}") from exc
+    except (CheckpointError, ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"sag_inference: cannot load {path}: {exc}") from exc
 
 

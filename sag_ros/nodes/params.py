@@ -51,6 +51,9 @@ class InferenceNodeConfig:
 
     model_path: str = _param("", "policy checkpoint; empty = the shipped default policy", read_only=True)
     pruner_path: str = _param("", "SAG pruner file (sag_ros.sparse); empty = dense denoising", read_only=True)
+    interval: int = _param(0, "interval caching instead of a pruner: every n-th denoising step computes all blocks, "
+                           "the others reuse (or, with hold_x0 'on', hold); the static baseline to run SAG against "
+                           "on the robot; 0 = off", read_only=True)
     hold_x0: str = _param("", "held steps: 'on' = a step whose every block the pruner skips runs no network and "
                           "keeps the last computed clean-chunk prediction, 'off' = its blocks reuse cached outputs; "
                           "empty = the pruner's training setting (no effect on dense denoising)", read_only=True)
@@ -86,6 +89,9 @@ class InferenceNodeConfig:
         _require(self.sampler in ("", "ddpm", "ddim"), f"sampler={self.sampler!r} must be '', 'ddpm' or 'ddim'")
         _require(self.hold_x0 in HOLD_X0_CHOICES, f"hold_x0={self.hold_x0!r} must be '', 'on' or 'off'")
         _require(self.num_steps >= 0, f"num_steps={self.num_steps} must be >= 0")
+        _require(self.interval >= 0, f"interval={self.interval} must be >= 0 (0 = off)")
+        _require(not (self.interval and self.pruner_path),
+                 f"interval={self.interval} and pruner_path={self.pruner_path!r}: set one schedule, not both")
         _require(self.threads >= 1, f"threads={self.threads} must be >= 1")
         _require(self.control_rate_hz > 0, f"control_rate_hz={self.control_rate_hz} must be > 0")
         _require(self.stale_timeout_s > 0, f"stale_timeout_s={self.stale_timeout_s} must be > 0")
