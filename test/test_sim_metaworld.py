@@ -199,3 +199,17 @@ def test_datagen_cli_writes_loadable_demos(tmp_path, capsys):
         np.testing.assert_array_equal(images[demos.episode_slices()[1].start], adapter.observation()["image"])
     finally:
         adapter.close()
+
+
+def test_frames_render_from_any_thread(task, adapter):
+    """A ROS multi-threaded executor runs the sim node's timer on whichever thread is free; a GL context is
+    current in one thread at a time, so rendering from a second thread must neither fail (EGL_BAD_ACCESS, found
+    by `sag-bringup` with a Meta-World policy) nor change the frame."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    adapter.reset(seed=task.test_seed_start)
+    here = adapter.observation()["image"]
+    with ThreadPoolExecutor(max_workers=1) as other:
+        there = other.submit(lambda: adapter.observation()["image"]).result()
+    np.testing.assert_array_equal(here, there)
+    np.testing.assert_array_equal(here, adapter.observation()["image"])  # and back on the first thread
