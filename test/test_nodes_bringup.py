@@ -1,4 +1,4 @@
-"""``sag-bringup`` as a subprocess: runs the graph (Push-T and Meta-World), stops cleanly on SIGINT, finishes with the sim."""
+"""``sag-bringup`` as a subprocess: runs the graph (Push-T, Meta-World), stops on SIGINT, finishes with the sim."""
 
 import os
 import signal
