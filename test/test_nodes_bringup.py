@@ -65,8 +65,9 @@ def test_finishes_with_the_sim_and_prints_the_score(tiny_checkpoint):
 def test_runs_the_shipped_meta_world_policy():
     """The graph is task-agnostic: the door-open policy's sim renders through EGL on whichever executor thread runs
     its timer (it once died at the first frame with EGL_BAD_ACCESS). Interval caching keeps it fast on eager."""
-    proc = _start("--model-path", str(share_dir() / "models" / "mw_door_open.pt"), "--interval", "10", "--hold-x0", "on",
-                  "--backend", "eager", "--max-steps", "10")
+    model = share_dir() / "models" / "mw_door_open.pt"
+    proc = _start("--model-path", str(model), "--interval", "10", "--hold-x0", "on", "--backend", "eager",
+                  "--max-steps", "10")
     try:
         out, _ = proc.communicate(timeout=90)
     finally:
