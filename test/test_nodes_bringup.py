@@ -24,6 +24,16 @@ def _start(*args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def _run(*args: str, timeout_s: float) -> tuple[int, str]:
+    """Runs ``sag-bringup`` to its end; returns its exit status and output."""
+    proc = _start(*args)
+    try:
+        out, _ = proc.communicate(timeout=timeout_s)
+    finally:
+        proc.kill()
+    return proc.returncode, out
+
+
 def _wait_for_line(proc: subprocess.Popen, text: str, timeout_s: float) -> list[str]:
     lines, deadline = [], time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -51,12 +61,8 @@ def test_sigint_stops_cleanly_without_leaked_threads(tiny_checkpoint):
 
 
 def test_finishes_with_the_sim_and_prints_the_score(tiny_checkpoint):
-    proc = _start("--model-path", str(tiny_checkpoint), "--max-steps", "10", "--rate", "20")
-    try:
-        out, _ = proc.communicate(timeout=40)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, out
+    returncode, out = _run("--model-path", str(tiny_checkpoint), "--max-steps", "10", "--rate", "20", timeout_s=40)
+    assert returncode == 0, out
     assert "final: 1 episodes, mean score" in out and "threads left: 0" in out, out
     assert "never retrieved" not in out, out  # no executor callback failed while the graph stopped
 
@@ -66,21 +72,16 @@ def test_runs_the_shipped_meta_world_policy():
     """The graph is task-agnostic: the door-open policy's sim renders through EGL on whichever executor thread runs
     its timer (it once died at the first frame with EGL_BAD_ACCESS). Interval caching keeps it fast on eager."""
     model = share_dir() / "models" / "mw_door_open.pt"
-    proc = _start("--model-path", str(model), "--interval", "10", "--hold-x0", "on", "--backend", "eager",
-                  "--max-steps", "10")
-    try:
-        out, _ = proc.communicate(timeout=90)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, out
+    returncode, out = _run("--model-path", str(model), "--interval", "10", "--hold-x0", "on", "--backend", "eager",
+                           "--max-steps", "10", timeout_s=90)
+    assert returncode == 0, out
     assert "final: 1 episodes" in out and "threads left: 0" in out, out
     assert "Traceback" not in out and "EGL" not in out, out
 
 
 def test_missing_model_fails_with_a_clear_message(tmp_path):
-    proc = _start("--model-path", str(tmp_path / "missing.pt"), "--no-sim")
-    out, _ = proc.communicate(timeout=40)
-    assert proc.returncode == 1
+    returncode, out = _run("--model-path", str(tmp_path / "missing.pt"), "--no-sim", timeout_s=40)
+    assert returncode == 1
     assert "does not exist" in out and "model_path" in out and "Traceback" not in out, out
 
 
