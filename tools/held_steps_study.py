@@ -2,8 +2,9 @@
 
 Samples training windows from the demonstrations, draws one noise per window, and runs dense and every schedule
 from the same noise; prints the executed actions' mean and median L1 to dense (normalized units). The schedules:
-uniform interval caching and the masks of the given pruners (each must predict one mask for every window, as the
-step-level pruners here do). What fixed the shipped pruner before any closed-loop run (README, "Held steps").
+uniform interval caching and the masks the given pruners predict (an observation-conditioned pruner may predict a
+different mask per window: each window runs its own, and the table counts the distinct masks). What fixed the shipped
+pruner before any closed-loop run (README, "Held steps").
 
     python tools/held_steps_study.py --policy models/pusht_image_long3.pt --data data/pusht_expert_200.npz \\
         --pruner models/pusht_image_long3_sag_rho0.9_step.pt --pruner models/pusht_image_long3_sag_rho0.9_step_held.pt
@@ -18,7 +19,7 @@ import torch
 
 from sag_ros.cli import training_sampler
 from sag_ros.policy.checkpoint import load_policy
-from sag_ros.policy.sampling import dense_runner, eager_kernels, prepare_chunk, reverse_diffusion
+from sag_ros.policy.sampling import ChunkInputs, dense_runner, eager_kernels, prepare_chunk, reverse_diffusion
 from sag_ros.sparse.artifact import load_pruner
 from sag_ros.sparse.cache import make_cache
 from sag_ros.sparse.mask import interval_mask
@@ -46,25 +47,34 @@ def main() -> None:
     num_steps, num_blocks = policy.schedule.num_steps, len(kernels.block_fns)
     with torch.no_grad():
         features = policy.encode_observation(obs)
-        masks = {f"interval n={args.interval}": interval_mask(num_steps, num_blocks, args.interval)}
+        interval = interval_mask(num_steps, num_blocks, args.interval)
+        masks = {f"interval n={args.interval}": interval.expand(args.windows, *interval.shape)}
         for path in args.pruner:
             pruner, _ = load_pruner(Path(path), policy)
-            predicted = pruner.predict_mask(features)
-            if not all(torch.equal(predicted[0], m) for m in predicted):
-                raise SystemExit(f"{path} predicts different masks for different windows; this study runs one mask")
-            masks[Path(path).stem] = predicted[0]
+            masks[Path(path).stem] = pruner.predict_mask(features)
         inputs = prepare_chunk(policy.denoiser, policy.schedule, features, torch.Generator().manual_seed(args.seed + 1))
         dense = reverse_diffusion(policy.schedule, inputs, kernels, dense_runner(kernels))[:, executed]
         rows = []
-        for name, mask in masks.items():
+        for name, window_masks in masks.items():
+            distinct, window_group = torch.unique(window_masks, dim=0, return_inverse=True)
             for hold in (False, True):
-                runner = SparseRunner(kernels.block_fns, mask, make_cache(args.reuse, num_blocks), hold_x0=hold)
-                out = reverse_diffusion(policy.schedule, inputs, kernels, runner)[:, executed]
-                l1 = (out - dense).abs().mean((1, 2))
+                l1 = torch.empty(args.windows)
+                for group, mask in enumerate(distinct):  # the sampler runs one mask per call: a call per distinct mask
+                    windows_of_group = (window_group == group).nonzero().squeeze(1)
+                    runner = SparseRunner(kernels.block_fns, mask, make_cache(args.reuse, num_blocks), hold_x0=hold)
+                    out = reverse_diffusion(policy.schedule, batch_subset(inputs, windows_of_group), kernels, runner)
+                    l1[windows_of_group] = (out[:, executed] - dense[windows_of_group]).abs().mean((1, 2))
                 rows.append({"schedule": name, "skipped steps": "held" if hold else "block reuse",
-                             "computed steps": int((~mask.all(1)).sum()),
+                             "distinct masks": len(distinct),
+                             "computed steps": f"{(~window_masks.all(2)).sum(1).float().mean():.2f}",
                              "L1 mean": f"{l1.mean():.4f}", "L1 median": f"{l1.median():.4f}"})
     print(format_table(rows))
+
+
+def batch_subset(inputs: ChunkInputs, index: torch.Tensor) -> ChunkInputs:
+    """The chunk inputs of the windows at ``index`` (the batch axis of each field)."""
+    return ChunkInputs(inputs.x_init[index], None if inputs.noise is None else inputs.noise[:, index],
+                       inputs.kv[:, :, :, index])
 
 
 if __name__ == "__main__":
