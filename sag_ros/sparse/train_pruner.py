@@ -12,6 +12,12 @@ initial rate to rho over ``rate_warmup`` iterations, so the cells that matter ar
 still compute. Both learning rates decay along a cosine to zero at the last iteration: at a constant rate the per-cell offsets keep
 flipping cells around the sparsity target and the fidelity drifts back up late in a run.
 
+The sparsity term has no gradient while the hard rate sits exactly at rho (the subgradient of |x| at 0 is 0), and a
+warm start at rho begins there: only the fidelity gradient acts, and it pushes every cell towards computing. Adam moves
+the shared network's weights coherently, so the whole mask can flip at once (Push-T, rho = 0.8 from interval n=5:
+rate 0.80 -> 0.14 -> 0.00 at iterations 7-8, back at 0.76 by iteration 15); the run then oscillates a step or two
+around rho, and that run still ended one step away from its warm start (README, "rho = 0.8").
+
 Runs are resumable: every checkpoint also writes ``<out>.train_state.pt`` (pruner, optimizer, RNG, step),
 and a new run with the same settings continues from it. ``init_from`` warm-starts from another pruner of the
 same policy (e.g. a rho=0.95 pruner fine-tuned from the rho=0.9 one, or SAG from a learned static mask: it then
