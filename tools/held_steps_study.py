@@ -77,14 +77,8 @@ def sample_per_window(schedule: NoiseSchedule, kernels: DenoiserKernels, inputs:
     for group, mask in enumerate(distinct):
         index = (window_group == group).nonzero().squeeze(1)
         runner = SparseRunner(kernels.block_fns, mask, make_cache(reuse, len(kernels.block_fns)), hold_x0=hold_x0)
-        chunks[index] = reverse_diffusion(schedule, batch_subset(inputs, index), kernels, runner)
+        chunks[index] = reverse_diffusion(schedule, inputs.select(index), kernels, runner)
     return chunks
-
-
-def batch_subset(inputs: ChunkInputs, index: torch.Tensor) -> ChunkInputs:
-    """The chunk inputs of the windows at ``index`` (the batch axis of each field)."""
-    return ChunkInputs(inputs.x_init[index], None if inputs.noise is None else inputs.noise[:, index],
-                       inputs.kv[:, :, :, index])
 
 
 if __name__ == "__main__":

@@ -116,6 +116,12 @@ class ChunkInputs:
         """The same inputs as numpy views (CPU tensors only): for kernels with ``numpy_loop``."""
         return ChunkInputs(self.x_init.numpy(), None if self.noise is None else self.noise.numpy(), self.kv.numpy())
 
+    def select(self, index: torch.Tensor) -> "ChunkInputs":
+        """The inputs of the batch entries at ``index`` (the batch axis of each field: 0, 1 and 3), e.g. to sample
+        the observations that share a mask together, since the sparse sampler runs one mask per call."""
+        return ChunkInputs(self.x_init[index], None if self.noise is None else self.noise[:, index],
+                           self.kv[:, :, :, index])
+
 
 def randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
     """Gaussian noise drawn on the generator's device, then moved: a seed gives the same noise on CPU and GPU."""
