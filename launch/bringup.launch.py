@@ -1,6 +1,7 @@
 """Launch the sag_ros graph (camera + inference [+ Push-T sim]) as separate processes.
 
     ros2 launch sag_ros bringup.launch.py model_path:=/path/policy.pt pruner_path:=none rate:=10.0 use_sim:=true
+    ros2 launch sag_ros bringup.launch.py use_sim:=false params_file:=/path/my_robot.yaml
 
 Thin: the nodes, their parameters and remappings come from ``sag_ros.nodes.graph`` (shared with
 ``sag-bringup``); launch and launch_ros are imported only here.
@@ -15,6 +16,7 @@ from sag_ros.nodes.graph import describe_graph
 from sag_ros.resources import default_pruner_for
 
 ARGUMENTS = {
+    "params_file": ("", "node parameter file (a copy of config/sag_nodes.yaml); empty = the installed one"),
     "model_path": ("", "policy checkpoint; empty = the shipped default policy"),
     "pruner_path": ("", "SAG pruner for the policy; empty = the shipped one with the shipped policy; 'none' = dense"),
     "backend": ("", "inference backend; empty = config/sag_nodes.yaml"),
@@ -28,7 +30,7 @@ ARGUMENTS = {
 def _nodes(context):
     value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     interval = int(value["interval"] or 0)
-    descriptions = describe_graph(model_path=value["model_path"],
+    descriptions = describe_graph(value["params_file"] or None, model_path=value["model_path"],
                                   pruner_path=value["pruner_path"] or default_pruner_for(value["model_path"], interval),
                                   backend=value["backend"], hold_x0=value["hold_x0"], interval=interval,
                                   rate=float(value["rate"] or 0.0),

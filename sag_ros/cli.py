@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +18,8 @@ from sag_ros.tables import format_table
 
 if TYPE_CHECKING:
     from sag_ros.sim.task import TaskSpec
+
+BACKEND_NAMES = ("eager", "compile", "onnxruntime", "tensorrt")  # sag_ros.engine.BACKENDS, without importing torch
 
 
 def _datagen(args: argparse.Namespace) -> None:
@@ -220,9 +223,40 @@ def _interval(text: str) -> tuple[int, int]:
     """An interval schedule on the command line: "10" (every 10th step) or "5@50" (every 5th from step 50)."""
     every, _, start = text.partition("@")
     try:
-        return int(every), int(start or 0)
+        n, first = int(every), int(start or 0)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected N or N@START, e.g. 10 or 5@50") from None
+        n, first = 0, -1
+    if n < 1 or first < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected N or N@START with N >= 1 and START >= 0, e.g. 10 or "
+                                         "5@50")
+    return n, first
+
+
+def _at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum`` (counts of episodes, steps, workers, threads)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= {minimum}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number")
+    return value
+
+
+_COUNT, _COUNT0 = _at_least(1), _at_least(0)
 
 
 def _named_paths(items: list[str]) -> dict[str, str]:
@@ -240,17 +274,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("datagen", help="generate expert demonstrations")
     p.add_argument("--task", default="pusht")
-    p.add_argument("--episodes", type=int, default=200)
+    p.add_argument("--episodes", type=_COUNT, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=_COUNT, default=2)
     p.set_defaults(func=_datagen)
 
     p = sub.add_parser("train", help="train a dense Diffusion Policy (resumes from OUT if present)")
     p.add_argument("--config", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--steps", type=int, help="override train.num_steps")
+    p.add_argument("--steps", type=_COUNT, help="override train.num_steps")
     p.add_argument("--init", help="start from this policy checkpoint's weights (same config; fresh optimizer and "
                                   "schedule; ignored when OUT holds a run to resume)")
     p.set_defaults(func=_train)
@@ -258,13 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="closed-loop evaluation; prints a table, optionally writes JSON and GIFs")
     p.add_argument("--policy", help="checkpoint (default: the shipped Push-T policy)")
     p.add_argument("--task", help="default: the policy's task")
-    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--episodes", type=_COUNT, default=50)
     p.add_argument("--seed-start", type=int, help="first env seed (default: the task's first test seed)")
     p.add_argument("--sampler", choices=["ddpm", "ddim"], help="default: the checkpoint's")
-    p.add_argument("--steps", type=int, help="denoising steps (default: the checkpoint's)")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
-    p.add_argument("--backend", default="eager", choices=["eager", "compile", "onnxruntime", "tensorrt"])
+    p.add_argument("--steps", type=_COUNT, help="denoising steps (default: the checkpoint's)")
+    p.add_argument("--workers", type=_COUNT, default=2)
+    p.add_argument("--threads", type=_COUNT, default=1, help="torch threads per worker")
+    p.add_argument("--backend", default="eager", choices=BACKEND_NAMES)
     p.add_argument("--pruner", help="SAG pruner checkpoint (default: dense)")
     p.add_argument("--interval", type=_interval, metavar="N[@START]",
                    help="interval caching instead: every N-th step computes every block (from step START on)")
@@ -272,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steps whose every block is pruned hold the last computed clean-chunk prediction (default: "
                         "the pruner's training setting; off for --interval)")
     p.add_argument("--json")
-    p.add_argument("--videos", type=int, default=0, help="write GIFs of the first N episodes")
+    p.add_argument("--videos", type=_COUNT0, default=0, help="write GIFs of the first N episodes")
     p.add_argument("--video-dir", default="runs/videos")
     p.set_defaults(func=_eval)
     p = sub.add_parser("pack", help="store a trained policy with fp16 weights (for shipping in models/)")
@@ -286,11 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--rho", type=float, default=0.9, help="target pruning rate")
     p.add_argument("--sparsity-weight", type=float, default=1.0, help="lambda of |mean(M) - rho|")
-    p.add_argument("--iterations", type=int, default=300)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--iterations", type=_COUNT, default=300)
+    p.add_argument("--batch-size", type=_COUNT, default=16)
     p.add_argument("--lr", type=float, default=1e-3, help="pruner network learning rate")
     p.add_argument("--cell-lr", type=float, default=5e-2, help="learning rate of the per-cell logit offsets")
-    p.add_argument("--rate-warmup", type=int, default=0, help="iterations over which the target ramps up to rho")
+    p.add_argument("--rate-warmup", type=_COUNT0, default=0, help="iterations over which the target ramps up to rho")
     p.add_argument("--init", help="warm start from this pruner (trained for the same policy)")
     p.add_argument("--init-transfer", action="store_true",
                    help="--init may be a pruner of another policy with the same grid (e.g. before more training)")
@@ -312,22 +346,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --hold-x0: a computed step's fixed cost (embedding, head, update) in blocks; rho is "
                         "then the pruned fraction of that cost plus the blocks' (0: of the blocks alone)")
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm")
-    p.add_argument("--steps", type=int, default=100, help="denoising steps the masks are for")
+    p.add_argument("--steps", type=_COUNT, default=100, help="denoising steps the masks are for")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=_COUNT, default=2)
     p.set_defaults(func=_train_pruner)
 
     p = sub.add_parser("bench", help="dense vs SAG vs baselines: score, FLOPs, latency, speed-up")
     p.add_argument("--policy", help="checkpoint (default: the shipped Push-T policy)")
     p.add_argument("--pruner", action="append", default=[], metavar="NAME=PATH", help="a pruner to compare (repeat)")
     p.add_argument("--task", help="default: the policy's task")
-    p.add_argument("--episodes", type=int, default=50, help="env seeds from the task's test seeds (0: speed only)")
+    p.add_argument("--episodes", type=_COUNT0, default=50, help="env seeds from the task's test seeds (0: speed only)")
     p.add_argument("--seed-start", type=int, help="first env seed (default: the task's first test seed)")
-    p.add_argument("--noise-seeds", type=int, default=3, help="evaluation seeds per env seed")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--latency-obs", type=int, default=5, help="env seeds to record observations from")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--noise-seeds", type=_COUNT, default=3, help="evaluation seeds per env seed")
+    p.add_argument("--workers", type=_COUNT, default=2)
+    p.add_argument("--latency-obs", type=_COUNT, default=5, help="env seeds to record observations from")
+    p.add_argument("--repeats", type=_COUNT, default=5)
+    p.add_argument("--threads", type=_COUNT, default=1)
     p.add_argument("--intervals", type=_interval, nargs="*", default=[(2, 0), (4, 0), (10, 0)], metavar="N[@START]",
                    help="interval caching baselines: every N-th step computes all blocks (from step START on; "
                         "step 0 always)")
@@ -336,8 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hold-x0", nargs="+", choices=["off", "on"],
                    help="a row per setting for every interval baseline and pruner: steps whose every block is pruned "
                         "hold the last computed clean-chunk prediction (default: each pruner's own, off for intervals)")
-    p.add_argument("--ddim", type=int, nargs="*", default=[10, 30], help="DDIM step counts")
-    p.add_argument("--backends", nargs="*", default=["eager"],
+    p.add_argument("--ddim", type=_COUNT, nargs="*", default=[10, 30], help="DDIM step counts")
+    p.add_argument("--backends", nargs="*", default=["eager"], choices=BACKEND_NAMES,
                    help="block backends; dense and every pruner run on each beyond the first")
     p.add_argument("--json", default="runs/bench/bench.json")
     p.add_argument("--plot", default="runs/bench/bench.png")
@@ -355,13 +389,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench-ros", help="dense vs SAG closed loop over ROS 2: rate, obs-to-action latency, score")
     p.add_argument("--policy", help="checkpoint (default: the shipped Push-T policy)")
     p.add_argument("--pruner", action="append", default=[], metavar="NAME=PATH", help="a SAG pruner to compare (repeat)")
-    p.add_argument("--episodes", type=int, default=3, help="Push-T episodes per method")
+    p.add_argument("--episodes", type=_COUNT, default=3, help="Push-T episodes per method")
     p.add_argument("--seed", type=int, default=100_000, help="seed of the first episode (the same for every method)")
-    p.add_argument("--rate", type=float, default=10.0, help="control rate in Hz")
-    p.add_argument("--max-steps", type=int, default=0, help="steps per episode (0 = the task's own limit)")
-    p.add_argument("--backend", action="append", default=None,
+    p.add_argument("--rate", type=_positive_float, default=10.0, help="control rate in Hz")
+    p.add_argument("--max-steps", type=_COUNT0, default=0, help="steps per episode (0 = the task's own limit)")
+    p.add_argument("--backend", action="append", default=None, choices=BACKEND_NAMES,
                    help="block backend (repeat to compare; dense and every pruner run on each; default eager)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads of the inference node")
+    p.add_argument("--threads", type=_COUNT, default=1, help="torch threads of the inference node")
     p.add_argument("--config", help="node parameter file (default: config/sag_nodes.yaml)")
     p.add_argument("--json", default="runs/bench/bench_ros.json")
     p.set_defaults(func=_bench_ros)
@@ -369,8 +403,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run a subcommand. What a user can get wrong (a missing or mismatched file, a value the layers refuse, a
+    backend's missing package) ends with ``sag <command>: <what to fix>`` and exit status 1; set
+    ``SAG_TRACEBACK=1`` to see where it was raised."""
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except Exception as exc:
+        if os.environ.get("SAG_TRACEBACK") or not _says_what_to_fix(exc):
+            raise
+        raise SystemExit(f"sag {args.command}: {exc}") from None
+
+
+def _says_what_to_fix(exc: Exception) -> bool:
+    """Errors the layers raise on bad input: their message is the whole story. (Imported here, after the failure:
+    the classes live in modules that import torch, which `sag --help` and `sag paired` do not need.)"""
+    from sag_ros.engine.base import MissingDependencyError
+    from sag_ros.policy.checkpoint import CheckpointError
+
+    return isinstance(exc, (OSError, ValueError, CheckpointError, MissingDependencyError))
 
 
 if __name__ == "__main__":

@@ -155,10 +155,15 @@ def test_keep_faster_units_runs_eager_where_the_compiled_call_is_slower(policy):
     fns = backend.unit_fns()
     embed = fns["embed"]
     fns["embed"] = lambda x: time.sleep(5e-4) or embed(x)  # a "compiled" embed with a 0.5 ms call overhead
+    output_unit = next(u for u in backend.units if u.name == "output")
+    with torch.no_grad():
+        ready = output_unit.module(*output_unit.example_inputs)
+    fns["output"] = fast_output = lambda h: ready  # a "compiled" head faster than eager's: it must stay
     backend._bind(fns)
     backend.keep_faster_units(calls=40)
-    assert "embed" in backend.describe()["eager_groups"]
+    assert "embed" in backend.describe()["eager_groups"] and "output" not in backend.describe()["eager_groups"]
     assert backend.kernels.embed is next(u.module for u in backend.units if u.name == "embed")
+    assert backend.kernels.output is fast_output
 
 
 def test_unknown_backend_name_is_refused(policy):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from dataclasses import replace
 
@@ -15,7 +16,9 @@ from sag_ros.policy.config import SchedulerKind
 from sag_ros.policy.policy import DiffusionPolicy
 from sag_ros.policy.scheduler import NoiseSchedule
 
-needs_numba = pytest.mark.skipif(not host_advance.available(), reason="numba not installed (pip install -e .[engine])")
+# Skipped only where numba is not installed: an installed numba that fails to import fails these tests.
+needs_numba = pytest.mark.skipif(importlib.util.find_spec("numba") is None,
+                                 reason="numba not installed (pip install -e .[engine])")
 
 
 def _advance_unit(policy: DiffusionPolicy, batch_size: int):

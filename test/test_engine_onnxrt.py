@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 from dataclasses import replace
@@ -64,7 +65,7 @@ def test_advance_runs_as_a_numba_kernel_or_as_a_session(policy, features, cache_
         assert graph.describe()["advance"] == "onnxruntime" and "advance" in graph.sessions
         assert_units_match(policy, graph)
         assert_sample_matches(policy, features, graph)
-    if not host_advance.available():
+    if importlib.util.find_spec("numba") is None:  # installed but broken fails below, not skips
         pytest.skip("numba not installed (pip install -e .[engine]): only the graph form was checked")
     numba_backend = first_build[0]
     assert numba_backend.describe()["advance"] == "numba" and "advance" not in numba_backend.sessions

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 pytest.importorskip("rclpy", reason="rclpy absent: pip install -e .[ros]")
-pytest.importorskip("gym_pusht", reason="gym-pusht absent")
 pytestmark = pytest.mark.ros
 
 import torch  # noqa: E402

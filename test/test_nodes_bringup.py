@@ -85,6 +85,17 @@ def test_missing_model_fails_with_a_clear_message(tmp_path):
     assert "does not exist" in out and "model_path" in out and "Traceback" not in out, out
 
 
+@pytest.mark.parametrize("args, message", [
+    (("--backend", "foo"), "backend='foo' must be one of"),
+    (("--config", "/nonexistent/sag_nodes.yaml"), "No such file"),
+    (("--rate", "-5"), "control_rate_hz=-5.0 must be > 0"),
+])
+def test_bad_arguments_fail_with_a_clear_message(tiny_checkpoint, args, message):
+    returncode, out = _run("--model-path", str(tiny_checkpoint), *args, timeout_s=40)
+    assert returncode == 2
+    assert message in out and "Traceback" not in out, out
+
+
 def test_spinning_a_shut_down_context_reads_as_an_external_shutdown(ros_context, executor):
     """A SIGINT that shuts the context down just before ``spin_once`` creates its wait timer: rclpy raises RCLError
     there (a traceback and exit code 1 from ``sag-bringup``, once in CI); the graph's loop must see the shutdown."""

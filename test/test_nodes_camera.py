@@ -29,20 +29,26 @@ def test_buffer_pads_a_short_history_and_restarts_on_a_backwards_stamp():
         buffer.push(30, np.zeros((5, 5, 3), np.uint8), np.zeros(2, np.float32))
 
 
-def test_camera_resizes_pairs_and_drops_bad_frames(ros_context, executor):
-    buffer = ObservationBuffer(2, 32, 2)
-    camera = CameraNode(buffer, context=ros_context, parameter_overrides=[Parameter("image_size", value=32)])
-    probe = Node("probe", context=ros_context)
+def _camera_with_inputs(ctx, executor, buffer: ObservationBuffer, **params):
+    """A camera node writing into ``buffer``, and a probe node publishing its image and state inputs, connected."""
+    camera = CameraNode(buffer, context=ctx, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    probe = Node("probe", context=ctx)
     image_pub = probe.create_publisher(Image, "image_raw", sensor_qos_depth1())
     state_pub = probe.create_publisher(JointState, "joint_states", 10)
-    received = []
-    probe.create_subscription(Image, "/sag/observation/image", received.append, 10)
     for node in (camera, probe):
         executor.add_node(node)
+    spin_until(executor, lambda: image_pub.get_subscription_count() > 0 and state_pub.get_subscription_count() > 0, 3.0)
+    return camera, probe, image_pub, state_pub
+
+
+def test_camera_resizes_pairs_and_drops_bad_frames(ros_context, executor):
+    buffer = ObservationBuffer(2, 32, 2)
+    camera, probe, image_pub, state_pub = _camera_with_inputs(ros_context, executor, buffer, image_size=32)
+    received = []
+    probe.create_subscription(Image, "/sag/observation/image", received.append, 10)
     try:
         stamp = probe.get_clock().now().to_msg()
         # no state yet, then a bad encoding: both dropped with a warning
-        spin_until(executor, lambda: image_pub.get_subscription_count() > 0 and state_pub.get_subscription_count() > 0, 3.0)
         image_pub.publish(array_to_image(np.zeros((96, 96, 3), np.uint8), stamp))
         assert spin_until(executor, lambda: camera.frames_dropped == 1, 3.0)
         state_pub.publish(array_to_joint_state(np.array([10.0, 20.0]), stamp, ["x", "y"]))
@@ -59,8 +65,36 @@ def test_camera_resizes_pairs_and_drops_bad_frames(ros_context, executor):
         assert stamp_to_ns(received[0].header.stamp) == stamp_to_ns(stamp)
         latest_stamp, obs = buffer.latest()
         assert latest_stamp == stamp_to_ns(stamp) and obs["state"].tolist() == [[10.0, 20.0]] * 2
+        image_pub.publish(array_to_image(frame, stamp))  # the same stamp again: not a new observation
+        assert spin_until(executor, lambda: camera.frames_dropped == 3, 3.0)
+        assert camera.frames_out == 1 and len(received) == 1
     finally:
         stop_nodes(executor, camera, probe)
+
+
+def test_camera_reads_the_named_joints_of_a_robots_joint_states(ros_context, executor):
+    buffer = ObservationBuffer(2, 32, 2)
+    camera, probe, image_pub, state_pub = _camera_with_inputs(ros_context, executor, buffer, image_size=32,
+                                                              state_joints=["x", "y"])
+    states = []
+    probe.create_subscription(JointState, "/sag/observation/state", states.append, 10)
+    try:
+        stamp = probe.get_clock().now().to_msg()
+        state_pub.publish(JointState(header=stamp_header(stamp), name=["gripper", "y", "x"], position=[0.5, 20.0, 10.0]))
+        assert spin_until(executor, lambda: camera._state is not None, 3.0)
+        image_pub.publish(array_to_image(np.zeros((32, 32, 3), np.uint8), stamp))
+        assert spin_until(executor, lambda: states, 3.0)
+        assert list(states[0].name) == ["x", "y"] and list(states[0].position) == [10.0, 20.0]
+        assert buffer.latest()[1]["state"][-1].tolist() == [10.0, 20.0]
+    finally:
+        stop_nodes(executor, camera, probe)
+
+
+def test_state_joints_must_name_state_dim_joints():
+    from sag_ros.nodes.params import CameraNodeConfig
+
+    with pytest.raises(ValueError, match=r"state_joints=\['x'\] must name state_dim=2 joints"):
+        CameraNodeConfig(state_joints=["x"])
 
 
 def stamp_header(stamp):

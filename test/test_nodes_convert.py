@@ -71,6 +71,15 @@ def test_joint_state():
         joint_state_to_array(JointState(position=[1.0, float("nan")]), 2)
 
 
+def test_joint_state_by_name_takes_the_policys_order_from_a_robots_message():
+    robot = JointState(name=["gripper", "y", "elbow", "x"], position=[0.5, 2.0, 9.0, 1.0])
+    np.testing.assert_array_equal(joint_state_to_array(robot, 2, ["x", "y"]), [1.0, 2.0])
+    with pytest.raises(ValueError, match=r"no position for \['wrist'\] \(it names \['gripper'"):
+        joint_state_to_array(robot, 2, ["x", "wrist"])
+    with pytest.raises(ValueError, match="no position for"):  # names without positions
+        joint_state_to_array(JointState(name=["x", "y"], position=[1.0]), 2, ["x", "y"])
+
+
 def test_trajectory_round_trip():
     actions = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
     msg = chunk_to_trajectory(actions, stamp_ns=10 * 10**9, rate_hz=10.0, joint_names=["x", "y"],

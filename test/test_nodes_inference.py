@@ -106,20 +106,24 @@ def test_publishes_chunks_at_the_rate_with_observation_stamps(ros_context, execu
 
 
 def test_observations_over_topics_are_paired_by_stamp(ros_context, executor, tiny_checkpoint):
-    """Separate processes: image and state arrive as messages; chunks carry the stamp of the pair they used."""
+    """Separate processes: image and state arrive as messages, either first; each image is paired with the state of
+    its own stamp (not the newest one), and chunks carry the stamp of the pair they used."""
     inference = _inference(ros_context, tiny_checkpoint, control_rate_hz=2.0, stale_timeout_s=2.0)
     probe = Node("probe", context=ros_context)
     recorder = Recorder(probe)
     image_pub = probe.create_publisher(Image, "/sag/observation/image", 10)
     state_pub = probe.create_publisher(JointState, "/sag/observation/state", 10)
-    sent = set()
+    sent: dict[int, np.ndarray] = {}
     rgb = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)  # resized by the node
 
     def publish():
         stamp = probe.get_clock().now().to_msg()
-        sent.add(stamp_to_ns(stamp))
-        state_pub.publish(array_to_joint_state(np.array([100.0, 200.0]), stamp, ["x", "y"]))
-        image_pub.publish(array_to_image(rgb, stamp))
+        state = np.array([float(len(sent)), 2.0 * len(sent)])  # a state only this stamp has
+        sent[stamp_to_ns(stamp)] = state
+        halves = [lambda: state_pub.publish(array_to_joint_state(state, stamp, ["x", "y"])),
+                  lambda: image_pub.publish(array_to_image(rgb, stamp))]
+        for send in halves if len(sent) % 2 else halves[::-1]:
+            send()
 
     probe.create_timer(0.1, publish)
     for node in (inference, probe):
@@ -127,8 +131,27 @@ def test_observations_over_topics_are_paired_by_stamp(ros_context, executor, tin
     try:
         assert spin_until(executor, lambda: len(recorder.chunks) >= 2, 10.0), f"no chunks: {inference.health()}"
         assert all(stamp_to_ns(msg.header.stamp) in sent for msg in recorder.chunks)
+        stamp_ns, obs = inference.observations.latest()
+        np.testing.assert_array_equal(obs["state"][-1], sent[stamp_ns])
     finally:
         stop_nodes(executor, inference, probe)
+
+
+def _fed_inference_with(wrap_planner, ctx, executor, path, **params) -> tuple[InferenceNode, Node, Recorder]:
+    """An inference node whose (dense, DDIM-2) planner is wrapped by ``wrap_planner``, fed fresh observations, and
+    a probe recording its outputs; both added to ``executor``."""
+    policy, _ = load_policy(path)
+    policy.use_sampler("ddim", 2)
+    predictor = PolicyPredictor(policy)
+    predictor.planner = wrap_planner(predictor.planner)
+    buffer = ObservationBuffer(2, SIZE, 2)
+    inference = _inference(ctx, path, buffer, predictor, **params)
+    probe = Node("probe", context=ctx)
+    recorder = Recorder(probe)
+    _feed_buffer(probe, buffer)
+    for node in (inference, probe):
+        executor.add_node(node)
+    return inference, probe, recorder
 
 
 class SleepyPlanner:
@@ -145,18 +168,9 @@ class SleepyPlanner:
 
 
 def test_diagnostics_warn_when_inference_is_slower_than_the_period(ros_context, executor, tiny_checkpoint):
-    policy, _ = load_policy(tiny_checkpoint)
-    policy.use_sampler("ddim", 2)
-    predictor = PolicyPredictor(policy)
-    predictor.planner = SleepyPlanner(predictor.planner, 0.15)  # the dense planner, 150 ms late
-    buffer = ObservationBuffer(2, SIZE, 2)
-    inference = _inference(ros_context, tiny_checkpoint, buffer, predictor, control_rate_hz=10.0,
-                           diagnostics_period_s=0.3)
-    probe = Node("probe", context=ros_context)
-    recorder = Recorder(probe)
-    _feed_buffer(probe, buffer)
-    for node in (inference, probe):
-        executor.add_node(node)
+    inference, probe, recorder = _fed_inference_with(  # the dense planner, 150 ms late
+        lambda planner: SleepyPlanner(planner, 0.15), ros_context, executor, tiny_checkpoint, control_rate_hz=10.0,
+        diagnostics_period_s=0.3)
     try:
         assert spin_until(executor, lambda: DiagnosticStatus.WARN in recorder.levels(), 5.0), recorder.levels()
         warn = next(d.status[0] for d in recorder.diagnostics if d.status[0].level == DiagnosticStatus.WARN)
@@ -165,6 +179,36 @@ def test_diagnostics_warn_when_inference_is_slower_than_the_period(ros_context, 
         assert "exceeds" in warn.message
         assert recorder.plan_ms and min(recorder.plan_ms) >= 150.0
         assert inference.overruns >= 1  # ticks that found the worker busy were counted, not queued
+    finally:
+        stop_nodes(executor, inference, probe)
+
+
+class FlakyPlanner:
+    """A dense planner whose first ``failures`` calls raise an error no handler expects (a bug, not bad input)."""
+
+    hold_x0 = False
+
+    def __init__(self, planner, failures: int) -> None:
+        self.planner, self.failures = planner, failures
+
+    def plan(self, features):
+        if self.failures:
+            self.failures -= 1
+            raise KeyError("a bug in a planner")
+        return self.planner.plan(features)
+
+
+def test_an_unexpected_error_is_counted_and_the_worker_keeps_running(ros_context, executor, tiny_checkpoint):
+    """Before, an exception of a type the worker did not catch ended its thread: no chunk ever again, and the timer
+    counted overruns forever."""
+    flaky: list[FlakyPlanner] = []
+    inference, probe, recorder = _fed_inference_with(
+        lambda planner: flaky.append(FlakyPlanner(planner, failures=0)) or flaky[0], ros_context, executor,
+        tiny_checkpoint, control_rate_hz=10.0)
+    flaky[0].failures = 2  # not before: the constructor's warm-up call must succeed
+    try:
+        assert spin_until(executor, lambda: len(recorder.chunks) >= 3, 5.0), inference.health()
+        assert inference.failures == 2
     finally:
         stop_nodes(executor, inference, probe)
 
@@ -192,6 +236,28 @@ def test_stale_observations_stop_publishing_and_report_error(ros_context, execut
         assert recorder.diagnostics and all(lv == DiagnosticStatus.ERROR for lv in recorder.levels())
         assert "old" in recorder.diagnostics[-1].status[0].message
         assert inference.stale_ticks >= 5
+    finally:
+        stop_nodes(executor, inference, probe)
+
+
+def test_observations_stamped_in_the_future_are_not_acted_on(ros_context, executor, tiny_checkpoint):
+    """A camera clock ahead of this node's (another machine, or use_sim_time with no /clock): the observation's age
+    says nothing, and a camera that stopped would never look stale, so nothing is published and diagnostics say why."""
+    buffer = ObservationBuffer(2, SIZE, 2)
+    inference = _inference(ros_context, tiny_checkpoint, buffer, control_rate_hz=10.0, stale_timeout_s=0.3,
+                           diagnostics_period_s=0.2)
+    probe = Node("probe", context=ros_context)
+    recorder = Recorder(probe)
+    ahead_ns = inference.get_clock().now().nanoseconds + 5_000_000_000
+    for i in range(2):
+        buffer.push(ahead_ns + i, np.full((SIZE, SIZE, 3), 120, np.uint8), np.array([200.0, 300.0], np.float32))
+    for node in (inference, probe):
+        executor.add_node(node)
+    try:
+        assert spin_until(executor, lambda: inference.stale_ticks >= 3 and recorder.diagnostics, 5.0)
+        assert recorder.chunks == []
+        status = recorder.diagnostics[-1].status[0]
+        assert status.level == DiagnosticStatus.ERROR and "in the future" in status.message, status.message
     finally:
         stop_nodes(executor, inference, probe)
 

@@ -1,5 +1,6 @@
 """Node configs <-> ROS parameters (sag_ros.nodes.params) and the shared graph description (graph.py)."""
 
+import re
 from dataclasses import fields
 
 import numpy as np
@@ -13,6 +14,7 @@ from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 from ros_fixtures import *  # noqa: E402,F401,F403
+from sag_ros.nodes.lifecycle import NodeStartupError  # noqa: E402
 from sag_ros.nodes.graph import CONFIGS, describe_graph, load_node_parameters, default_config_path  # noqa: E402
 from sag_ros.nodes.params import (CameraNodeConfig, ConfigParameters, InferenceNodeConfig,  # noqa: E402
                                   SimNodeConfig)
@@ -58,6 +60,47 @@ def test_overrides_reach_the_config(ros_context):
     try:
         cfg = ConfigParameters(node, InferenceNodeConfig).config
         assert cfg.control_rate_hz == 20.0 and cfg.joint_names == ["a", "b"]
+    finally:
+        node.destroy_node()
+
+
+def test_integers_for_floats_and_yaml_booleans_for_on_off_are_taken(ros_context):
+    """What `-p control_rate_hz:=10`, a YAML `action_max: [512, 512]` and `-p hold_x0:=on` (YAML reads `on` as
+    true) produce: rclpy alone would refuse each with a type error at declaration."""
+    node = Node("params_under_test", context=ros_context,
+                parameter_overrides=[Parameter("control_rate_hz", value=20), Parameter("action_max", value=[400, 500]),
+                                     Parameter("hold_x0", value=True)])
+    try:
+        cfg = ConfigParameters(node, InferenceNodeConfig).config
+        assert cfg.control_rate_hz == 20.0 and isinstance(cfg.control_rate_hz, float)
+        assert cfg.action_max == [400.0, 500.0] and cfg.hold_x0 == "on"
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("execution_offset_s", float("nan"), "execution_offset_s=nan must be finite"),
+    ("stale_timeout_s", float("inf"), "stale_timeout_s=inf must be finite"),  # would disable the stale check
+    ("action_min", [0.0, float("-inf")], r"action_min\[1\]=-inf must be finite"),
+    ("seed", "abc", "seed='abc' must be an integer"),
+])
+def test_non_finite_or_mistyped_values_are_refused_naming_the_parameter(ros_context, name, value, message):
+    node = Node("params_under_test", context=ros_context)
+    try:
+        binding = ConfigParameters(node, InferenceNodeConfig)
+        result = node.set_parameters([Parameter(name, value=value)])[0]
+        assert not result.successful and re.search(message, result.reason), result.reason
+        assert getattr(binding.config, name) == getattr(InferenceNodeConfig(), name)
+    finally:
+        node.destroy_node()
+
+
+def test_bad_values_at_start_are_a_startup_error_naming_the_node(ros_context):
+    """run_node prints a NodeStartupError and exits 1, without a traceback."""
+    node = Node("params_under_test", context=ros_context, parameter_overrides=[Parameter("threads", value="two")])
+    try:
+        with pytest.raises(NodeStartupError, match="params_under_test: bad parameters: threads='two' must be an int"):
+            ConfigParameters(node, InferenceNodeConfig)
     finally:
         node.destroy_node()
 
@@ -131,11 +174,25 @@ def test_a_meta_world_checkpoint_brings_up_a_meta_world_graph(tmp_path):
     assert nodes["sag_camera"]["state_dim"] == task.state_dim
 
 
-def test_launch_file_builds_the_same_graph(tiny_checkpoint):
+def test_launch_file_builds_the_same_graph(tiny_checkpoint, monkeypatch):
+    """The launch file's nodes are describe_graph's, argument for argument (launch_ros's Node is replaced by a
+    recorder of its keyword arguments: what is checked is the file's wiring, not launch_ros)."""
     pytest.importorskip("launch_ros", reason="launch_ros is not installable from PyPI here")
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("bringup_launch", default_config_path().parent.parent / "launch" / "bringup.launch.py")
+    from launch import LaunchContext
+
+    path = default_config_path().parent.parent / "launch" / "bringup.launch.py"
+    spec = importlib.util.spec_from_file_location("bringup_launch", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.generate_launch_description().entities
+    declared = {entity.name for entity in module.generate_launch_description().entities if hasattr(entity, "name")}
+    assert declared == set(module.ARGUMENTS)
+    context = LaunchContext()
+    context.launch_configurations.update({name: default for name, (default, _) in module.ARGUMENTS.items()})
+    context.launch_configurations.update(model_path=str(tiny_checkpoint), rate="5.0")
+    monkeypatch.setattr(module, "Node", lambda **kwargs: kwargs)
+    expected = describe_graph(model_path=str(tiny_checkpoint), pruner_path=default_pruner_for(str(tiny_checkpoint), 0),
+                              rate=5.0, use_sim=True)
+    assert [(n["executable"], n["name"], n["parameters"], n["remappings"]) for n in module._nodes(context)] == [
+        (d.executable, d.name, [dict(d.parameters)], list(d.remappings)) for d in expected]

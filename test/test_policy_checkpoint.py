@@ -25,6 +25,12 @@ def test_fp16_checkpoint_loads_as_fp32(tmp_path, tiny_policy):
     save_policy(tiny_policy, path, data_hash="x", half=True)
     loaded, _ = load_policy(path)
     assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    observation = random_observation(tiny_policy.config)
+    # the same actions up to fp16 rounding of the weights (and the normalizer kept: it is not rounded away)
+    expected = tiny_policy.predict_action(observation, generator=torch.Generator().manual_seed(0))["action_pred"]
+    actual = loaded.predict_action(observation, generator=torch.Generator().manual_seed(0))["action_pred"]
+    scale = expected.abs().max()
+    assert (actual - expected).abs().max() < 1e-2 * scale, ((actual - expected).abs().max(), scale)
 
 
 def test_truncated_checkpoint_is_refused(tmp_path, tiny_policy):
@@ -32,7 +38,7 @@ def test_truncated_checkpoint_is_refused(tmp_path, tiny_policy):
     save_policy(tiny_policy, path, data_hash="x")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="truncated or corrupted"):
+    with pytest.raises(CheckpointError, match="truncated, corrupted"):
         load_policy(path)
 
 
@@ -45,6 +51,9 @@ def test_missing_foreign_and_other_version_are_refused(tmp_path, tiny_policy):
     atomic_torch_save({"format": "sag_ros.policy", "version": 99}, tmp_path / "v.pt")
     with pytest.raises(CheckpointError, match="version 99 is not supported"):
         load_policy(tmp_path / "v.pt")
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a torch file"):
+        load_policy(tmp_path / "notes.txt")
 
 
 def test_config_mismatch_is_refused(tmp_path, tiny_policy):
@@ -53,6 +62,15 @@ def test_config_mismatch_is_refused(tmp_path, tiny_policy):
     other = tiny_config(scheduler_steps=20)
     with pytest.raises(CheckpointError, match="does not match the requested config"):
         load_policy(path, expected_config=other)
+
+
+def test_a_checkpoint_without_its_weights_is_refused_by_name(tmp_path, tiny_policy):
+    path = tmp_path / "p.pt"
+    save_policy(tiny_policy, path, data_hash="x")
+    payload = torch.load(path, weights_only=True)
+    torch.save({k: v for k, v in payload.items() if k != "state_dict"}, path)
+    with pytest.raises(CheckpointError, match=r"lacks \['state_dict'\]"):
+        load_policy(path)
 
 
 def test_weights_that_do_not_fit_the_config_are_refused(tmp_path, tiny_policy):

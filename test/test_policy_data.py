@@ -28,3 +28,18 @@ def test_sampler_batches_have_policy_shapes():
     obs, action = sampler.sample(5, torch.Generator().manual_seed(0))
     assert action.shape == (5, 16, 2) and obs["state"].shape == (5, 2, 2) and obs["image"].shape == (5, 2, 8, 8, 3)
     assert obs["image"].dtype == torch.uint8 and "image" not in sampler.normalizer_data()
+
+
+def test_sampled_observations_are_the_first_steps_of_their_action_window():
+    """DP's alignment: observation t pairs with action t, the To observations are the window's first steps (so the
+    executed actions start at To-1), and no window mixes two episodes."""
+    n, ends = 40, np.array([20, 40])
+    step = np.arange(n, dtype=np.float32)
+    arrays = {"action": np.stack([step, step], 1), "state": np.stack([step, -step], 1),
+              "image": np.zeros((n, 8, 8, 3), dtype=np.uint8)}
+    sampler = WindowSampler(arrays, ends, n_obs_steps=2, horizon=16, n_action_steps=8, data_hash="h")
+    obs, action = sampler.sample(64, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(obs["state"][..., 0], action[:, :2, 0], rtol=0, atol=0)
+    episode = (action[..., 0] >= 20).long()
+    assert (episode == episode[:, :1]).all(), "a window crossed an episode boundary"
+    assert (action[:, 1:, 0] - action[:, :-1, 0] <= 1).all() and (action[:, 1:, 0] >= action[:, :-1, 0]).all()

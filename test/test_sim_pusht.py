@@ -39,6 +39,7 @@ def test_reset_is_a_function_of_the_seed(adapter):
     adapter.reset(3)
     first = adapter.sim_state()
     adapter.reset(4)
+    assert not np.array_equal(adapter.sim_state(), first)  # the seed sets the layout
     adapter.reset(3)
     np.testing.assert_array_equal(adapter.sim_state(), first)
 

@@ -188,6 +188,19 @@ def test_pruner_checkpoint_is_bound_to_its_policy(tmp_path, tiny_policy):
         load_pruner(path, tiny_policy)
 
 
+def test_a_damaged_or_foreign_version_pruner_file_is_refused_by_name(tmp_path, tiny_policy):
+    """A file with the right tag but not this version's contents: a CheckpointError naming it, not a KeyError."""
+    path = tmp_path / "pruner.pt"
+    save_pruner(Pruner(pruner_config_for(tiny_policy, PrunerTrainConfig())), tiny_policy, path, extra={})
+    payload = torch.load(path, weights_only=True)
+    torch.save({**payload, "config": {**payload["config"], "field_of_a_later_version": 1}}, path)
+    with pytest.raises(CheckpointError, match="invalid stored pruner config"):
+        load_pruner(path, tiny_policy)
+    torch.save({k: v for k, v in payload.items() if k != "policy_fingerprint"}, path)
+    with pytest.raises(CheckpointError, match=r"lacks \['policy_fingerprint'\]"):
+        load_pruner(path, tiny_policy)
+
+
 def test_transfer_warm_start_takes_another_policys_pruner_of_the_same_grid_only(tmp_path, tiny_policy):
     pruner = Pruner(pruner_config_for(tiny_policy, PrunerTrainConfig())).eval()
     with torch.no_grad():

@@ -39,6 +39,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from sag_ros.engine import BACKENDS
 from sag_ros.engine.base import MissingDependencyError
 from sag_ros.policy.policy import DiffusionPolicy
 from sag_ros.policy.sampling import ChunkInputs, dense_runner, eager_kernels, prepare_chunk, reverse_diffusion
@@ -49,7 +50,7 @@ from sag_ros.tables import format_table
 
 REPO = Path(__file__).resolve().parents[2]
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
-ALL_BACKENDS = ("eager", "compile", "onnxruntime", "tensorrt")
+ALL_BACKENDS = tuple(BACKENDS)
 PRUNE_RATE = 0.9
 
 

@@ -24,7 +24,8 @@ from rclpy.parameter import Parameter
 
 from sag_ros.nodes.camera_node import CameraNode, ObservationBuffer
 from sag_ros.nodes.graph import CAMERA, INFERENCE, SIM, NodeDescription, describe_graph
-from sag_ros.nodes.inference_node import InferenceNode, ModelLoadError
+from sag_ros.nodes.inference_node import InferenceNode
+from sag_ros.nodes.lifecycle import NodeStartupError
 from sag_ros.nodes.sim_node import SimNode
 from sag_ros.resources import default_pruner_for
 
@@ -149,9 +150,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     args = parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
     pruner = args.pruner_path if args.pruner_path is not None else default_pruner_for(args.model_path, args.interval)
-    descriptions = describe_graph(args.config, model_path=args.model_path, pruner_path=pruner, backend=args.backend,
-                                  hold_x0=args.hold_x0, interval=args.interval, rate=args.rate, use_sim=args.use_sim,
-                                  overrides=_sim_overrides(args))
+    try:
+        descriptions = describe_graph(args.config, model_path=args.model_path, pruner_path=pruner,
+                                      backend=args.backend, hold_x0=args.hold_x0, interval=args.interval,
+                                      rate=args.rate, use_sim=args.use_sim, overrides=_sim_overrides(args))
+    except (ValueError, OSError) as exc:  # a parameter the nodes' configs refuse, an unreadable parameter file
+        print(f"sag-bringup: {exc}", file=sys.stderr)
+        return 2
     rclpy.init(args=argv)
     nodes: dict[str, Node] = {}
     executor = None
@@ -176,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(s), flush=True)
     except (KeyboardInterrupt, ExternalShutdownException):
         print("[sag-bringup] interrupted", flush=True)
-    except ModelLoadError as exc:
+    except NodeStartupError as exc:  # a missing or mismatched model, parameters a node refuses
         print(exc, file=sys.stderr)
         code = 1
     finally:

@@ -46,7 +46,8 @@ class ObservationBuffer:
         self._count = 0
         self._lock = threading.Lock()
 
-    def push(self, stamp_ns: int, image: np.ndarray, state: np.ndarray) -> None:
+    def push(self, stamp_ns: int, image: np.ndarray, state: np.ndarray) -> bool:
+        """Append an observation; False (and nothing kept) for a repeat of the newest stamp."""
         if image.shape != self._images.shape[1:]:
             raise ValueError(f"image shape {image.shape} != {self._images.shape[1:]}")
         if state.shape != self._states.shape[1:]:
@@ -54,13 +55,14 @@ class ObservationBuffer:
         with self._lock:
             if self._count and stamp_ns <= self._stamps[-1]:
                 if stamp_ns == self._stamps[-1]:
-                    return  # duplicate
+                    return False
                 self._count = 0
             self._images[:-1] = self._images[1:]
             self._states[:-1] = self._states[1:]
             self._stamps[:-1] = self._stamps[1:]
             self._images[-1], self._states[-1], self._stamps[-1] = image, state, stamp_ns
             self._count = min(self._count + 1, self.n_obs_steps)
+        return True
 
     def clear(self) -> None:
         with self._lock:
@@ -95,6 +97,7 @@ class CameraNode(Node):
         self._state: np.ndarray | None = None
         self._state_stamp_ns = 0
         self._state_names: list[str] = []
+        self._state_joints = [] if cfg.state_joints == ["*"] else cfg.state_joints  # read by name, or by position
         self._image_pub = self.create_publisher(Image, OBS_IMAGE_TOPIC, 1)
         self._state_pub = self.create_publisher(JointState, OBS_STATE_TOPIC, 1)
         self.create_subscription(JointState, CAMERA_STATE_INPUT, self._on_state, 10)
@@ -103,12 +106,13 @@ class CameraNode(Node):
     def _on_state(self, msg: JointState) -> None:
         cfg = self.params.config
         try:
-            self._state = joint_state_to_array(msg, cfg.state_dim)
+            self._state = joint_state_to_array(msg, cfg.state_dim, self._state_joints)
         except ValueError as exc:
             self.get_logger().warning(f"robot state dropped: {exc}", throttle_duration_sec=cfg.warn_throttle_s)
             return
         self._state_stamp_ns = stamp_to_ns(msg.header.stamp)
-        self._state_names = list(msg.name[:cfg.state_dim]) or [f"q{i}" for i in range(cfg.state_dim)]
+        self._state_names = (self._state_joints or list(msg.name[:cfg.state_dim])
+                             or [f"q{i}" for i in range(cfg.state_dim)])
 
     def _on_image(self, msg: Image) -> None:
         cfg = self.params.config
@@ -121,12 +125,14 @@ class CameraNode(Node):
             state_age = abs(stamp_ns - self._state_stamp_ns) * 1e-9
             if state_age > cfg.max_state_age_s:
                 raise ValueError(f"robot state is {state_age:.3f} s away from the frame (max {cfg.max_state_age_s} s)")
+            state = self._state
+            if not self.buffer.push(stamp_ns, rgb, state):
+                raise ValueError(f"its stamp {stamp_ns} repeats the previous frame's (a camera driver that does not "
+                                 "stamp its frames?)")
         except ValueError as exc:
             self.frames_dropped += 1
             self.get_logger().warning(f"frame dropped: {exc}", throttle_duration_sec=cfg.warn_throttle_s)
             return
-        state = self._state
-        self.buffer.push(stamp_ns, rgb, state)
         self._image_pub.publish(array_to_image(rgb, msg.header.stamp, msg.header.frame_id))
         self._state_pub.publish(array_to_joint_state(state, msg.header.stamp, self._state_names))
         self.frames_out += 1

@@ -99,11 +99,20 @@ def fit_square(rgb: np.ndarray, size: int) -> np.ndarray:
 # -- robot state ---------------------------------------------------------------------------------------
 
 
-def joint_state_to_array(msg: JointState, dim: int) -> np.ndarray:
-    """The first ``dim`` positions of a ``JointState`` as float32 (Push-T: agent x, y)."""
-    if len(msg.position) < dim:
+def joint_state_to_array(msg: JointState, dim: int, names: Sequence[str] = ()) -> np.ndarray:
+    """The state a policy reads from a ``JointState``, as float32: the positions of ``names`` in that order, or
+    without names the first ``dim`` positions (Push-T's sim publishes exactly the agent's x, y). A robot's
+    ``/joint_states`` holds every joint in an order of its own, so on a robot name the ones the policy reads."""
+    if names:
+        index = {name: i for i, name in enumerate(msg.name)}
+        missing = [name for name in names if name not in index or index[name] >= len(msg.position)]
+        if missing:
+            raise ValueError(f"joint state has no position for {missing} (it names {list(msg.name)})")
+        state = np.asarray([msg.position[index[name]] for name in names], dtype=np.float32)
+    elif len(msg.position) < dim:
         raise ValueError(f"joint state has {len(msg.position)} positions; the policy needs {dim}")
-    state = np.asarray(msg.position[:dim], dtype=np.float32)
+    else:
+        state = np.asarray(msg.position[:dim], dtype=np.float32)
     if not np.isfinite(state).all():
         raise ValueError("joint state contains NaN or inf")
     return state

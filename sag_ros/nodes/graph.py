@@ -79,22 +79,13 @@ def load_node_parameters(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def build_config(name: str, values: Mapping[str, Any]) -> Any:
-    """Validate ``values`` as node ``name``'s config; ints given for float fields are widened."""
+    """Validate ``values`` as node ``name``'s config (ints given for float fields are widened)."""
     cls = CONFIGS[name]
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"{name}: unknown parameters {unknown}; known parameters are {sorted(known)}")
-    defaults = cls()
-    coerced = {}
-    for key, value in values.items():
-        default = getattr(defaults, key)
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        elif isinstance(default, list) and default and isinstance(default[0], float):
-            value = [float(v) for v in value]
-        coerced[key] = value
-    return config_from_values(cls, coerced)
+    return config_from_values(cls, dict(values))
 
 
 def read_policy_config(model_path: str | Path) -> PolicyConfig | None:

@@ -51,6 +51,21 @@ def clamp_to_bounds(actions: np.ndarray, low: np.ndarray, high: np.ndarray, marg
     return np.clip(actions, low, high)
 
 
+def observation_age_problem(age_s: float, stale_timeout_s: float) -> str | None:
+    """Why an observation ``age_s`` old must not be acted on, or None.
+
+    Too old is stale. Stamped more than ``stale_timeout_s`` in the future means the camera's clock and this node's
+    disagree (another machine's clock, or ``use_sim_time`` with no ``/clock``, where now is 0): ages measured
+    against such a clock say nothing, and a camera that stopped would never look stale, so that is refused too.
+    """
+    if age_s > stale_timeout_s:
+        return f"newest observation is {age_s * 1e3:.0f} ms old (stale after {stale_timeout_s * 1e3:.0f} ms): not acting"
+    if age_s < -stale_timeout_s:
+        return (f"newest observation is stamped {-age_s * 1e3:.0f} ms in the future (more than "
+                f"{stale_timeout_s * 1e3:.0f} ms): the camera's clock and this node's disagree; not acting")
+    return None
+
+
 class ModelLoadError(NodeStartupError):
     """The policy file is missing, unreadable, or does not fit this node's parameters."""
 
@@ -194,8 +209,12 @@ class InferenceNode(Node):
         if stamp_ns not in other:
             mine = self._pending[key]
             mine[stamp_ns] = value
-            while len(mine) > _PAIRING_DEPTH:
+            if len(mine) > _PAIRING_DEPTH:
                 mine.pop(next(iter(mine)))
+                self.get_logger().warning(
+                    f"{_PAIRING_DEPTH} {key}s wait for a {'state' if key == 'image' else 'image'} with the same "
+                    f"stamp: images on {OBS_IMAGE_TOPIC} and states on {OBS_STATE_TOPIC} must carry equal header "
+                    f"stamps (sag_camera stamps both with the frame's)", throttle_duration_sec=5.0)
             return
         image, state = (value, other[stamp_ns]) if key == "image" else (other[stamp_ns], value)
         self.observations.push(stamp_ns, image, state)
@@ -213,12 +232,11 @@ class InferenceNode(Node):
             self._set_problem("no observation received yet")
             return
         stamp_ns, obs = latest
-        age_s = (now_ns - stamp_ns) * 1e-9
-        if age_s > cfg.stale_timeout_s:
+        problem = observation_age_problem((now_ns - stamp_ns) * 1e-9, cfg.stale_timeout_s)
+        if problem is not None:
             with self._lock:
                 self.stale_ticks += 1
-            self._set_problem(f"newest observation is {age_s * 1e3:.0f} ms old (stale after "
-                              f"{cfg.stale_timeout_s * 1e3:.0f} ms): not acting")
+            self._set_problem(problem)
             return
         self._set_problem(None)
         with self._wake:
@@ -244,6 +262,11 @@ class InferenceNode(Node):
                 job, self._job = self._job, None
             try:
                 self._run_chunk(*job)
+            except Exception as exc:  # never let the worker die silently: the timer would count overruns forever
+                with self._lock:
+                    self.failures += 1
+                    self._problem = f"inference worker error: {exc!r}"
+                self.get_logger().error(f"inference worker error: {exc!r}", throttle_duration_sec=2.0)
             finally:
                 with self._wake:
                     self._busy = False

@@ -14,6 +14,10 @@ class NodeStartupError(RuntimeError):
     """A node cannot start (missing or mismatched model, bad configuration): printed, exit code 1."""
 
 
+class BadParametersError(NodeStartupError, ValueError):
+    """The node's parameters do not validate (a ValueError too: the same error the dataclass configs raise)."""
+
+
 def run_node(make_node: Callable[[], Node], spin: Callable[[Node], None] = rclpy.spin, args=None) -> None:
     """The talker pattern: spin until interrupted; always destroy the node and shut rclpy down."""
     rclpy.init(args=args)

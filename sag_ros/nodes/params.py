@@ -8,6 +8,7 @@ a bad ``ros2 param set`` is refused with the dataclass's own message.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Generic, TypeVar
 
@@ -28,7 +29,10 @@ class CameraNodeConfig:
     """``sag_camera``: camera frames + robot state -> policy-sized, stamped observations."""
 
     image_size: int = _param(96, "side of the square image the policy reads (centre-crop + resize)", read_only=True)
-    state_dim: int = _param(2, "proprioception size: the first positions of the JointState", read_only=True)
+    state_dim: int = _param(2, "proprioception size", read_only=True)
+    state_joints: list = _param(["*"], "names of the JointState entries the policy reads, in its order (a robot's "
+                                "/joint_states holds every joint in an order of its own); ['*'] = the first "
+                                "state_dim positions, whatever their names", read_only=True)
     n_obs_steps: int = _param(2, "observation history kept (To)", read_only=True)
     max_state_age_s: float = _param(0.5, "a frame is dropped when the newest robot state is older than this")
     warn_throttle_s: float = _param(2.0, "minimum seconds between two warnings about dropped frames")
@@ -37,6 +41,9 @@ class CameraNodeConfig:
         _require(self.image_size > 0, f"image_size={self.image_size} must be > 0")
         _require(self.state_dim >= 0, f"state_dim={self.state_dim} must be >= 0")
         _require(self.n_obs_steps >= 1, f"n_obs_steps={self.n_obs_steps} must be >= 1")
+        self.state_joints = [str(n) for n in self.state_joints]
+        _require(self.state_joints == ["*"] or len(self.state_joints) == self.state_dim,
+                 f"state_joints={self.state_joints} must name state_dim={self.state_dim} joints, or be ['*']")
         _require(self.max_state_age_s > 0, f"max_state_age_s={self.max_state_age_s} must be > 0")
         _require(self.warn_throttle_s >= 0, f"warn_throttle_s={self.warn_throttle_s} must be >= 0")
 
@@ -80,6 +87,8 @@ class InferenceNodeConfig:
     diagnostics_period_s: float = _param(1.0, "seconds between two /diagnostics messages", read_only=True)
 
     def __post_init__(self) -> None:
+        if isinstance(self.hold_x0, bool):  # YAML reads an unquoted on/off (-p hold_x0:=on) as a boolean
+            self.hold_x0 = "on" if self.hold_x0 else "off"
         self.joint_names = [str(n) for n in self.joint_names]
         self.action_min = [float(v) for v in self.action_min]
         self.action_max = [float(v) for v in self.action_max]
@@ -138,10 +147,40 @@ def field_names(cls: type) -> list[str]:
     return [f.name for f in fields(cls)]
 
 
+def _as_float(name: str, value: Any) -> float:
+    """A float parameter's value: ints widen (YAML ``10``, ``-p rate:=10``); NaN and inf are refused, since
+    every float here is a time, a rate, a margin or a bound, and an infinite one silently disables a safety check."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name}={value!r} must be a number")
+    if not math.isfinite(value):
+        raise ValueError(f"{name}={value} must be finite")
+    return float(value)
+
+
+def _as_type_of(name: str, default: Any, value: Any) -> Any:
+    """``value`` as the type of the field's ``default``, or a ValueError that names the parameter."""
+    if isinstance(default, float):
+        return _as_float(name, value)
+    if isinstance(default, list):
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+            raise ValueError(f"{name}={value!r} must be a list")
+        if default and isinstance(default[0], float):
+            return [_as_float(f"{name}[{i}]", v) for i, v in enumerate(value)]
+        return list(value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}={value!r} must be true or false")
+    elif isinstance(default, int) and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"{name}={value!r} must be an integer")
+    return value  # strings: each config checks its own (a YAML 'on' may arrive as a bool, see hold_x0)
+
+
 def config_from_values(cls: type[C], values: dict[str, Any]) -> C:
-    """Build (and so validate) a config from parameter values; arrays become lists."""
-    plain = {k: (list(v) if not isinstance(v, (str, bytes)) and hasattr(v, "__len__") else v) for k, v in values.items()}
-    return cls(**plain)
+    """Build (and so validate) a config from parameter values, each converted to its field's type (arrays become
+    lists, float fields take ints) or refused with a message that names it."""
+    defaults = cls()
+    return cls(**{key: _as_type_of(key, getattr(defaults, key), value) if hasattr(defaults, key) else value
+                  for key, value in values.items()})
 
 
 class ConfigParameters(Generic[C]):
@@ -153,13 +192,21 @@ class ConfigParameters(Generic[C]):
     def __init__(self, node: Any, cls: type[C]) -> None:
         from rcl_interfaces.msg import ParameterDescriptor
 
+        from sag_ros.nodes.lifecycle import BadParametersError
+
         self._node, self._cls = node, cls
         defaults = cls()
         for f in fields(cls):
+            # Dynamically typed for rclpy: types are checked once, by config_from_values, which widens an integer
+            # given for a float (``-p control_rate_hz:=10``, a YAML ``[512, 512]``) where rclpy would refuse it
+            # with a traceback, and names the parameter when a value has the wrong type.
             node.declare_parameter(f.name, getattr(defaults, f.name), ParameterDescriptor(
                 name=f.name, description=f.metadata.get("description", ""),
-                read_only=bool(f.metadata.get("read_only", False))))
-        self.config: C = self._rebuild({})
+                read_only=bool(f.metadata.get("read_only", False)), dynamic_typing=True))
+        try:
+            self.config: C = self._rebuild({})
+        except (ValueError, TypeError) as exc:
+            raise BadParametersError(f"{node.get_name()}: bad parameters: {exc}") from exc
         node.add_on_set_parameters_callback(self._validate)
         node.add_post_set_parameters_callback(self._accept)
 

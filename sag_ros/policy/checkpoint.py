@@ -31,21 +31,27 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         torch.save(obj, f)
 
 
-def load_artifact(path: Path, expected_format: str, expected_version: int) -> dict[str, Any]:
-    """Read a torch file written by :func:`atomic_torch_save` and check its format tag and version."""
+def load_artifact(path: Path, expected_format: str, expected_version: int,
+                  required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read a torch file written by :func:`atomic_torch_save`; check its format tag, version and ``required`` keys."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted?): {exc}") from exc
+    except Exception as exc:  # torch raises several types for truncated or foreign files; its first line says which
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated, corrupted or not a torch file): "
+                              f"{reason}") from exc
     if not isinstance(payload, dict) or payload.get("format") != expected_format:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path}: expected a {expected_format!r} file, found {found!r}")
     if payload.get("version") != expected_version:
         raise CheckpointError(f"{path}: {expected_format} version {payload.get('version')} is not supported "
                               f"(this sag_ros reads version {expected_version})")
+    missing = [key for key in required if key not in payload]
+    if missing:
+        raise CheckpointError(f"{path}: damaged {expected_format} file: it lacks {missing}")
     return payload
 
 
@@ -70,7 +76,7 @@ def save_policy(policy: DiffusionPolicy, path: Path, *, data_hash: str, half: bo
 
 def load_policy(path: Path, expected_config: PolicyConfig | None = None) -> tuple[DiffusionPolicy, dict[str, Any]]:
     """Load a policy in eval mode, fp32. Returns it with the checkpoint's metadata (hash, fingerprint, extra)."""
-    payload = load_artifact(path, FORMAT, VERSION)
+    payload = load_artifact(path, FORMAT, VERSION, required=("config", "state_dict"))
     try:
         config = PolicyConfig.from_dict(payload["config"])
     except (KeyError, TypeError, ValueError) as exc:

@@ -22,7 +22,7 @@ def sampler_signature(policy: DiffusionPolicy) -> dict[str, Any]:
 
 def pruner_sampler(path: Path) -> tuple[str, int]:
     """The sampler kind and step count a pruner's masks are for (set the policy's sampler to it before loading)."""
-    sampler = load_artifact(path, FORMAT, VERSION)["sampler"]
+    sampler = load_artifact(path, FORMAT, VERSION, required=("sampler",))["sampler"]
     return sampler["kind"], sampler["num_steps"]
 
 
@@ -47,8 +47,12 @@ def load_pruner(path: Path, policy: DiffusionPolicy, *, transfer: bool = False) 
     ``transfer``: accept a pruner trained for another policy with the same observation features and grid, as
     the starting point of training (e.g. for the same policy trained further); never for inference.
     """
-    payload = load_artifact(path, FORMAT, VERSION)
-    config = PrunerConfig(**payload["config"])
+    payload = load_artifact(path, FORMAT, VERSION,
+                            required=("config", "policy_fingerprint", "sampler", "state_dict", "extra"))
+    try:
+        config = PrunerConfig(**payload["config"])
+    except (TypeError, ValueError) as exc:  # e.g. a field this sag_ros does not know: another version's file
+        raise CheckpointError(f"{path}: invalid stored pruner config: {exc}") from exc
     if transfer:
         grid, expected_grid = (config.num_steps, config.num_blocks, config.obs_feature_dim), pruner_grid(policy)
         if grid != expected_grid:
@@ -61,5 +65,8 @@ def load_pruner(path: Path, policy: DiffusionPolicy, *, transfer: bool = False) 
         raise CheckpointError(f"{path}: pruner masks are for sampler {payload['sampler']}, "
                               f"the policy samples with {sampler_signature(policy)}")
     pruner = Pruner(config)
-    pruner.load_state_dict(payload["state_dict"])
+    try:
+        pruner.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the stored pruner config: {exc}") from exc
     return pruner.eval(), payload["extra"]

@@ -1,0 +1,47 @@
+"""`sag` on bad input: argparse refuses bad counts; what the layers refuse is one line naming the command."""
+
+import pytest
+
+from sag_ros.cli import BACKEND_NAMES, main
+
+
+@pytest.mark.parametrize("argv", [
+    ["eval", "--episodes", "0"],
+    ["eval", "--interval", "0"],
+    ["eval", "--interval", "5@-1"],
+    ["bench", "--backends", "tensorflow"],
+    ["bench", "--noise-seeds", "-1"],
+    ["bench-ros", "--rate", "nan"],
+    ["train-pruner", "--policy", "p.pt", "--data", "d.npz", "--out", "o.pt", "--batch-size", "0"],
+])
+def test_bad_counts_and_names_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2  # argparse's usage error, before any work starts
+    assert "error: argument" in capsys.readouterr().err
+
+
+def test_a_missing_checkpoint_is_one_line_naming_the_command(tmp_path):
+    with pytest.raises(SystemExit, match=r"^sag eval: .*nope\.pt: no such file$"):
+        main(["eval", "--policy", str(tmp_path / "nope.pt"), "--episodes", "1"])
+
+
+def test_a_value_the_layers_refuse_is_one_line_too(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a checkpoint")
+    with pytest.raises(SystemExit, match=r"^sag pack: .*notes\.txt: not a readable checkpoint"):
+        main(["pack", "--policy", str(notes), "--out", str(tmp_path / "out.pt")])
+
+
+def test_traceback_on_request(tmp_path, monkeypatch):
+    from sag_ros.policy.checkpoint import CheckpointError
+
+    monkeypatch.setenv("SAG_TRACEBACK", "1")
+    with pytest.raises(CheckpointError, match="no such file"):
+        main(["eval", "--policy", str(tmp_path / "nope.pt"), "--episodes", "1"])
+
+
+def test_backend_names_are_the_engines():
+    from sag_ros.engine import BACKENDS
+
+    assert BACKEND_NAMES == tuple(BACKENDS)
