@@ -242,7 +242,6 @@ def _at_least(minimum: int):
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= {minimum}")
         return value
-    parse.__name__ = f"integer >= {minimum}"
     return parse
 
 
