@@ -373,6 +373,31 @@ def plot_results(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_paired(rows: list[dict], path: Path, margin: float | None = 0.03) -> None:
+    """A forest plot of :func:`compare_episodes` rows: each pair's paired score difference a - b with two standard
+    errors either side, against zero and (``margin``) issue #3's tolerance below dense."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.45 * len(rows)))
+    positions = np.arange(len(rows))[::-1]  # the first pair on top, as in the table
+    ax.errorbar([r["score"]["mean"] for r in rows], positions, xerr=[2 * r["score"]["sem"] for r in rows], fmt="o",
+                capsize=4)
+    ax.set_yticks(positions, [f"{r['a']} - {r['b']} ({r['score']['episodes']} ep.)" for r in rows], fontsize=8)
+    ax.axvline(0.0, color="k", lw=0.8)
+    if margin:
+        for x in (-margin, margin):
+            ax.axvline(x, color="tab:red", lw=0.8, ls="--")
+    ax.set_xlabel(f"paired score difference a - b, ± 2 standard errors{f' (dashed: ±{margin:g})' if margin else ''}")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def save_report(report: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1))

@@ -165,7 +165,7 @@ def _bench(args: argparse.Namespace) -> None:
 
 
 def _paired(args: argparse.Namespace) -> None:
-    from sag_ros.benchmark import compare_episodes, format_paired, paired_comparisons
+    from sag_ros.benchmark import compare_episodes, format_paired, paired_comparisons, plot_paired
 
     if (args.report is None) == (not args.pool) or len(args.pool) == 1:
         raise SystemExit("sag paired: give either one `sag bench` report or --pool NAME=RUN[,RUN...] for each of "
@@ -181,6 +181,9 @@ def _paired(args: argparse.Namespace) -> None:
         raise SystemExit(f"{args.report} has no per-episode results for two methods (a speed-only run, or older "
                          "than per-episode results)")
     print(format_paired(rows))
+    if args.plot:
+        plot_paired(rows, Path(args.plot))
+        print(f"wrote {args.plot}")
 
 
 def _pooled_method(spec: str) -> tuple[str, dict]:
@@ -383,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a method pooled from runs, each a `sag eval` JSON or BENCH.json::METHOD (its noise seeds); "
                         "repeat per method; methods pair on the episodes they share")
     p.add_argument("--methods", nargs="+", help="method names, in the order to compare (default: all)")
+    p.add_argument("--plot", help="also draw the pairs as a forest plot (difference ± 2 standard errors) to this PNG")
     p.set_defaults(func=_paired)
 
     p = sub.add_parser("bench-ros", help="dense vs SAG closed loop over ROS 2: rate, obs-to-action latency, score")

@@ -63,8 +63,9 @@ def test_paired_comparisons_count_discordant_episodes(tmp_path, capsys):
     assert row["mcnemar_p"] == 0.5 and exact_mcnemar(0, 0) == 1.0 and exact_mcnemar(8, 3) == 2 * (1 + 11 + 55 + 165) / 2 ** 11
     assert row["score"]["mean"] == 0.5
     (tmp_path / "bench.json").write_text(json.dumps(report))
-    main(["paired", str(tmp_path / "bench.json"), "--methods", "sag", "dense"])
+    main(["paired", str(tmp_path / "bench.json"), "--methods", "sag", "dense", "--plot", str(tmp_path / "pairs.png")])
     assert "-0.500±" in capsys.readouterr().out.splitlines()[2]
+    assert (tmp_path / "pairs.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="no method"):
         main(["paired", str(tmp_path / "bench.json"), "--methods", "nope"])
 
