@@ -60,6 +60,9 @@ def test_fit_square_crops_the_centre_and_resizes():
     assert out.shape == (32, 32, 3) and out.dtype == np.uint8
     assert (out == 200).all()
     assert fit_square(np.zeros((96, 96, 3), np.uint8), 96).shape == (96, 96, 3)
+    assert fit_square(np.zeros((24, 40, 3), np.uint8), 96).shape == (96, 96, 3)  # 4x up: still taken
+    with pytest.raises(ValueError, match="too small for the policy's 96x96 input"):
+        fit_square(np.zeros((23, 400, 3), np.uint8), 96)
 
 
 def test_joint_state():

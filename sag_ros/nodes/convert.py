@@ -82,12 +82,20 @@ def array_to_image(rgb: np.ndarray, stamp: Time, frame_id: str = "") -> Image:
     return msg
 
 
+MAX_UPSCALE = 4
+"""A frame whose shorter side is below 1/MAX_UPSCALE of the policy's input is refused rather than blown up: it is a
+thumbnail or the wrong stream, and the policy would act on a blur it never saw in training."""
+
+
 def fit_square(rgb: np.ndarray, size: int) -> np.ndarray:
     """Centre-crop to a square, then resize to ``size`` x ``size`` (INTER_AREA down, INTER_LINEAR up)."""
     import cv2
 
     height, width = rgb.shape[:2]
     side = min(height, width)
+    if side * MAX_UPSCALE < size:
+        raise ValueError(f"a {width}x{height} frame is too small for the policy's {size}x{size} input (more than "
+                         f"{MAX_UPSCALE}x upscaling): a thumbnail or the wrong image stream?")
     top, left = (height - side) // 2, (width - side) // 2
     square = rgb[top:top + side, left:left + side]
     if side == size:
