@@ -328,12 +328,27 @@ def _speedup_ticks(low: float, high: float) -> list[float]:
 PLOT_MARKERS = "os^D"
 
 
-def plot_results(report: dict, path: Path) -> None:
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend: plots are files, written on machines without a display."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_figure(fig, path: Path) -> None:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+
+
+def plot_results(report: dict, path: Path) -> None:
     import matplotlib.ticker
+
+    plt = _pyplot()
 
     masks = report.get("masks", {}).get("masks", [])
     fig, axes = plt.subplots(1, 1 + len(masks), figsize=(5 + 2.6 * len(masks), 5.4),
@@ -367,21 +382,13 @@ def plot_results(report: dict, path: Path) -> None:
         axes[1 + i].set_title(title + (f"\n{changed.sum()} cells differ from obs 0 (red)" if i else ""), fontsize=8)
         axes[1 + i].set_xlabel("block (SA, CA, FFN per layer)")
         axes[1 + i].set_ylabel("denoising step")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_figure(fig, path)
 
 
 def plot_paired(rows: list[dict], path: Path, margin: float | None = 0.03) -> None:
     """A forest plot of :func:`compare_episodes` rows: each pair's paired score difference a - b with two standard
     errors either side, against zero and (``margin``) issue #3's tolerance below dense."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.45 * len(rows)))
+    fig, ax = _pyplot().subplots(figsize=(7, 1.2 + 0.45 * len(rows)))
     positions = np.arange(len(rows))[::-1]  # the first pair on top, as in the table
     ax.errorbar([r["score"]["mean"] for r in rows], positions, xerr=[2 * r["score"]["sem"] for r in rows], fmt="o",
                 capsize=4)
@@ -392,10 +399,7 @@ def plot_paired(rows: list[dict], path: Path, margin: float | None = 0.03) -> No
             ax.axvline(x, color="tab:red", lw=0.8, ls="--")
     ax.set_xlabel(f"paired score difference a - b, ± 2 standard errors{f' (dashed: ±{margin:g})' if margin else ''}")
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_figure(fig, path)
 
 
 def save_report(report: dict, path: Path) -> None:

@@ -201,11 +201,9 @@ class FlakyPlanner:
 def test_an_unexpected_error_is_counted_and_the_worker_keeps_running(ros_context, executor, tiny_checkpoint):
     """Before, an exception of a type the worker did not catch ended its thread: no chunk ever again, and the timer
     counted overruns forever."""
-    flaky: list[FlakyPlanner] = []
-    inference, probe, recorder = _fed_inference_with(
-        lambda planner: flaky.append(FlakyPlanner(planner, failures=0)) or flaky[0], ros_context, executor,
-        tiny_checkpoint, control_rate_hz=10.0)
-    flaky[0].failures = 2  # not before: the constructor's warm-up call must succeed
+    inference, probe, recorder = _fed_inference_with(lambda planner: FlakyPlanner(planner, failures=0), ros_context,
+                                                     executor, tiny_checkpoint, control_rate_hz=10.0)
+    inference.predictor.planner.failures = 2  # not before: the constructor's warm-up call must succeed
     try:
         assert spin_until(executor, lambda: len(recorder.chunks) >= 3, 5.0), inference.health()
         assert inference.failures == 2
