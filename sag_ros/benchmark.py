@@ -346,6 +346,12 @@ def _save_figure(fig, path: Path) -> None:
 
 
 def plot_results(report: dict, path: Path) -> None:
+    """Score against speed-up for every scored method, and the pruner's masks for a few observations, as a file."""
+    _save_figure(results_figure(report), path)
+
+
+def results_figure(report: dict):
+    """The figure :func:`plot_results` saves (a matplotlib ``Figure``), kept apart so that tests can read it."""
     import matplotlib.ticker
 
     plt = _pyplot()
@@ -382,7 +388,7 @@ def plot_results(report: dict, path: Path) -> None:
         axes[1 + i].set_title(title + (f"\n{changed.sum()} cells differ from obs 0 (red)" if i else ""), fontsize=8)
         axes[1 + i].set_xlabel("block (SA, CA, FFN per layer)")
         axes[1 + i].set_ylabel("denoising step")
-    _save_figure(fig, path)
+    return fig
 
 
 def plot_paired(rows: list[dict], path: Path, margin: float | None = 0.03) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sag_ros.benchmark import (_speedup_ticks, exact_mcnemar, format_results, paired_comparisons, paired_difference,
-                               plot_results, standard_methods)
+                               plot_results, results_figure, standard_methods)
 from sag_ros.cli import main
 
 
@@ -31,7 +31,30 @@ def test_score_plot_labels_round_speedups(tmp_path):
         "sag": {"speedup": 6.1, "score_mean": 0.27, "score_std": 0.02},
         "speed only": {"speedup": 9.0, "score_mean": None, "score_std": None}}}
     plot_results(report, tmp_path / "bench.png")
-    assert (tmp_path / "bench.png").stat().st_size > 0
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_score_plot_draws_each_scored_method_and_marks_where_masks_differ():
+    masks = np.zeros((2, 4, 6), dtype=bool)
+    masks[:, 1:, :] = True
+    masks[1, 2, :3] = False  # obs 1 computes three more blocks at step 2
+    report = {"task": "pusht", "masks": {"masks": masks.tolist()}, "methods": {
+        "dense": {"speedup": 1.0, "score_mean": 0.70, "score_std": 0.01},
+        "sag": {"speedup": 8.2, "score_mean": 0.67, "score_std": 0.02},
+        "speed only": {"speedup": 9.0, "score_mean": None, "score_std": None}}}
+    fig = results_figure(report)
+    score_ax, *mask_axes = fig.axes
+    points = [c.lines[0].get_xydata().tolist() for c in score_ax.containers]
+    assert points == [[[1.0, 0.70]], [[8.2, 0.67]]]  # the speed-only row has no score to plot
+    assert [t.get_text() for t in score_ax.get_legend().get_texts()] == ["dense", "sag"]
+    assert [tick.get_text() for tick in score_ax.get_xticklabels()] == ["1x", "1.5x", "2x", "3x", "4x", "6x", "8x"]
+    assert len(mask_axes) == 2
+    assert mask_axes[0].get_title() == "obs 0: 75% pruned (grey)"
+    assert mask_axes[1].get_title().endswith("3 cells differ from obs 0 (red)")
+    image = mask_axes[1].get_images()[0].get_array()
+    assert image.shape == (4, 6, 3)
+    assert np.allclose(image[2, :3], (0.85, 0.1, 0.1)) and np.allclose(image[0, 0], 1.0)
+    assert np.allclose(image[3, 0], 0.35)
 
 
 def test_paired_difference_to_dense_is_per_episode_and_shown_in_the_table():
