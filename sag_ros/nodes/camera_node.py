@@ -15,7 +15,7 @@ import threading
 
 import numpy as np
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 
 from sag_ros.nodes.convert import (array_to_image, array_to_joint_state, fit_square, image_to_array,
@@ -25,7 +25,8 @@ from sag_ros.nodes.lifecycle import run_node
 from sag_ros.nodes.params import CameraNodeConfig, ConfigParameters
 
 
-def sensor_qos_depth1():
+def sensor_qos_depth1() -> QoSProfile:
+    """Sensor-data QoS (best effort, volatile) keeping one message: a late frame is worth less than the next."""
     qos = copy.copy(qos_profile_sensor_data)
     qos.depth = 1
     return qos

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -64,7 +65,7 @@ class WindowSampler:
         return obs, torch.from_numpy(self.arrays["action"][idx]).float()
 
 
-def hash_file(path) -> str:
+def hash_file(path: str | Path) -> str:
     """Short SHA-256 of a file's bytes: the data identity stored in checkpoints."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
