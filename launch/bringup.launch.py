@@ -2,6 +2,7 @@
 
     ros2 launch sag_ros bringup.launch.py model_path:=/path/policy.pt pruner_path:=none rate:=10.0 use_sim:=true
     ros2 launch sag_ros bringup.launch.py use_sim:=false params_file:=/path/my_robot.yaml
+    ros2 launch sag_ros bringup.launch.py namespace:=robot1   # /robot1/sag/actions, /robot1/sag_inference, ...
 
 Thin: the nodes, their parameters and remappings come from ``sag_ros.nodes.graph`` (shared with
 ``sag-bringup``); launch and launch_ros are imported only here.
@@ -24,6 +25,7 @@ ARGUMENTS = {
     "interval": ("0", "interval caching n (every n-th denoising step computes) instead of a pruner; 0 = off"),
     "rate": ("0.0", "control rate in Hz for inference and sim; 0 = config/sag_nodes.yaml"),
     "use_sim": ("true", "start the Push-T simulator and wire the camera to it"),
+    "namespace": ("", "namespace of every node and topic (e.g. robot1: /robot1/sag/actions); empty = none"),
 }
 
 
@@ -35,8 +37,9 @@ def _nodes(context):
                                   backend=value["backend"], hold_x0=value["hold_x0"], interval=interval,
                                   rate=float(value["rate"] or 0.0),
                                   use_sim=value["use_sim"].strip().lower() in ("1", "true", "yes", "on"))
-    return [Node(package="sag_ros", executable=d.executable, name=d.name, parameters=[dict(d.parameters)],
-                 remappings=list(d.remappings), output="screen") for d in descriptions]
+    return [Node(package="sag_ros", executable=d.executable, name=d.name, namespace=value["namespace"] or None,
+                 parameters=[dict(d.parameters)], remappings=list(d.remappings), output="screen")
+            for d in descriptions]
 
 
 def generate_launch_description():

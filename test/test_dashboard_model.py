@@ -61,7 +61,7 @@ def test_pause_freezes_samples_and_mask_but_not_statuses():
     model.set_mask(np.zeros((3, 3), bool), 1.0)
     assert model.version == version and model.count("total_ms") == 2
     np.testing.assert_array_equal(model.mask, np.eye(3, dtype=bool))
-    model.set_status(Status("sag_inference: inference loop", 2, "newest observation is 900 ms old"))
+    model.set_status(Status("/sag_inference: inference loop", 2, "newest observation is 900 ms old"))
     assert model.version > version and model.statuses()[0].level_name == "ERROR"
     model.set_paused(False)
     _feed(model, [3.0], t0=2.0)
@@ -75,7 +75,7 @@ def test_period_and_rates_come_from_the_node_diagnostics():
     achieved, target = model.rates()
     assert achieved == pytest.approx(2.0) and math.isnan(target)
     model.set_status(Status("sag_camera", 0, "ok", {"rate_hz": "30.0"}))
-    model.set_status(Status("sag_inference: inference loop", 1, "slow", {
+    model.set_status(Status("/sag_inference: inference loop", 1, "slow", {
         "period_ms": "100.000", "achieved_rate_hz": "8.500", "target_rate_hz": "10.0"}))
     assert model.period_ms == 100.0 and model.summary().deadline_misses == 1
     assert model.rates() == (8.5, 10.0)

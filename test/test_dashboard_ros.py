@@ -1,5 +1,6 @@
 """Dashboard over real DDS: the mask message round-trips, the inference node publishes ``/sag/mask`` only while
-subscribed, and a live inference node fills the dashboard model (samples, mask, diagnostics) and its widget."""
+subscribed, a live inference node fills the dashboard model (samples, mask, diagnostics) and its widget, and two
+robots' graphs in their own namespaces stay apart."""
 
 import os
 
@@ -13,10 +14,11 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before any Qt import: n
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from std_msgs.msg import Float64, UInt8MultiArray  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 import sag_ros.nodes.inference_node as inference_node  # noqa: E402
 from ros_fixtures import *  # noqa: E402,F401,F403
-from ros_fixtures import spin_until, stop_nodes  # noqa: E402
+from ros_fixtures import spin_for, spin_until, stop_nodes  # noqa: E402
 from sag_ros.dashboard.model import DashboardModel  # noqa: E402
 from sag_ros.dashboard.source import DashboardSource  # noqa: E402
 from sag_ros.nodes.camera_node import ObservationBuffer  # noqa: E402
@@ -41,11 +43,12 @@ def sag_predictor(path) -> PolicyPredictor:
     return PolicyPredictor(policy, SagPlanner(kernels, pruner, "one_for_all"), kernels)
 
 
-def start_inference(ctx, path, probe: Node, **params) -> InferenceNode:
+def start_inference(ctx, path, probe: Node, namespace: str = "/", **params) -> InferenceNode:
     """An inference node on a shared buffer that ``probe`` keeps fresh (stamped now, every 50 ms)."""
     buffer = ObservationBuffer(2, SIZE, 2)
     overrides = [Parameter(k, value=v) for k, v in dict(model_path=str(path), control_rate_hz=10.0, **params).items()]
-    node = InferenceNode(buffer, sag_predictor(path), context=ctx, parameter_overrides=overrides)
+    node = InferenceNode(buffer, sag_predictor(path), context=ctx, parameter_overrides=overrides,
+                         cli_args=["--ros-args", "-r", f"__ns:={namespace}"])
     rgb = np.full((SIZE, SIZE, 3), 120, np.uint8)
     probe.create_timer(0.05, lambda: buffer.push(probe.get_clock().now().nanoseconds, rgb,
                                                   np.array([200.0, 300.0], np.float32)))
@@ -109,17 +112,46 @@ def test_live_inference_node_fills_the_dashboard(ros_context, executor, tiny_che
         assert (total > 0).all() and total.max() < 1000 and (denoise > 0).all()
         assert model.mask.shape == (STEPS, BLOCKS)
         status = model.statuses()[0]
-        assert status.name == "sag_inference: inference loop" and status.level_name in ("OK", "WARN")
+        assert status.name == "/sag_inference: inference loop" and status.level_name in ("OK", "WARN")
         assert model.period_ms == pytest.approx(100.0)  # from the node's diagnostics
         assert model.rates()[1] == pytest.approx(10.0)
 
         app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
         widget = DashboardWidget(model, refresh_ms=0)
         app.processEvents()
-        assert "sag_inference: inference loop" in widget.status_label.text()
+        assert "/sag_inference: inference loop" in widget.status_label.text()
         assert status.level_name in widget.status_label.text()
         assert f"last {model.summary().count} chunks" in widget.stats_label.text()
         widget.close()
     finally:
         source.destroy()
         stop_nodes(executor, inference, probe, dashboard)
+
+
+def test_two_robots_in_their_own_namespaces_stay_apart(ros_context, executor, tiny_checkpoint):
+    """Relative topic names: each namespaced inference node publishes under its namespace, nothing lands on the root
+    /sag/actions, and a dashboard in /robot1 shows robot1's samples and status only (both share /diagnostics)."""
+    probe = Node("probe", context=ros_context)
+    robots = {ns: start_inference(ros_context, tiny_checkpoint, probe, namespace=ns, diagnostics_period_s=0.25)
+              for ns in ("/robot1", "/robot2")}
+    dashboard = Node("sag_dashboard", namespace="/robot1", context=ros_context)
+    model = DashboardModel(window=10_000)
+    source = DashboardSource(model, dashboard)
+    chunks = {topic: [] for topic in ("/robot1/sag/actions", "/robot2/sag/actions", "/sag/actions")}
+    for topic, received in chunks.items():
+        probe.create_subscription(JointTrajectory, topic, received.append, 10)
+    for node in (*robots.values(), probe, dashboard):
+        executor.add_node(node)
+    try:
+        ready = lambda: (min(len(chunks["/robot1/sag/actions"]), len(chunks["/robot2/sag/actions"]),  # noqa: E731
+                             model.count("total_ms")) >= 3 and model.statuses())
+        assert spin_until(executor, ready, 8.0), ({t: len(c) for t, c in chunks.items()}, model.statuses())
+        spin_for(executor, 0.6)  # robot2's diagnostics (every 0.25 s) reach the dashboard's /diagnostics too
+        assert chunks["/sag/actions"] == []
+        assert [robot.get_fully_qualified_name() for robot in robots.values()] == [
+            "/robot1/sag_inference", "/robot2/sag_inference"]
+        assert [status.name for status in model.statuses()] == ["/robot1/sag_inference: inference loop"]
+        assert model.count("total_ms") <= robots["/robot1"].chunks  # robot2's samples would double it
+    finally:
+        source.destroy()
+        stop_nodes(executor, *robots.values(), probe, dashboard)

@@ -34,7 +34,7 @@ def synthetic_model(seed: int = 0, chunks: int = 150) -> DashboardModel:
     mask = rng.random((10, 6)) < 0.55
     mask[0] = False
     model.set_mask(mask, chunks * 0.1)
-    model.set_status(Status("sag_inference: inference loop", 1, "p95 latency 104.2 ms exceeds the 100.0 ms period",
+    model.set_status(Status("/sag_inference: inference loop", 1, "p95 latency 104.2 ms exceeds the 100.0 ms period",
                             {"period_ms": "100.000", "achieved_rate_hz": "9.600", "target_rate_hz": "10.0"}))
     return model
 

@@ -119,7 +119,7 @@ def test_graph_takes_image_size_from_the_checkpoint_and_validates(tiny_checkpoin
     assert nodes["sag_camera"].parameters["image_size"] == 32
     assert nodes["sag_inference"].parameters["control_rate_hz"] == 5.0
     assert nodes["sag_sim"].parameters["max_steps"] == 7
-    assert ("image_raw", "/sag/sim/image") in nodes["sag_camera"].remappings
+    assert ("image_raw", "sag/sim/image") in nodes["sag_camera"].remappings
     assert nodes["sag_inference"].parameters["hold_x0"] == ""  # the pruner's own setting unless told
     held = {d.name: d for d in describe_graph(model_path=str(tiny_checkpoint), hold_x0="off")}
     assert held["sag_inference"].parameters["hold_x0"] == "off"
@@ -190,9 +190,10 @@ def test_launch_file_builds_the_same_graph(tiny_checkpoint, monkeypatch):
     assert declared == set(module.ARGUMENTS)
     context = LaunchContext()
     context.launch_configurations.update({name: default for name, (default, _) in module.ARGUMENTS.items()})
-    context.launch_configurations.update(model_path=str(tiny_checkpoint), rate="5.0")
+    context.launch_configurations.update(model_path=str(tiny_checkpoint), rate="5.0", namespace="robot1")
     monkeypatch.setattr(module, "Node", lambda **kwargs: kwargs)
     expected = describe_graph(model_path=str(tiny_checkpoint), pruner_path=default_pruner_for(str(tiny_checkpoint), 0),
                               rate=5.0, use_sim=True)
     assert [(n["executable"], n["name"], n["parameters"], n["remappings"]) for n in module._nodes(context)] == [
         (d.executable, d.name, [dict(d.parameters)], list(d.remappings)) for d in expected]
+    assert {n["namespace"] for n in module._nodes(context)} == {"robot1"}

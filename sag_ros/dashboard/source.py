@@ -2,7 +2,8 @@
 
 The subscriptions live on a node the caller owns and spins (rqt's ``context.node``, or ``sag-dashboard``'s own),
 so the model fills on the executor thread while the widget reads it on the Qt thread. Subscribing to
-``/sag/mask`` is what makes the inference node publish it.
+``sag/mask`` is what makes the inference node publish it. The topics are relative: a dashboard started in a robot's
+namespace (``--ros-args -r __ns:=/robot1``) shows that robot's graph and only its statuses from ``/diagnostics``.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from std_msgs.msg import Float64, UInt8MultiArray
 
 from sag_ros.dashboard.model import FRACTION_SERIES, DashboardModel, Status
 from sag_ros.nodes.convert import msg_to_mask
-from sag_ros.nodes.graph import FRACTION_TOPIC, LATENCY_SERIES, LATENCY_TOPIC, MASK_TOPIC
-
-DIAGNOSTICS_TOPIC = "/diagnostics"
+from sag_ros.nodes.graph import DIAGNOSTICS_TOPIC, FRACTION_TOPIC, LATENCY_SERIES, LATENCY_TOPIC, MASK_TOPIC
 
 
-def is_sag_status(status: DiagnosticStatus) -> bool:
-    """A status from a sag_ros node (``hardware_id`` ``sag_ros``, or a name that starts with ``sag``)."""
+def is_sag_status(status: DiagnosticStatus, namespace: str = "/") -> bool:
+    """A status from a sag_ros node (``hardware_id`` ``sag_ros``, or a name that starts with ``sag``) in
+    ``namespace`` or below it (every status name starts with its node's full name)."""
+    if namespace != "/" and not status.name.startswith(namespace.rstrip("/") + "/"):
+        return False
     return status.hardware_id == "sag_ros" or status.name.lstrip("/").startswith("sag")
 
 
@@ -67,7 +69,7 @@ class DashboardSource:
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         t = self.now()
         for status in msg.status:
-            if is_sag_status(status):
+            if is_sag_status(status, self.node.get_namespace()):
                 self.model.set_status(status_from_msg(status, t))
 
     def destroy(self) -> None:

@@ -18,19 +18,23 @@ import yaml
 from sag_ros.nodes.params import CameraNodeConfig, InferenceNodeConfig, SimNodeConfig, config_from_values
 from sag_ros.policy.config import PolicyConfig, to_plain
 
-# Topics (absolute names; the camera's inputs are relative so a real camera is a remapping away).
-SIM_IMAGE_TOPIC = "/sag/sim/image"
-SIM_STATE_TOPIC = "/sag/sim/joint_states"
+# Topics. Relative names: in the root namespace they are /sag/actions and so on, and a node namespace (launch
+# argument namespace:=robot1, or --ros-args -r __ns:=/robot1) moves the whole graph, so that two robots' graphs
+# run side by side. The camera's inputs are relative too, so a real camera is a remapping away; /diagnostics stays
+# absolute (the aggregator's topic) and each status names its node in full.
+SIM_IMAGE_TOPIC = "sag/sim/image"
+SIM_STATE_TOPIC = "sag/sim/joint_states"
 CAMERA_IMAGE_INPUT = "image_raw"
 CAMERA_STATE_INPUT = "joint_states"
-OBS_IMAGE_TOPIC = "/sag/observation/image"
-OBS_STATE_TOPIC = "/sag/observation/state"
-ACTIONS_TOPIC = "/sag/actions"
-EPISODE_TOPIC = "/sag/episode"
-MASK_TOPIC = "/sag/mask"  # the pruning mask, published only while someone subscribes
-LATENCY_TOPIC = "/sag/latency/{}"  # one std_msgs/Float64 topic per series, in milliseconds
+OBS_IMAGE_TOPIC = "sag/observation/image"
+OBS_STATE_TOPIC = "sag/observation/state"
+ACTIONS_TOPIC = "sag/actions"
+EPISODE_TOPIC = "sag/episode"
+MASK_TOPIC = "sag/mask"  # the pruning mask, published only while someone subscribes
+LATENCY_TOPIC = "sag/latency/{}"  # one std_msgs/Float64 topic per series, in milliseconds
 LATENCY_SERIES = ("obs_age_ms", "plan_ms", "denoise_ms", "total_ms")
-FRACTION_TOPIC = "/sag/executed_fraction"
+FRACTION_TOPIC = "sag/executed_fraction"
+DIAGNOSTICS_TOPIC = "/diagnostics"
 
 CAMERA, INFERENCE, SIM = "sag_camera", "sag_inference", "sag_sim"
 CONFIGS: dict[str, type] = {CAMERA: CameraNodeConfig, INFERENCE: InferenceNodeConfig, SIM: SimNodeConfig}

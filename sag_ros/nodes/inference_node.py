@@ -32,8 +32,8 @@ from sag_ros.latency import Level, RateMeter, SampleWindow, classify, summarize
 from sag_ros.nodes.camera_node import ObservationBuffer
 from sag_ros.nodes.convert import (chunk_to_trajectory, fit_square, image_to_array, joint_state_to_array, mask_to_msg,
                                    stamp_to_ns)
-from sag_ros.nodes.graph import (ACTIONS_TOPIC, FRACTION_TOPIC, LATENCY_SERIES, LATENCY_TOPIC, MASK_TOPIC,
-                                 OBS_IMAGE_TOPIC, OBS_STATE_TOPIC)
+from sag_ros.nodes.graph import (ACTIONS_TOPIC, DIAGNOSTICS_TOPIC, FRACTION_TOPIC, LATENCY_SERIES, LATENCY_TOPIC,
+                                 MASK_TOPIC, OBS_IMAGE_TOPIC, OBS_STATE_TOPIC)
 from sag_ros.nodes.lifecycle import NodeStartupError, run_node
 from sag_ros.nodes.params import HOLD_X0_CHOICES, ConfigParameters, InferenceNodeConfig
 
@@ -168,7 +168,7 @@ class InferenceNode(Node):
         self._latency_pubs = {k: self.create_publisher(Float64, LATENCY_TOPIC.format(k), 10) for k in LATENCY_SERIES}
         self._fraction_pub = self.create_publisher(Float64, FRACTION_TOPIC, 10)
         self._mask_pub = self.create_publisher(UInt8MultiArray, MASK_TOPIC, 1)
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
 
         self._job: tuple[int, dict[str, np.ndarray], int] | None = None
         self._busy = False
@@ -354,7 +354,8 @@ class InferenceNode(Node):
 
     def _publish_diagnostics(self) -> None:
         level, message, values = self.health()
-        status = DiagnosticStatus(level=bytes([int(level)]), name=f"{self.get_name()}: inference loop",
+        # the node's full name: two robots' graphs in their own namespaces publish on the one /diagnostics
+        status = DiagnosticStatus(level=bytes([int(level)]), name=f"{self.get_fully_qualified_name()}: inference loop",
                                   message=message, hardware_id="sag_ros",
                                   values=[KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v))
                                           for k, v in values.items()])
