@@ -29,7 +29,8 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest", "diffusers==0.42.1"],
+        # colcon: test/test_colcon_install.py builds the package as a ROS 2 workspace does
+        "test": ["pytest", "diffusers==0.42.1", "colcon-common-extensions"],
         # numba: the per-step advance kernel on the CPU loop (sag_ros/engine/host_advance.py)
         "engine": ["onnx", "onnxruntime", "onnxscript", "numba"],
         # sag-dashboard / the rqt plugin (under rqt, its python_qt_binding provides Qt and qtpy follows it)
