@@ -42,6 +42,7 @@ setup(
             "ros-jazzy-std-msgs",
             "ros-jazzy-sensor-msgs",
             "ros-jazzy-diagnostic-msgs",
+            "ros-jazzy-std-srvs",
             "ros-jazzy-trajectory-msgs",
             "ros-jazzy-geometry-msgs",
         ],

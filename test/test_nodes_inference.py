@@ -15,10 +15,12 @@ from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Float64  # noqa: E402
+from std_srvs.srv import SetBool  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from ros_fixtures import *  # noqa: E402,F401,F403
 from ros_fixtures import spin_for, spin_until, stop_nodes  # noqa: E402
+from sag_ros.latency import Level  # noqa: E402
 from sag_ros.nodes.camera_node import ObservationBuffer  # noqa: E402
 from sag_ros.nodes.convert import array_to_image, array_to_joint_state, stamp_to_ns  # noqa: E402
 from sag_ros.nodes.inference_node import InferenceNode, ModelLoadError, clamp_to_bounds  # noqa: E402
@@ -101,6 +103,41 @@ def test_publishes_chunks_at_the_rate_with_observation_stamps(ros_context, execu
         assert recorder.fractions and all(f == 1.0 for f in recorder.fractions)
         _, _, values = inference.health()
         assert values["chunks"] >= n and values["stale_ticks"] == 0 and values["failures"] == 0
+    finally:
+        stop_nodes(executor, inference, probe)
+
+
+def test_enable_service_starts_pauses_and_resumes_publishing(ros_context, executor, tiny_checkpoint):
+    """start_enabled=False: warm, fed, and silent (WARN) until ~/enable is called with true; false pauses again."""
+    buffer = ObservationBuffer(2, SIZE, 2)
+    inference = _inference(ros_context, tiny_checkpoint, buffer, control_rate_hz=5.0, start_enabled=False)
+    probe = Node("probe", context=ros_context)
+    recorder = Recorder(probe)
+    _feed_buffer(probe, buffer)
+    client = probe.create_client(SetBool, "/sag_inference/enable")
+    for node in (inference, probe):
+        executor.add_node(node)
+
+    def call(value: bool) -> SetBool.Response:
+        future = client.call_async(SetBool.Request(data=value))
+        assert spin_until(executor, future.done, 5.0), "no answer from ~/enable"
+        return future.result()
+
+    try:
+        assert spin_until(executor, client.service_is_ready, 5.0), "no ~/enable service"
+        spin_for(executor, 1.0)
+        level, message, _ = inference.health()
+        assert recorder.chunks == [] and level is Level.WARN and "/sag_inference/enable" in message
+        assert call(True).success
+        assert spin_until(executor, lambda: len(recorder.chunks) >= 3, 5.0), inference.health()
+        assert inference.health()[0] is not Level.ERROR
+        assert "paused" in call(False).message
+        spin_for(executor, 0.5)  # a chunk computed before the call may still be on its way
+        published = len(recorder.chunks)
+        spin_for(executor, 1.5)
+        assert len(recorder.chunks) == published and inference.health()[0] is Level.WARN
+        assert call(True).success
+        assert spin_until(executor, lambda: len(recorder.chunks) >= published + 2, 5.0), inference.health()
     finally:
         stop_nodes(executor, inference, probe)
 

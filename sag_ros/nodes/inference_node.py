@@ -5,6 +5,8 @@ nothing is published and ``/diagnostics`` reports ERROR (stale data is never act
 with the previous chunk counts an overrun (never queued); otherwise the observation goes to the worker
 thread, which runs the :class:`~sag_ros.predictor.PolicyPredictor` and publishes a ``JointTrajectory``
 stamped against the observation stamp. Chunks with NaN/inf or out-of-range actions are not published.
+``~/enable`` (``std_srvs/SetBool``) pauses and resumes publishing with the model kept loaded and warm (an operator's
+pause that costs no restart); ``start_enabled: false`` starts paused.
 
 Per chunk: ``/sag/latency/{total_ms,plan_ms,denoise_ms,obs_age_ms}`` and ``/sag/executed_fraction``
 (``std_msgs/Float64``); ``/sag/mask``: the chunk's SAG pruning mask (:func:`mask_to_msg`), only while someone
@@ -26,6 +28,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64, UInt8MultiArray
+from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory
 
 from sag_ros.latency import Level, RateMeter, SampleWindow, classify, summarize
@@ -162,6 +165,7 @@ class InferenceNode(Node):
         self.chunks = self.overruns = self.stale_ticks = self.refused = self.failures = 0
         self._attempts = 0  # seeds the sampling noise: a refused chunk is never redrawn with the same noise
         self._problem: str | None = "no observation received yet"
+        self._enabled = cfg.start_enabled
         self._lock = threading.Lock()
 
         self._actions_pub = self.create_publisher(JointTrajectory, ACTIONS_TOPIC, 1)
@@ -169,6 +173,7 @@ class InferenceNode(Node):
         self._fraction_pub = self.create_publisher(Float64, FRACTION_TOPIC, 10)
         self._mask_pub = self.create_publisher(UInt8MultiArray, MASK_TOPIC, 1)
         self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
+        self.create_service(SetBool, "~/enable", self._on_enable)
 
         self._job: tuple[int, dict[str, np.ndarray], int] | None = None
         self._busy = False
@@ -183,7 +188,21 @@ class InferenceNode(Node):
         self.get_logger().info(f"policy ready: To={to}, {enc.image_size}px, {schedule.kind.value} x {schedule.num_steps} "
                                f"steps, {type(self.predictor.planner).__name__} (held steps "
                                f"{'on' if self.predictor.planner.hold_x0 else 'off'}), "
-                               f"{cfg.backend} blocks, {cfg.control_rate_hz} Hz")
+                               f"{cfg.backend} blocks, {cfg.control_rate_hz} Hz"
+                               + ("" if self._enabled else f"; paused until {self.enable_service} is called"))
+
+    @property
+    def enable_service(self) -> str:
+        return self.resolve_service_name("~/enable")
+
+    def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        with self._lock:
+            changed, self._enabled = self._enabled != request.data, request.data
+        response.success = True
+        response.message = "publishing chunks" if request.data else "paused: no chunks are published"
+        if changed:
+            self.get_logger().info(f"{response.message} (by {self.enable_service})")
+        return response
 
     # -- observations from topics (separate processes) ------------------------------------------------------
 
@@ -239,6 +258,8 @@ class InferenceNode(Node):
             self._set_problem(problem)
             return
         self._set_problem(None)
+        if not self._enabled:
+            return
         with self._wake:
             if self._busy:
                 with self._lock:
@@ -295,7 +316,7 @@ class InferenceNode(Node):
                                     throttle_duration_sec=2.0)
             return
         actions = bounded
-        if self._stopping:
+        if self._stopping or not self._enabled:  # paused while this chunk was computed: it is not sent
             return
         values = {"total_ms": total_s, "plan_ms": timing.plan_s, "denoise_ms": timing.denoise_s,
                   "obs_age_ms": obs_age_s}
@@ -349,6 +370,8 @@ class InferenceNode(Node):
             }
         if problem is not None:
             return Level.ERROR, problem, values
+        if not self._enabled:
+            return Level.WARN, f"paused: no chunks are published until {self.enable_service} is set true", values
         level, message = classify(summary, rate, cfg.control_rate_hz)
         return level, message, values
 

@@ -85,6 +85,8 @@ class InferenceNodeConfig:
     seed: int = _param(0, "seed of the sampling noise; inference attempt i uses seed + i")
     stats_window: int = _param(100, "chunks in the latency window", read_only=True)
     diagnostics_period_s: float = _param(1.0, "seconds between two /diagnostics messages", read_only=True)
+    start_enabled: bool = _param(True, "publish chunks from the start; false = load and warm up the model, then "
+                                 "wait for ~/enable (std_srvs/SetBool) to be called with true", read_only=True)
 
     def __post_init__(self) -> None:
         if isinstance(self.hold_x0, bool):  # YAML reads an unquoted on/off (-p hold_x0:=on) as a boolean
