@@ -193,6 +193,7 @@ class InferenceNode(Node):
 
     @property
     def enable_service(self) -> str:
+        """The pause / resume service's full name (with the node's namespace), as an operator types it."""
         return self.resolve_service_name("~/enable")
 
     def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
@@ -201,7 +202,7 @@ class InferenceNode(Node):
         response.success = True
         response.message = "publishing chunks" if request.data else "paused: no chunks are published"
         if changed:
-            self.get_logger().info(f"{response.message} (by {self.enable_service})")
+            self.get_logger().info(f"{self.enable_service}: {response.message}")
         return response
 
     # -- observations from topics (separate processes) ------------------------------------------------------
