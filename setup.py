@@ -33,8 +33,10 @@ setup(
         "test": ["pytest", "diffusers==0.42.1", "colcon-common-extensions"],
         # numba: the per-step advance kernel on the CPU loop (sag_ros/engine/host_advance.py)
         "engine": ["onnx", "onnxruntime", "onnxscript", "numba"],
-        # sag-dashboard / the rqt plugin (under rqt, its python_qt_binding provides Qt and qtpy follows it)
-        "dashboard": ["qtpy", "PySide6-Essentials", "pyqtgraph"],
+        # sag-dashboard / the rqt plugin (under rqt, its python_qt_binding provides Qt and qtpy follows it).
+        # PySide6 6.12.0 drops a reference to None on every call that returns nothing: under Python 3.11 (where None
+        # is still reference-counted) the dashboard aborts within seconds of live data ("deallocating None")
+        "dashboard": ["qtpy", "PySide6-Essentials>=6.5,<6.12", "pyqtgraph"],
         # the Meta-World task suite (MuJoCo; headless images need the system's EGL, see .ci/run)
         "metaworld": ["metaworld==3.1.1"],
         "ros": [

@@ -155,3 +155,30 @@ def test_two_robots_in_their_own_namespaces_stay_apart(ros_context, executor, ti
     finally:
         source.destroy()
         stop_nodes(executor, *robots.values(), probe, dashboard)
+
+
+def test_dashboard_pauses_and_resumes_the_inference_node(ros_context, executor, tiny_checkpoint):
+    """request_enable over the real service: False pauses the chunks (diagnostics WARN), True resumes them; in a
+    namespace without an inference node there is nothing to ask."""
+    probe = Node("probe", context=ros_context)
+    inference = start_inference(ros_context, tiny_checkpoint, probe)
+    dashboard = Node("sag_dashboard", context=ros_context)
+    elsewhere = Node("sag_dashboard", namespace="/robot9", context=ros_context)
+    source, lonely = DashboardSource(DashboardModel(), dashboard), DashboardSource(DashboardModel(), elsewhere)
+    for node in (inference, probe, dashboard, elsewhere):
+        executor.add_node(node)
+    try:
+        assert spin_until(executor, lambda: inference.chunks >= 2 and source._enable_client.service_is_ready(), 5.0)
+        assert source.request_enable(False)
+        assert spin_until(executor, lambda: inference.health()[0].name == "WARN", 2.0), inference.health()
+        spin_for(executor, 0.5)  # a chunk computed before the call may still be counted
+        paused_at = inference.chunks
+        spin_for(executor, 1.0)
+        assert inference.chunks == paused_at and "paused" in inference.health()[1]
+        assert source.request_enable(True)
+        assert spin_until(executor, lambda: inference.chunks >= paused_at + 3, 5.0), inference.health()
+        assert not lonely.request_enable(False)
+    finally:
+        source.destroy()
+        lonely.destroy()
+        stop_nodes(executor, inference, probe, dashboard, elsewhere)

@@ -1,6 +1,7 @@
 """Dashboard widget offscreen: controls drive the model, and a screenshot with synthetic data is not blank."""
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -67,7 +68,7 @@ def test_controls_pause_resize_and_export(qapp, tmp_path):
     model = synthetic_model(chunks=60)
     widget = DashboardWidget(model, refresh_ms=0)
     widget.pause_button.click()
-    assert model.paused and widget.pause_button.text() == "Resume"
+    assert model.paused and widget.pause_button.text() == "Unfreeze plots"
     model.add_sample("total_ms", 99.0, 1.0)
     assert model.count("total_ms") == 60  # frozen while paused
     widget.pause_button.click()
@@ -82,3 +83,35 @@ def test_controls_pause_resize_and_export(qapp, tmp_path):
     assert empty.mask_text.isVisible() and not widget.mask_text.isVisible()  # "no mask" only without one
     for w in (widget, empty):
         w.close()
+
+
+def test_policy_buttons_call_on_enable_and_say_what_happened(qapp):
+    asked = []
+    answers = iter([True, True, False])
+    widget = DashboardWidget(DashboardModel(), refresh_ms=0,
+                             on_enable=lambda enabled: asked.append(enabled) or next(answers))
+    widget.stop_button.click()
+    assert asked == [False] and widget.control_label.text() == "asked the policy to stop"
+    widget.start_button.click()
+    assert asked == [False, True] and widget.control_label.text() == "asked the policy to start"
+    widget.stop_button.click()  # nobody offers the service
+    assert widget.control_label.text() == "no inference node offers the enable service"
+    plain = DashboardWidget(DashboardModel(), refresh_ms=0)
+    assert plain.stop_button is None and plain.start_button is None  # no callback, no buttons
+    for w in (widget, plain):
+        w.close()
+
+
+def test_redrawing_live_data_keeps_the_reference_count_of_none(qapp):
+    """PySide6 6.12.0 drops a reference to None on every void call; on Python 3.11 sag-dashboard then aborted
+    ("deallocating None") within seconds of live data. A few hundred redraws must leave None's count where it was
+    (on Python >= 3.12 None is immortal and the count never moves)."""
+    model = synthetic_model(chunks=50)
+    widget = DashboardWidget(model, refresh_ms=0)
+    rng = np.random.default_rng(1)
+    before = sys.getrefcount(None)
+    for i in range(300):
+        model.add_sample("total_ms", 5.0 + i * 0.1, float(rng.uniform(50, 120)))
+        widget.refresh()
+    assert sys.getrefcount(None) - before > -100, "the Qt binding loses references to None (PySide6 6.12.0?)"
+    widget.close()

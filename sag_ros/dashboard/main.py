@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         source = DashboardSource(model, node)
         threading.Thread(target=_spin, args=(executor,), name="sag_dashboard_spin", daemon=True).start()
         app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(argv[:1])
-        widget = DashboardWidget(model)
+        widget = DashboardWidget(model, on_enable=source.request_enable)
         widget.resize(1100, 720)
         widget.show()
         signal.signal(signal.SIGINT, lambda *_: app.quit())

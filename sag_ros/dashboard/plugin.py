@@ -24,7 +24,7 @@ class DashboardPlugin(Plugin):
         self.setObjectName("SagDashboard")
         self._model = DashboardModel()
         self._source = DashboardSource(self._model, context.node)
-        self._widget = DashboardWidget(self._model)
+        self._widget = DashboardWidget(self._model, on_enable=self._source.request_enable)
         if context.serial_number() > 1:
             self._widget.setWindowTitle(f"{self._widget.windowTitle()} ({context.serial_number()})")
         context.add_widget(self._widget)

@@ -4,6 +4,7 @@ The subscriptions live on a node the caller owns and spins (rqt's ``context.node
 so the model fills on the executor thread while the widget reads it on the Qt thread. Subscribing to
 ``sag/mask`` is what makes the inference node publish it. The topics are relative: a dashboard started in a robot's
 namespace (``--ros-args -r __ns:=/robot1``) shows that robot's graph and only its statuses from ``/diagnostics``.
+:meth:`DashboardSource.request_enable` pauses or resumes that graph's inference node through its ``~/enable``.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from typing import Callable
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from std_msgs.msg import Float64, UInt8MultiArray
+from std_srvs.srv import SetBool
 
 from sag_ros.dashboard.model import FRACTION_SERIES, DashboardModel, Status
 from sag_ros.nodes.convert import msg_to_mask
-from sag_ros.nodes.graph import DIAGNOSTICS_TOPIC, FRACTION_TOPIC, LATENCY_SERIES, LATENCY_TOPIC, MASK_TOPIC
+from sag_ros.nodes.graph import DIAGNOSTICS_TOPIC, FRACTION_TOPIC, INFERENCE, LATENCY_SERIES, LATENCY_TOPIC, MASK_TOPIC
+
+ENABLE_SERVICE = f"{INFERENCE}/enable"  # the inference node's ~/enable, relative: in the dashboard's namespace
 
 
 def is_sag_status(status: DiagnosticStatus, namespace: str = "/") -> bool:
@@ -48,6 +52,17 @@ class DashboardSource:
         subs.append(node.create_subscription(UInt8MultiArray, MASK_TOPIC, self._on_mask, 1))
         subs.append(node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_diagnostics, 10))
         self._subscriptions = subs
+        self._enable_client = node.create_client(SetBool, ENABLE_SERVICE)
+
+    def request_enable(self, enabled: bool) -> bool:
+        """Ask the inference node to publish chunks (True) or pause (False); False when no inference node offers the
+        service. Does not wait for the answer (the Qt thread calls this): the node's next diagnostics show it."""
+        if not self._enable_client.service_is_ready():
+            self.node.get_logger().warning(f"dashboard: no {self._enable_client.srv_name} service (is {INFERENCE} "
+                                           "running in this namespace?)")
+            return False
+        self._enable_client.call_async(SetBool.Request(data=enabled))
+        return True
 
     def now(self) -> float:
         return self._clock() - self._t0
@@ -77,3 +92,4 @@ class DashboardSource:
         for sub in self._subscriptions:
             self.node.destroy_subscription(sub)
         self._subscriptions = []
+        self.node.destroy_client(self._enable_client)

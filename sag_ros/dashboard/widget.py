@@ -4,15 +4,18 @@ Written against ``qtpy``, so it runs under whatever binding is loaded first (rqt
 robot, PySide6 from the ``dashboard`` extra elsewhere); pyqtgraph follows the binding already imported. The widget
 only reads the model: a timer redraws when ``model.version`` changed.
 
-Layout: a tool row (pause, window length, CSV export, rates), one status line per sag diagnostic, the window's
+Layout: a tool row (freeze the plots, window length, CSV export, rates), one status line per sag diagnostic, the window's
 statistics, then four plots: latency over time with the control period, the total-latency histogram, the
 executed-block fraction per chunk, and the last pruning mask (steps x blocks; computed green, pruned grey).
+Given ``on_enable``, the tool row also has "Stop policy" / "Start policy" buttons that call it with False / True
+(the inference node's pause service); they hold no state of their own: the node's status line says whether it runs.
 """
 
 from __future__ import annotations
 
 import html
 import math
+from typing import Callable
 
 import numpy as np
 from qtpy import QtCore, QtWidgets
@@ -36,18 +39,20 @@ def _ms(value: float) -> str:
 
 
 class DashboardWidget(QtWidgets.QWidget):
-    """Live view of ``model``; ``refresh_ms`` is the redraw period (0: redraw only via :meth:`refresh`)."""
+    """Live view of ``model``; ``refresh_ms`` is the redraw period (0: redraw only via :meth:`refresh`);
+    ``on_enable(enabled) -> bool`` (optional) asks the inference node to run or pause, False if it could not ask."""
 
     def __init__(self, model: DashboardModel, parent: QtWidgets.QWidget | None = None, *,
-                 refresh_ms: int = 100) -> None:
+                 refresh_ms: int = 100, on_enable: Callable[[bool], bool] | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("SagDashboardWidget")
         self.setWindowTitle("SAG latency")
         self.model = model
         self._drawn_version = -1
 
-        self.pause_button = QtWidgets.QPushButton("Pause")
+        self.pause_button = QtWidgets.QPushButton("Freeze plots")
         self.pause_button.setCheckable(True)
+        self.pause_button.setToolTip("Stop drawing new samples (the policy keeps running)")
         self.pause_button.toggled.connect(self._on_pause)
         self.window_spin = QtWidgets.QSpinBox()
         self.window_spin.setRange(10, 100_000)
@@ -61,6 +66,19 @@ class DashboardWidget(QtWidgets.QWidget):
         tools = QtWidgets.QHBoxLayout()
         for w in (self.pause_button, QtWidgets.QLabel("Window:"), self.window_spin, self.export_button):
             tools.addWidget(w)
+        self._on_enable = on_enable
+        self.stop_button = self.start_button = self.control_label = None
+        if on_enable is not None:
+            self.control_label = QtWidgets.QLabel()
+            self.stop_button = QtWidgets.QPushButton("Stop policy")
+            self.start_button = QtWidgets.QPushButton("Start policy")
+            # bound methods, not lambdas: a lambda holding the widget leaves PySide a cycle it deletes badly
+            self.stop_button.clicked.connect(self._on_stop)
+            self.start_button.clicked.connect(self._on_start)
+            for button, enabled in ((self.stop_button, "false"), (self.start_button, "true")):
+                button.setToolTip(f"call the inference node's enable service with {enabled}")
+                tools.addWidget(button)
+            tools.addWidget(self.control_label)
         tools.addStretch(1)
         tools.addWidget(self.rate_label)
 
@@ -123,7 +141,19 @@ class DashboardWidget(QtWidgets.QWidget):
 
     def _on_pause(self, paused: bool) -> None:
         self.model.set_paused(paused)
-        self.pause_button.setText("Resume" if paused else "Pause")
+        self.pause_button.setText("Unfreeze plots" if paused else "Freeze plots")
+
+    def _on_stop(self) -> None:
+        self._ask_policy(False)
+
+    def _on_start(self) -> None:
+        self._ask_policy(True)
+
+    def _ask_policy(self, enabled: bool) -> None:
+        if self._on_enable(enabled):
+            self.control_label.setText(f"asked the policy to {'start' if enabled else 'stop'}")
+        else:
+            self.control_label.setText("no inference node offers the enable service")
 
     def _on_export(self) -> None:
         path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export the shown window", "sag_latency.csv",
@@ -164,7 +194,7 @@ class DashboardWidget(QtWidgets.QWidget):
         misses = f"{s.deadline_misses}/{s.count}" if math.isfinite(s.deadline) else "-"
         self.stats_label.setText(f"total latency over the last {s.count} chunks: p50 {_ms(s.p50)} ms, "
                                  f"p95 {_ms(s.p95)} ms, p99 {_ms(s.p99)} ms, max {_ms(s.max)} ms; deadline "
-                                 f"{_ms(s.deadline)} ms, misses {misses}" + ("  [paused]" if m.paused else ""))
+                                 f"{_ms(s.deadline)} ms, misses {misses}" + ("  [plots frozen]" if m.paused else ""))
         achieved, target = m.rates()
         self.rate_label.setText(f"rate {achieved:.2f} Hz / set {target:.2f} Hz" if math.isfinite(target)
                                 else f"rate {achieved:.2f} Hz")
