@@ -4,8 +4,8 @@ Written against ``qtpy``, so it runs under whatever binding is loaded first (rqt
 robot, PySide6 from the ``dashboard`` extra elsewhere); pyqtgraph follows the binding already imported. The widget
 only reads the model: a timer redraws when ``model.version`` changed.
 
-Layout: a tool row (freeze the plots, window length, CSV export, rates), one status line per sag diagnostic, the window's
-statistics, then four plots: latency over time with the control period, the total-latency histogram, the
+Layout: a tool row (freeze the plots, window length, CSV export, rates), one status line per sag diagnostic, the
+window's statistics, then four plots: latency over time with the control period, the total-latency histogram, the
 executed-block fraction per chunk, and the last pruning mask (steps x blocks; computed green, pruned grey).
 Given ``on_enable``, the tool row also has "Stop policy" / "Start policy" buttons that call it with False / True
 (the inference node's pause service); they hold no state of their own: the node's status line says whether it runs.
