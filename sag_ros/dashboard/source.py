@@ -19,9 +19,8 @@ from std_srvs.srv import SetBool
 
 from sag_ros.dashboard.model import FRACTION_SERIES, DashboardModel, Status
 from sag_ros.nodes.convert import msg_to_mask
-from sag_ros.nodes.graph import DIAGNOSTICS_TOPIC, FRACTION_TOPIC, INFERENCE, LATENCY_SERIES, LATENCY_TOPIC, MASK_TOPIC
-
-ENABLE_SERVICE = f"{INFERENCE}/enable"  # the inference node's ~/enable, relative: in the dashboard's namespace
+from sag_ros.nodes.graph import (DIAGNOSTICS_TOPIC, ENABLE_SERVICE, FRACTION_TOPIC, INFERENCE, LATENCY_SERIES,
+                                 LATENCY_TOPIC, MASK_TOPIC)
 
 
 def is_sag_status(status: DiagnosticStatus, namespace: str = "/") -> bool:
@@ -52,7 +51,8 @@ class DashboardSource:
         subs.append(node.create_subscription(UInt8MultiArray, MASK_TOPIC, self._on_mask, 1))
         subs.append(node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_diagnostics, 10))
         self._subscriptions = subs
-        self._enable_client = node.create_client(SetBool, ENABLE_SERVICE)
+        # relative: a dashboard started in a robot's namespace pauses that robot's inference node
+        self._enable_client = node.create_client(SetBool, f"{INFERENCE}/{ENABLE_SERVICE}")
 
     def request_enable(self, enabled: bool) -> bool:
         """Ask the inference node to publish chunks (True) or pause (False); False when no inference node offers the

@@ -35,6 +35,7 @@ LATENCY_TOPIC = "sag/latency/{}"  # one std_msgs/Float64 topic per series, in mi
 LATENCY_SERIES = ("obs_age_ms", "plan_ms", "denoise_ms", "total_ms")
 FRACTION_TOPIC = "sag/executed_fraction"
 DIAGNOSTICS_TOPIC = "/diagnostics"
+ENABLE_SERVICE = "enable"  # std_srvs/SetBool under the inference node's name (~/enable): pause / resume the chunks
 
 CAMERA, INFERENCE, SIM = "sag_camera", "sag_inference", "sag_sim"
 CONFIGS: dict[str, type] = {CAMERA: CameraNodeConfig, INFERENCE: InferenceNodeConfig, SIM: SimNodeConfig}

@@ -35,8 +35,8 @@ from sag_ros.latency import Level, RateMeter, SampleWindow, classify, summarize
 from sag_ros.nodes.camera_node import ObservationBuffer
 from sag_ros.nodes.convert import (chunk_to_trajectory, fit_square, image_to_array, joint_state_to_array, mask_to_msg,
                                    stamp_to_ns)
-from sag_ros.nodes.graph import (ACTIONS_TOPIC, DIAGNOSTICS_TOPIC, FRACTION_TOPIC, LATENCY_SERIES, LATENCY_TOPIC,
-                                 MASK_TOPIC, OBS_IMAGE_TOPIC, OBS_STATE_TOPIC)
+from sag_ros.nodes.graph import (ACTIONS_TOPIC, DIAGNOSTICS_TOPIC, ENABLE_SERVICE, FRACTION_TOPIC, LATENCY_SERIES,
+                                 LATENCY_TOPIC, MASK_TOPIC, OBS_IMAGE_TOPIC, OBS_STATE_TOPIC)
 from sag_ros.nodes.lifecycle import NodeStartupError, run_node
 from sag_ros.nodes.params import HOLD_X0_CHOICES, ConfigParameters, InferenceNodeConfig
 
@@ -173,7 +173,7 @@ class InferenceNode(Node):
         self._fraction_pub = self.create_publisher(Float64, FRACTION_TOPIC, 10)
         self._mask_pub = self.create_publisher(UInt8MultiArray, MASK_TOPIC, 1)
         self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
-        self.create_service(SetBool, "~/enable", self._on_enable)
+        self.create_service(SetBool, f"~/{ENABLE_SERVICE}", self._on_enable)
 
         self._job: tuple[int, dict[str, np.ndarray], int] | None = None
         self._busy = False
@@ -194,7 +194,7 @@ class InferenceNode(Node):
     @property
     def enable_service(self) -> str:
         """The pause / resume service's full name (with the node's namespace), as an operator types it."""
-        return self.resolve_service_name("~/enable")
+        return self.resolve_service_name(f"~/{ENABLE_SERVICE}")
 
     def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         with self._lock:
