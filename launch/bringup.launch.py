@@ -24,6 +24,8 @@ ARGUMENTS = {
     "hold_x0": ("", "on / off: steps the pruner skips wholly keep the last clean-chunk prediction; empty = config"),
     "interval": ("0", "interval caching n (every n-th denoising step computes) instead of a pruner; 0 = off"),
     "rate": ("0.0", "control rate in Hz for inference and sim; 0 = config/sag_nodes.yaml"),
+    "trigger": ("", "timer / frame: what starts a chunk (a fixed-rate timer, or each new frame at most at the rate); "
+                "empty = config"),
     "use_sim": ("true", "start the Push-T simulator and wire the camera to it"),
     "namespace": ("", "namespace of every node and topic (e.g. robot1: /robot1/sag/actions); empty = none"),
 }
@@ -35,7 +37,7 @@ def _nodes(context):
     descriptions = describe_graph(value["params_file"] or None, model_path=value["model_path"],
                                   pruner_path=value["pruner_path"] or default_pruner_for(value["model_path"], interval),
                                   backend=value["backend"], hold_x0=value["hold_x0"], interval=interval,
-                                  rate=float(value["rate"] or 0.0),
+                                  rate=float(value["rate"] or 0.0), trigger=value["trigger"],
                                   use_sim=value["use_sim"].strip().lower() in ("1", "true", "yes", "on"))
     return [Node(package="sag_ros", executable=d.executable, name=d.name, namespace=value["namespace"] or None,
                  parameters=[dict(d.parameters)], remappings=list(d.remappings), output="screen")

@@ -23,7 +23,7 @@ from ros_fixtures import spin_for, spin_until, stop_nodes  # noqa: E402
 from sag_ros.latency import Level  # noqa: E402
 from sag_ros.nodes.camera_node import ObservationBuffer  # noqa: E402
 from sag_ros.nodes.convert import array_to_image, array_to_joint_state, stamp_to_ns  # noqa: E402
-from sag_ros.nodes.inference_node import InferenceNode, ModelLoadError, clamp_to_bounds  # noqa: E402
+from sag_ros.nodes.inference_node import FrameGate, InferenceNode, ModelLoadError, clamp_to_bounds  # noqa: E402
 from sag_ros.predictor import PolicyPredictor  # noqa: E402
 from sag_ros.policy.checkpoint import load_policy  # noqa: E402
 
@@ -103,6 +103,63 @@ def test_publishes_chunks_at_the_rate_with_observation_stamps(ros_context, execu
         assert recorder.fractions and all(f == 1.0 for f in recorder.fractions)
         _, _, values = inference.health()
         assert values["chunks"] >= n and values["stale_ticks"] == 0 and values["failures"] == 0
+    finally:
+        stop_nodes(executor, inference, probe)
+
+
+@pytest.mark.parametrize("camera_hz, jitter_ms, every", [(10, 8, 1), (30, 4, 3), (20, 6, 2)])
+def test_frame_gate_starts_a_chunk_on_every_kth_frame_of_a_k_times_faster_camera(camera_hz, jitter_ms, every):
+    """A 10 Hz control rate: a camera at k x 10 Hz starts a chunk on every k-th frame, whatever the stamp jitter."""
+    gate = FrameGate(0.1)
+    jitter = np.random.default_rng(camera_hz).uniform(-jitter_ms, jitter_ms, 60) * 1e6
+    stamps = (np.arange(60) * 1e9 / camera_hz + 5e9 + jitter).astype(np.int64)
+    assert [i for i, stamp in enumerate(stamps) if gate.admit(int(stamp))] == list(range(0, 60, every))
+
+
+@pytest.mark.parametrize("camera_hz", [12, 15, 25])
+def test_frame_gate_averages_the_control_rate_for_other_cameras(camera_hz):
+    """12, 15 or 25 Hz against 10 Hz: uneven gaps, 10 chunks a second on average, never more."""
+    gate = FrameGate(0.1)
+    stamps = (np.arange(10 * camera_hz) * 1e9 / camera_hz).astype(np.int64)  # 10 s
+    admitted = [int(stamp) for stamp in stamps if gate.admit(int(stamp))]
+    assert len(admitted) in (99, 100, 101)
+    for start in range(0, 10 * camera_hz - camera_hz, camera_hz):  # any 1 s window holds at most 11
+        window = stamps[start:start + camera_hz]
+        assert sum(window[0] <= a <= window[-1] for a in admitted) <= 11
+
+
+def test_frame_gate_starts_afresh_after_a_pause_or_a_restarted_camera():
+    gate = FrameGate(0.1)
+    assert [gate.admit(int(t * 1e6)) for t in (1000, 1100, 1150, 1200)] == [True, True, False, True]
+    assert gate.admit(int(2500e6)) and gate.admit(int(2600e6))  # back after 1.3 s: due again a period later
+    assert gate.admit(int(10e6)) and not gate.admit(int(60e6))  # stamps went back: a restarted camera
+
+
+def test_frame_trigger_starts_each_chunk_from_a_fresh_frame_whatever_the_phase(ros_context, executor, tiny_checkpoint):
+    """``trigger: frame``: every chunk starts within a few ms of its frame, before and after the camera's phase
+    shifts by half a period (a timer cannot be close to both phases: its ages would differ by 250 ms)."""
+    buffer = ObservationBuffer(2, SIZE, 2)
+    inference = _inference(ros_context, tiny_checkpoint, buffer, control_rate_hz=2.0, trigger="frame")
+    probe = Node("probe", context=ros_context)
+    ages_ms, chunks = [], []
+    probe.create_subscription(Float64, "/sag/latency/obs_age_ms", lambda m: ages_ms.append(m.data), 10)
+    probe.create_subscription(JointTrajectory, "/sag/actions", chunks.append, 10)
+    rgb = np.full((SIZE, SIZE, 3), 120, np.uint8)
+    ticks = {"n": 0}
+
+    def camera():  # 4 Hz ticks, a 2 Hz camera: even ticks for 8 frames, then odd ones
+        n, ticks["n"] = ticks["n"], ticks["n"] + 1
+        if n % 2 == (n > 16):
+            buffer.push(probe.get_clock().now().nanoseconds, rgb, np.array([200.0, 300.0], np.float32))
+
+    probe.create_timer(0.25, camera)
+    for node in (inference, probe):
+        executor.add_node(node)
+    try:
+        assert spin_until(executor, lambda: ticks["n"] >= 30 and len(ages_ms) >= 12, 15.0), inference.health()
+        assert max(ages_ms) < 100, f"observation ages {ages_ms} ms: {inference.health()}"
+        gaps = np.diff([stamp_to_ns(c.header.stamp) for c in chunks]) * 1e-9
+        assert 0.45 < float(np.median(gaps)) < 0.55 and 0.7 < gaps.max() < 0.8, gaps  # 2 Hz; the shift: 750 ms
     finally:
         stop_nodes(executor, inference, probe)
 

@@ -128,6 +128,11 @@ def test_graph_takes_image_size_from_the_checkpoint_and_validates(tiny_checkpoin
                                                   pruner_path=default_pruner_for("", interval=10))}
     assert (interval["sag_inference"].parameters["interval"], interval["sag_inference"].parameters["pruner_path"]) \
         == (10, "")  # bringup's default pruner gives way to the interval schedule
+    assert nodes["sag_inference"].parameters["trigger"] == "frame"  # the parameter file's
+    timer = {d.name: d for d in describe_graph(model_path=str(tiny_checkpoint), trigger="timer")}
+    assert timer["sag_inference"].parameters["trigger"] == "timer"
+    with pytest.raises(ValueError, match="trigger='tick' must be one of"):
+        describe_graph(model_path=str(tiny_checkpoint), trigger="tick")
     assert [d.name for d in describe_graph(model_path=str(tiny_checkpoint), use_sim=False)] == ["sag_camera",
                                                                                               "sag_inference"]
     with pytest.raises(ValueError, match="unknown parameters"):

@@ -26,6 +26,7 @@ from sag_ros.nodes.camera_node import CameraNode, ObservationBuffer
 from sag_ros.nodes.graph import CAMERA, INFERENCE, SIM, NodeDescription, describe_graph
 from sag_ros.nodes.inference_node import InferenceNode
 from sag_ros.nodes.lifecycle import NodeStartupError
+from sag_ros.nodes.params import TRIGGERS
 from sag_ros.nodes.sim_node import SimNode
 from sag_ros.resources import default_pruner_for
 
@@ -127,6 +128,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--interval", type=int, default=0,
                         help="interval caching instead of a pruner: every n-th denoising step computes (default: off)")
     parser.add_argument("--rate", type=float, default=0.0, help="control rate in Hz (default: from the config)")
+    parser.add_argument("--trigger", default="", choices=TRIGGERS,
+                        help="what starts a chunk: a fixed-rate timer, or each new frame at most at the control rate "
+                             "(default: from the config)")
     parser.add_argument("--no-sim", dest="use_sim", action="store_false", help="do not start the Push-T simulator")
     parser.add_argument("--episodes", type=int, default=0, help="episodes to run (default: from the config)")
     parser.add_argument("--max-steps", type=int, default=-1, help="steps per episode (default: from the config)")
@@ -153,7 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         descriptions = describe_graph(args.config, model_path=args.model_path, pruner_path=pruner,
                                       backend=args.backend, hold_x0=args.hold_x0, interval=args.interval,
-                                      rate=args.rate, use_sim=args.use_sim, overrides=_sim_overrides(args))
+                                      rate=args.rate, trigger=args.trigger, use_sim=args.use_sim,
+                                      overrides=_sim_overrides(args))
     except (ValueError, OSError) as exc:  # a parameter the nodes' configs refuse, an unreadable parameter file
         print(f"sag-bringup: {exc}", file=sys.stderr)
         return 2

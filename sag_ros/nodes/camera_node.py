@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from typing import Callable
 
 import numpy as np
 from rclpy.node import Node
@@ -46,9 +47,18 @@ class ObservationBuffer:
         self._stamps = np.zeros(n_obs_steps, dtype=np.int64)
         self._count = 0
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[int], None]] = []
+
+    def add_listener(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(stamp_ns)`` after each observation kept, on the pushing thread (outside the lock)."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[int], None]) -> None:
+        self._listeners.remove(listener)
 
     def push(self, stamp_ns: int, image: np.ndarray, state: np.ndarray) -> bool:
-        """Append an observation; False (and nothing kept) for a repeat of the newest stamp."""
+        """Append an observation and tell the listeners; False (and nothing kept) for a repeat of the newest
+        stamp."""
         if image.shape != self._images.shape[1:]:
             raise ValueError(f"image shape {image.shape} != {self._images.shape[1:]}")
         if state.shape != self._states.shape[1:]:
@@ -63,6 +73,8 @@ class ObservationBuffer:
             self._stamps[:-1] = self._stamps[1:]
             self._images[-1], self._states[-1], self._stamps[-1] = image, state, stamp_ns
             self._count = min(self._count + 1, self.n_obs_steps)
+        for listener in list(self._listeners):
+            listener(stamp_ns)
         return True
 
     def clear(self) -> None:

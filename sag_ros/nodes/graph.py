@@ -121,7 +121,8 @@ def task_parameters(config: PolicyConfig) -> dict[str, dict[str, Any]]:
 
 
 def describe_graph(config_path: str | Path | None = None, *, model_path: str = "", pruner_path: str = "",
-                   backend: str = "", hold_x0: str = "", interval: int = 0, rate: float = 0.0, use_sim: bool = True,
+                   backend: str = "", hold_x0: str = "", interval: int = 0, rate: float = 0.0, trigger: str = "",
+                   use_sim: bool = True,
                    overrides: Mapping[str, Mapping[str, Any]] | None = None) -> list[NodeDescription]:
     """The nodes to start: camera + inference (+ sim), with every parameter explicit and validated.
 
@@ -145,6 +146,8 @@ def describe_graph(config_path: str | Path | None = None, *, model_path: str = "
         inference["hold_x0"] = hold_x0
     if interval:
         inference["interval"] = int(interval)
+    if trigger:
+        inference["trigger"] = trigger
     if rate:
         inference["control_rate_hz"] = float(rate)
         params.setdefault(SIM, {})["control_rate_hz"] = float(rate)

@@ -1,6 +1,10 @@
 """``sag_inference``: the newest observation -> an action chunk on ``/sag/actions``, at ``control_rate_hz``.
 
-A timer on the executor thread only decides: no observation, or one older than ``stale_timeout_s``, means
+What starts a chunk (``trigger``): ``frame`` (the default), the arrival of a new observation, at most
+``control_rate_hz`` on average (:class:`FrameGate`), so each chunk starts from a frame a few ms old; or ``timer``,
+a fixed-rate timer, whose phase against the camera's decides how old the frame is (up to a camera period: with the
+sim at the control rate, closed-loop scores then changed from run to run). The decision runs on the executor thread
+(the timer's or the subscription's): no observation, or one older than ``stale_timeout_s``, means
 nothing is published and ``/diagnostics`` reports ERROR (stale data is never acted on); a worker still busy
 with the previous chunk counts an overrun (never queued); otherwise the observation goes to the worker
 thread, which runs the :class:`~sag_ros.predictor.PolicyPredictor` and publishes a ``JointTrajectory``
@@ -67,6 +71,37 @@ def observation_age_problem(age_s: float, stale_timeout_s: float) -> str | None:
         return (f"newest observation is stamped {-age_s * 1e3:.0f} ms in the future (more than "
                 f"{stale_timeout_s * 1e3:.0f} ms): the camera's clock and this node's disagree; not acting")
     return None
+
+
+class FrameGate:
+    """Which observations start a chunk (``trigger: frame``, the default); ROS-free.
+
+    A token bucket on the frames' stamps: a chunk is due one control period after the previous one was due, and the
+    first frame stamped no earlier than that (less 40 % of the camera's frame interval, so stamp jitter never skips
+    a due frame) starts it. So a camera at k times the control rate starts a chunk on every k-th frame, one at the
+    control rate on every frame, and one at another rate (12 or 15 Hz for 10 Hz) at uneven gaps that average the
+    control rate: chunks never come faster than that on average. A camera that paused (a frame a period or more
+    past due) or restarted (stamps going back) starts afresh.
+    """
+
+    JITTER_FRACTION = 0.4
+
+    def __init__(self, period_s: float) -> None:
+        self.period_ns = int(round(period_s * 1e9))
+        self._last_stamp_ns: int | None = None
+        self._due_ns: int | None = None
+
+    def admit(self, stamp_ns: int) -> bool:
+        period, due = self.period_ns, self._due_ns
+        previous, self._last_stamp_ns = self._last_stamp_ns, stamp_ns
+        if due is None or stamp_ns >= due + period or stamp_ns < due - 2 * period:
+            self._due_ns = stamp_ns + period
+            return True
+        frame_interval = period if previous is None else min(max(stamp_ns - previous, 0), period)
+        if stamp_ns < due - int(self.JITTER_FRACTION * frame_interval):
+            return False
+        self._due_ns = due + period
+        return True
 
 
 class ModelLoadError(NodeStartupError):
@@ -182,13 +217,16 @@ class InferenceNode(Node):
         shorten_gil_switch_interval()
         self._worker = threading.Thread(target=self._work, name=f"{name}_worker", daemon=True)
         self._worker.start()
+        self._gate = FrameGate(cfg.period_s)
+        if cfg.trigger == "frame":
+            self.observations.add_listener(self._on_frame)
         self.create_timer(cfg.period_s, self._on_tick)
         self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics)
         schedule = self.predictor.policy.schedule
         self.get_logger().info(f"policy ready: To={to}, {enc.image_size}px, {schedule.kind.value} x {schedule.num_steps} "
                                f"steps, {type(self.predictor.planner).__name__} (held steps "
                                f"{'on' if self.predictor.planner.hold_x0 else 'off'}), "
-                               f"{cfg.backend} blocks, {cfg.control_rate_hz} Hz"
+                               f"{cfg.backend} blocks, {cfg.control_rate_hz} Hz on {cfg.trigger} ticks"
                                + ("" if self._enabled else f"; paused until {self.enable_service} is called"))
 
     @property
@@ -245,20 +283,38 @@ class InferenceNode(Node):
     # -- control loop --------------------------------------------------------------------------------------
 
     def _on_tick(self) -> None:
-        cfg = self.params.config
+        """Timer: start a chunk in ``timer`` mode; in ``frame`` mode only notice a camera that went silent."""
+        usable = self._usable_observation()
+        if usable is not None and self.params.config.trigger == "timer":
+            self._start_chunk(*usable)
+
+    def _on_frame(self, stamp_ns: int) -> None:
+        """A new observation was kept (``frame`` mode): start a chunk from it when the gate admits it."""
+        if self._gate.admit(stamp_ns):
+            usable = self._usable_observation()
+            if usable is not None:
+                self._start_chunk(*usable)
+
+    def _usable_observation(self) -> tuple[int, dict[str, np.ndarray], int] | None:
+        """(stamp, observation, now) of the newest observation, or None (the problem recorded) when there is none
+        or it must not be acted on."""
         now_ns = self.get_clock().now().nanoseconds
         latest = self.observations.latest()
         if latest is None:
             self._set_problem("no observation received yet")
-            return
+            return None
         stamp_ns, obs = latest
-        problem = observation_age_problem((now_ns - stamp_ns) * 1e-9, cfg.stale_timeout_s)
+        problem = observation_age_problem((now_ns - stamp_ns) * 1e-9, self.params.config.stale_timeout_s)
         if problem is not None:
             with self._lock:
                 self.stale_ticks += 1
             self._set_problem(problem)
-            return
+            return None
         self._set_problem(None)
+        return stamp_ns, obs, now_ns
+
+    def _start_chunk(self, stamp_ns: int, obs: dict[str, np.ndarray], now_ns: int) -> None:
+        """Hand the observation to the worker, or count an overrun while it is still busy (never queued)."""
         if not self._enabled:
             return
         with self._wake:
@@ -388,6 +444,8 @@ class InferenceNode(Node):
         self._diag_pub.publish(array)
 
     def destroy_node(self) -> None:
+        if self.params.config.trigger == "frame":
+            self.observations.remove_listener(self._on_frame)
         with self._wake:
             self._stopping = True
             self._wake.notify_all()

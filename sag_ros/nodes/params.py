@@ -50,6 +50,8 @@ class CameraNodeConfig:
 
 HOLD_X0_CHOICES = {"": None, "on": True, "off": False}
 """``hold_x0`` parameter values -> ``PredictorSpec.hold_x0`` (None: the pruner's own setting)."""
+TRIGGERS = ("timer", "frame")
+"""What starts an inference chunk (:mod:`sag_ros.nodes.inference_node`)."""
 
 
 @dataclass
@@ -72,6 +74,10 @@ class InferenceNodeConfig:
     num_steps: int = _param(0, "denoising steps per chunk (K); 0 = the checkpoint's", read_only=True)
     threads: int = _param(1, "torch intra-op threads", read_only=True)
     control_rate_hz: float = _param(10.0, "chunk rate and action spacing: point k is due at k / rate", read_only=True)
+    trigger: str = _param("frame", "what starts a chunk: 'frame' (a new observation, at most control_rate_hz on "
+                          "average: each chunk starts from a frame a few ms old; a camera at a multiple of the rate "
+                          "gives even gaps) or 'timer' (a fixed-rate timer, whatever the frames' phase)",
+                          read_only=True)
     stale_timeout_s: float = _param(0.5, "observations older than this are never acted on")
     execution_offset_s: float = _param(0.0, "added to the observation stamp to stamp the chunk")
     frame_id: str = _param("pusht", "frame of the published trajectories")
@@ -105,6 +111,7 @@ class InferenceNodeConfig:
                  f"interval={self.interval} and pruner_path={self.pruner_path!r}: set one schedule, not both")
         _require(self.threads >= 1, f"threads={self.threads} must be >= 1")
         _require(self.control_rate_hz > 0, f"control_rate_hz={self.control_rate_hz} must be > 0")
+        _require(self.trigger in TRIGGERS, f"trigger={self.trigger!r} must be one of {list(TRIGGERS)}")
         _require(self.stale_timeout_s > 0, f"stale_timeout_s={self.stale_timeout_s} must be > 0")
         _require(len(self.joint_names) >= 1, "joint_names must not be empty")
         _require(len(self.action_min) == len(self.action_max) == len(self.joint_names),
