@@ -258,21 +258,38 @@ def compare_episodes(runs: dict[str, Episodes]) -> list[dict]:
             score_b, solved_b = map(np.array, zip(*(runs[b][k] for k in common)))
             only_a, only_b = int((solved_a & ~solved_b).sum()), int((solved_b & ~solved_a).sum())
             rows.append({"a": a, "b": b, "score": paired_difference([score_a], [score_b]),
-                         "only_a": only_a, "only_b": only_b, "mcnemar_p": exact_mcnemar(only_a, only_b)})
+                         "only_a": only_a, "only_b": only_b, "mcnemar_p": exact_mcnemar(only_a, only_b),
+                         "success_a": float(solved_a.mean()), "success_b": float(solved_b.mean())})
     return rows
 
 
-def paired_comparisons(report: dict, methods: Sequence[str] | None = None) -> list[dict]:
-    """:func:`compare_episodes` over the methods of one `sag bench` report that have episodes (all by default)."""
+def component_episodes(episodes: Episodes, task_name: str, component: str) -> Episodes:
+    """The episodes of one component of a multi-task task (``a+b``: env seed s plays component s % 2)."""
+    from sag_ros.sim.multi_task import SEPARATOR
+
+    parts = task_name.split(SEPARATOR)
+    if component not in parts or len(parts) < 2:
+        raise ValueError(f"{component!r} is not a component of the report's task {task_name!r}")
+    index = parts.index(component)
+    return {key: value for key, value in episodes.items() if key[1] % len(parts) == index}
+
+
+def paired_comparisons(report: dict, methods: Sequence[str] | None = None,
+                       component: str | None = None) -> list[dict]:
+    """:func:`compare_episodes` over the methods of one `sag bench` report that have episodes (all by default),
+    over one component's episodes when the report's task has several (:func:`component_episodes`)."""
     names = list(methods or report["methods"])
     episodes = {name: report_episodes(report, name) for name in names}
+    if component is not None:
+        episodes = {name: component_episodes(runs, report["task"], component) for name, runs in episodes.items()}
     return compare_episodes({name: runs for name, runs in episodes.items() if runs})
 
 
 def format_paired(rows: list[dict]) -> str:
     return format_table([{"a": r["a"], "b": r["b"], "score a - b (paired)": _format_paired(r["score"]),
                           "episodes": r["score"]["episodes"], "solved only by a": r["only_a"],
-                          "only by b": r["only_b"], "McNemar p": f"{r['mcnemar_p']:.3f}"} for r in rows])
+                          "only by b": r["only_b"], "McNemar p": f"{r['mcnemar_p']:.3f}",
+                          "success a / b": f"{r['success_a']:.3f} / {r['success_b']:.3f}"} for r in rows])
 
 
 def _mean(values: list[float]) -> float | None:

@@ -167,11 +167,14 @@ def _bench(args: argparse.Namespace) -> None:
 def _paired(args: argparse.Namespace) -> None:
     from sag_ros.benchmark import compare_episodes, format_paired, paired_comparisons, plot_paired
 
+    if args.component and not args.report:
+        raise SystemExit("sag paired: --component applies to one `sag bench` report")
     if (args.report is None) == (not args.pool) or len(args.pool) == 1:
         raise SystemExit("sag paired: give either one `sag bench` report or --pool NAME=RUN[,RUN...] for each of "
                          "two or more methods")
     try:
-        rows = (paired_comparisons(json.loads(Path(args.report).read_text()), args.methods) if args.report
+        rows = (paired_comparisons(json.loads(Path(args.report).read_text()), args.methods, args.component)
+                if args.report
                 else compare_episodes(dict(_pooled_method(spec) for spec in args.pool)))
     except (KeyError, ValueError) as exc:
         raise SystemExit(exc.args[0]) from None
@@ -387,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeat per method; methods pair on the episodes they share")
     p.add_argument("--methods", nargs="+", help="method names, in the order to compare (default: all)")
     p.add_argument("--plot", help="also draw the pairs as a forest plot (difference ± 2 standard errors) to this PNG")
+    p.add_argument("--component", help="a report of a multi-task task ('a+b'): pair only the episodes of this "
+                                       "component (e.g. mw-door-open)")
     p.set_defaults(func=_paired)
 
     p = sub.add_parser("bench-ros", help="dense vs SAG closed loop over ROS 2: rate, obs-to-action latency, score")

@@ -93,6 +93,27 @@ def test_paired_comparisons_count_discordant_episodes(tmp_path, capsys):
         main(["paired", str(tmp_path / "bench.json"), "--methods", "nope"])
 
 
+def test_paired_compares_one_component_of_a_multi_task_report(tmp_path, capsys):
+    """Task 'x+y': env seeds 10 and 12 play x, 11 and 13 play y; --component pairs only that component's episodes."""
+    def method(scores):
+        return {"episode_scores": scores, "episode_successes": [[score > 0.5 for score in run] for run in scores]}
+
+    report = {"task": "x+y", "seeds": [10, 14],
+              "methods": {"dense": method([[1.0, 0.0, 1.0, 0.0]]), "sag": method([[0.0, 1.0, 1.0, 1.0]])}}
+    (x_row,) = paired_comparisons(report, component="x")
+    (y_row,) = paired_comparisons(report, component="y")
+    assert (x_row["score"]["mean"], x_row["score"]["episodes"], x_row["only_a"], x_row["success_b"]) == (0.5, 2, 1, 0.5)
+    assert (y_row["score"]["mean"], y_row["only_b"], y_row["success_a"], y_row["success_b"]) == (-1.0, 2, 0.0, 1.0)
+    (tmp_path / "bench.json").write_text(json.dumps(report))
+    main(["paired", str(tmp_path / "bench.json"), "--component", "y"])
+    assert capsys.readouterr().out.splitlines()[2].split()[-3:] == ["0.000", "/", "1.000"]
+    with pytest.raises(SystemExit, match="'z' is not a component of the report's task 'x\\+y'"):
+        main(["paired", str(tmp_path / "bench.json"), "--component", "z"])
+    with pytest.raises(SystemExit, match="one `sag bench` report"):
+        main(["paired", "--pool", f"a={tmp_path / 'bench.json'}::dense", "--pool", f"b={tmp_path / 'bench.json'}::sag",
+              "--component", "x"])
+
+
 def test_paired_pools_bench_and_eval_runs_by_episode(tmp_path, capsys):
     """A method pooled from a `sag bench` run (two noise seeds of env seeds 10-11) and a `sag eval` run (env seeds
     20-21, noise seed 0) pairs with another pooled the same way, episode by episode."""
