@@ -265,13 +265,13 @@ def compare_episodes(runs: dict[str, Episodes]) -> list[dict]:
 
 def component_episodes(episodes: Episodes, task_name: str, component: str) -> Episodes:
     """The episodes of one component of a multi-task task (``a+b``: env seed s plays component s % 2)."""
-    from sag_ros.sim.multi_task import SEPARATOR
+    from sag_ros.sim.multi_task import component_index, component_names
 
-    parts = task_name.split(SEPARATOR)
+    parts = component_names(task_name)
     if component not in parts or len(parts) < 2:
         raise ValueError(f"{component!r} is not a component of the report's task {task_name!r}")
     index = parts.index(component)
-    return {key: value for key, value in episodes.items() if key[1] % len(parts) == index}
+    return {key: value for key, value in episodes.items() if component_index(key[1], len(parts)) == index}
 
 
 def paired_comparisons(report: dict, methods: Sequence[str] | None = None,

@@ -28,6 +28,17 @@ _SHARED_FIELDS = ("max_steps", "control_hz", "image_size", "state_dim", "keypoin
 """What the components of a multi-task task must share: a policy and the ROS nodes see them."""
 
 
+def component_names(task_name: str) -> list[str]:
+    """The components a task name joins (``a+b`` -> [a, b]; a single task's name -> [it])."""
+    return task_name.split(SEPARATOR)
+
+
+def component_index(seed: int, count: int) -> int:
+    """Which of ``count`` components the episode of env seed ``seed`` plays: the one rule that the adapter and
+    every per-component analysis of a report share."""
+    return int(seed) % count
+
+
 class MultiTaskAdapter:
     """One adapter per component; ``reset(seed)`` activates component ``seed % n``.
 
@@ -55,7 +66,7 @@ class MultiTaskAdapter:
         return self._adapters[self._active]
 
     def reset(self, seed: int) -> None:
-        self._active = int(seed) % len(self._adapters)
+        self._active = component_index(seed, len(self._adapters))
         self.active.reset(seed)
 
     def step(self, action: np.ndarray) -> StepResult:

@@ -122,10 +122,10 @@ def _registry() -> dict[str, Callable[[], TaskSpec]]:
 def get_task(name: str) -> TaskSpec:
     """Look up a task by name; ``a+b`` is one task alternating ``a`` and ``b`` by seed
     (:mod:`sag_ros.sim.multi_task`). Unknown names raise ``ValueError`` listing the known ones."""
-    from sag_ros.sim.multi_task import SEPARATOR, multi_task
+    from sag_ros.sim.multi_task import SEPARATOR, component_names, multi_task
 
     if SEPARATOR in name:
-        return multi_task([get_task(part) for part in name.split(SEPARATOR)])
+        return multi_task([get_task(part) for part in component_names(name)])
     registry = _registry()
     if name not in registry:
         raise ValueError(f"unknown task {name!r}; known tasks: {sorted(registry)}, or several joined by "
