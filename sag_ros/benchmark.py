@@ -115,11 +115,15 @@ def _method_flops(method: Method, predictor: PolicyPredictor, observations: list
 
 
 def measure_latency(predictors: dict[str, PolicyPredictor], observations: list[dict], repeats: int) -> dict[str, dict]:
-    """Round-robin timing: for each repeat and observation, every method once, in a rotating order."""
+    """Round-robin timing: for each repeat and observation, every method once, in a rotating order.
+
+    Also counts the distinct masks a method's planner ran over the observations ("distinct_masks"; None for a
+    planner without masks): whether a pruner's masks follow the observation at all, read off the same run."""
     names = list(predictors)
     samples: dict[str, list[float]] = {n: [] for n in names}
     fractions: dict[str, list[float]] = {n: [] for n in names}
     stages: dict[str, list[tuple[float, float, float]]] = {n: [] for n in names}
+    masks: dict[str, set[bytes]] = {n: set() for n in names}
     for n in names:  # warm-up
         predictors[n](observations[0], seed=0)
     rounds = [(r, i) for r in range(repeats) for i in range(len(observations))]
@@ -132,6 +136,9 @@ def measure_latency(predictors: dict[str, PolicyPredictor], observations: list[d
             t = predictors[n].last_timing
             fractions[n].append(t.executed_fraction)
             stages[n].append((t.encode_s, t.plan_s, t.denoise_s))
+            mask = getattr(predictors[n].planner, "last_mask", None)
+            if mask is not None:
+                masks[n].add(mask.to("cpu", torch.bool).numpy().tobytes())
     out = {}
     for n in names:
         ms = np.array(samples[n]) * 1e3
@@ -140,7 +147,8 @@ def measure_latency(predictors: dict[str, PolicyPredictor], observations: list[d
         out[n] = {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
                   "p99_ms": float(np.percentile(ms, 99)), "encode_ms": float(enc), "plan_ms": float(plan),
                   "plan_mean_ms": float(plan_all.mean()), "plan_p99_ms": float(np.percentile(plan_all, 99)),
-                  "denoise_ms": float(den), "executed_fraction": float(np.mean(fractions[n]))}
+                  "denoise_ms": float(den), "executed_fraction": float(np.mean(fractions[n])),
+                  "distinct_masks": len(masks[n]) or None}
     return out
 
 
@@ -315,6 +323,12 @@ def _example_masks(predictors: dict[str, PolicyPredictor], observations: list[di
     return {}
 
 
+def _format_masks(row: dict, report: dict) -> str:
+    """"k/N": k distinct masks over the N latency observations; "-" for methods without masks (or older reports)."""
+    count = row.get("distinct_masks")
+    return f"{count}/{report['latency_observations']}" if count else "-"
+
+
 def format_results(report: dict) -> str:
     rows = []
     for name, r in report["methods"].items():
@@ -324,7 +338,8 @@ def format_results(report: dict) -> str:
                      "success": f"{r['success_mean']:.2f}±{r['success_std']:.2f}" if scored else "-",
                      "vs dense (paired)": _format_paired(r.get("paired_vs_dense")),
                      "L1 to dense": f"{r['l1_to_dense']:.2f}" if "l1_to_dense" in r else "-",
-                     "blocks": f"{r['executed_fraction']:.3f}", "GFLOP": f"{r['gflops_per_chunk']:.3f}",
+                     "blocks": f"{r['executed_fraction']:.3f}", "masks": _format_masks(r, report),
+                     "GFLOP": f"{r['gflops_per_chunk']:.3f}",
                      "p50 ms": f"{r['p50_ms']:.1f}", "p95 ms": f"{r['p95_ms']:.1f}", "p99 ms": f"{r['p99_ms']:.1f}",
                      "plan ms": f"{r['plan_ms']:.2f}", "speed-up": f"{r['speedup']:.2f}x"})
     return format_table(rows)

@@ -68,11 +68,14 @@ def test_paired_difference_to_dense_is_per_episode_and_shown_in_the_table():
     row = {"score_mean": 0.5, "score_std": 0.0, "success_mean": 0.5, "success_std": 0.0, "l1_to_dense": 1.0,
            "executed_fraction": 0.1, "gflops_per_chunk": 0.7, "p50_ms": 10.0, "p95_ms": 11.0, "p99_ms": 12.0,
            "plan_ms": 1.0, "speedup": 5.0}
-    table = format_results({"methods": {"dense": {**row, "paired_vs_dense": paired_difference(dense, dense)},
-                                        "sag": {**row, "paired_vs_dense": paired},
+    table = format_results({"latency_observations": 12,
+                            "methods": {"dense": {**row, "paired_vs_dense": paired_difference(dense, dense)},
+                                        "sag": {**row, "paired_vs_dense": paired, "distinct_masks": 3},
                                         "speed-only": {**row, "score_mean": None, "paired_vs_dense": None}}})
     assert "vs dense (paired)" in table.splitlines()[0]
     assert f"+0.000±{paired['sem']:.3f}" in table.splitlines()[3] and table.splitlines()[4].split()[3] == "-"
+    masks_end = table.splitlines()[0].index("masks") + len("masks")  # columns are right-aligned
+    assert [line[:masks_end].split()[-1] for line in table.splitlines()[2:5]] == ["-", "3/12", "-"]
 
 
 def test_paired_comparisons_count_discordant_episodes(tmp_path, capsys):

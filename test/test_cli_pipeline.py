@@ -61,6 +61,8 @@ def test_pipeline_end_to_end(tmp_path, capsys):
     dense, interval = bench["methods"]["dense"], bench["methods"]["interval n=2"]
     assert dense["executed_fraction"] == 1.0 and dense["speedup"] == 1.0
     assert interval["executed_fraction"] == pytest.approx(0.5)
+    assert dense["distinct_masks"] is None and interval["distinct_masks"] == 1  # a schedule: one mask for all
+    assert 1 <= bench["methods"]["sag"]["distinct_masks"] <= bench["latency_observations"] == 3
     assert interval["gflops_per_chunk"] < dense["gflops_per_chunk"]
     assert dense["l1_to_dense"] == 0.0 and bench["methods"]["ddim-5"]["l1_to_dense"] > 0.0
     assert dense["episode_scores"] == [[pytest.approx(dense["score_mean"])]]  # [noise seed][env seed]
