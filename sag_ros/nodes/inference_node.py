@@ -6,7 +6,8 @@ a fixed-rate timer, whose phase against the camera's decides how old the frame i
 sim at the control rate, closed-loop scores then changed from run to run). The decision runs on the executor thread
 (the timer's or the subscription's): no observation, or one older than ``stale_timeout_s``, means
 nothing is published and ``/diagnostics`` reports ERROR (stale data is never acted on); a worker still busy
-with the previous chunk counts an overrun (never queued); otherwise the observation goes to the worker
+with the previous chunk counts an overrun (never queued; in ``frame`` mode the next frame tries again); otherwise
+the observation goes to the worker
 thread, which runs the :class:`~sag_ros.predictor.PolicyPredictor` and publishes a ``JointTrajectory``
 stamped against the observation stamp. Chunks with NaN/inf or out-of-range actions are not published.
 ``~/enable`` (``std_srvs/SetBool``) pauses and resumes publishing with the model kept loaded and warm (an operator's
@@ -26,6 +27,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -78,10 +80,12 @@ class FrameGate:
 
     A token bucket on the frames' stamps: a chunk is due one control period after the previous one was due, and the
     first frame stamped no earlier than that (less 40 % of the camera's frame interval, so stamp jitter never skips
-    a due frame) starts it. So a camera at k times the control rate starts a chunk on every k-th frame, one at the
-    control rate on every frame, and one at another rate (12 or 15 Hz for 10 Hz) at uneven gaps that average the
-    control rate: chunks never come faster than that on average. A camera that paused (a frame a period or more
-    past due) or restarted (stamps going back) starts afresh.
+    a due frame) that can start it does. So a camera at k times the control rate starts a chunk on every k-th frame,
+    one at the control rate on every frame, and one at another rate (12 or 15 Hz for 10 Hz) at uneven gaps that
+    average the control rate: chunks never come faster than that on average. A due frame that cannot start the
+    chunk (the worker still busy with the last one) leaves it due, so the next frame starts it: under overload the
+    loop runs as fast as the model allows rather than skipping to the next period. A camera that paused (a frame a
+    period or more past due) or restarted (stamps going back) starts afresh.
     """
 
     JITTER_FRACTION = 0.4
@@ -91,16 +95,21 @@ class FrameGate:
         self._last_stamp_ns: int | None = None
         self._due_ns: int | None = None
 
-    def admit(self, stamp_ns: int) -> bool:
+    def admit(self, stamp_ns: int, start: Callable[[], bool] = lambda: True) -> bool:
+        """Whether a chunk started from the frame stamped ``stamp_ns``: when it is due, ``start()`` tries to start
+        it and says whether it did; only a started chunk uses up the period."""
         period, due = self.period_ns, self._due_ns
         previous, self._last_stamp_ns = self._last_stamp_ns, stamp_ns
         if due is None or stamp_ns >= due + period or stamp_ns < due - 2 * period:
-            self._due_ns = stamp_ns + period
-            return True
-        frame_interval = period if previous is None else min(max(stamp_ns - previous, 0), period)
-        if stamp_ns < due - int(self.JITTER_FRACTION * frame_interval):
+            next_due = stamp_ns + period
+        else:
+            frame_interval = period if previous is None else min(max(stamp_ns - previous, 0), period)
+            if stamp_ns < due - int(self.JITTER_FRACTION * frame_interval):
+                return False
+            next_due = due + period
+        if not start():
             return False
-        self._due_ns = due + period
+        self._due_ns = next_due
         return True
 
 
@@ -289,11 +298,12 @@ class InferenceNode(Node):
             self._start_chunk(*usable)
 
     def _on_frame(self, stamp_ns: int) -> None:
-        """A new observation was kept (``frame`` mode): start a chunk from it when the gate admits it."""
-        if self._gate.admit(stamp_ns):
-            usable = self._usable_observation()
-            if usable is not None:
-                self._start_chunk(*usable)
+        """A new observation was kept (``frame`` mode): start a chunk from it when one is due (:class:`FrameGate`)."""
+        self._gate.admit(stamp_ns, self._start_from_newest)
+
+    def _start_from_newest(self) -> bool:
+        usable = self._usable_observation()
+        return usable is not None and self._start_chunk(*usable)
 
     def _usable_observation(self) -> tuple[int, dict[str, np.ndarray], int] | None:
         """(stamp, observation, now) of the newest observation, or None (the problem recorded) when there is none
@@ -313,18 +323,20 @@ class InferenceNode(Node):
         self._set_problem(None)
         return stamp_ns, obs, now_ns
 
-    def _start_chunk(self, stamp_ns: int, obs: dict[str, np.ndarray], now_ns: int) -> None:
-        """Hand the observation to the worker, or count an overrun while it is still busy (never queued)."""
+    def _start_chunk(self, stamp_ns: int, obs: dict[str, np.ndarray], now_ns: int) -> bool:
+        """Hand the observation to the worker, or count an overrun while it is still busy (never queued); whether
+        a chunk started."""
         if not self._enabled:
-            return
+            return False
         with self._wake:
             if self._busy:
                 with self._lock:
                     self.overruns += 1
-                return
+                return False
             self._busy = True
             self._job = (stamp_ns, obs, now_ns)
             self._wake.notify()
+        return True
 
     def _set_problem(self, problem: str | None) -> None:
         with self._lock:
