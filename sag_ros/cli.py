@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from sag_ros.sim.task import TaskSpec
 
 BACKEND_NAMES = ("eager", "compile", "onnxruntime", "tensorrt")  # sag_ros.engine.BACKENDS, without importing torch
+GRANULARITIES = ("block", "step", "hierarchical")  # sag_ros.sparse.pruner.GRANULARITIES, likewise
 
 
 def _datagen(args: argparse.Namespace) -> None:
@@ -343,8 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fidelity-steps", choices=["final", "trajectory"], default="final",
                    help="compare the sampled chunks, or every step's clean-chunk prediction")
     p.add_argument("--static", action="store_true", help="one learned mask for all observations (L2C-style)")
-    p.add_argument("--granularity", choices=["block", "step"], default="block",
-                   help="one decision per (step, block) cell, or per step for all its blocks")
+    p.add_argument("--granularity", choices=list(GRANULARITIES), default="block",
+                   help="one decision per (step, block) cell, per step for all its blocks, or (hierarchical, with "
+                        "--hold-x0) a decision per step whether it holds over per-block decisions in the steps that compute")
     p.add_argument("--hold-x0", action="store_true",
                    help="steps whose every block is pruned hold the last computed clean-chunk prediction")
     p.add_argument("--step-cost", type=float, default=0.0,

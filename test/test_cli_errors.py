@@ -2,7 +2,7 @@
 
 import pytest
 
-from sag_ros.cli import BACKEND_NAMES, main
+from sag_ros.cli import BACKEND_NAMES, GRANULARITIES, main
 
 
 @pytest.mark.parametrize("argv", [
@@ -45,3 +45,9 @@ def test_backend_names_are_the_engines():
     from sag_ros.engine import BACKENDS
 
     assert BACKEND_NAMES == tuple(BACKENDS)
+
+
+def test_granularity_choices_are_the_pruners():
+    from sag_ros.sparse.pruner import GRANULARITIES as PRUNER_GRANULARITIES
+
+    assert GRANULARITIES == PRUNER_GRANULARITIES

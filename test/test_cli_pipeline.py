@@ -105,6 +105,12 @@ def _check_pruner_resume_and_warm_start(policy, data, pruner, tmp_path, capsys):
     predictor = PredictorSpec(str(policy), sampler="ddpm", num_steps=10, pruner_path=str(held))()
     runner, _ = predictor.planner.plan(dense.encode_observation(random_observation(dense.config)))
     assert runner.held_steps is not None  # a pruner trained for held steps runs with them unless told otherwise
+    nested = tmp_path / "pruner_hierarchical.pt"  # hold decisions over block decisions: from the file to a plan
+    main(args + ["--out", str(nested), "--iterations", "1", "--granularity", "hierarchical", "--hold-x0",
+                 "--step-cost", "2.5", "--init-interval", "3"])
+    predictor = PredictorSpec(str(policy), sampler="ddpm", num_steps=10, pruner_path=str(nested))()
+    runner, _ = predictor.planner.plan(dense.encode_observation(random_observation(dense.config)))
+    assert predictor.planner.pruner.config.granularity == "hierarchical" and any(runner.held_steps)
     finetuned = tmp_path / "pruner_rho0.6.pt"
     main(args + ["--out", str(finetuned), "--iterations", "1", "--rho", "0.6", "--init", str(pruner)])
     assert load_pruner(finetuned, dense)[1]["init_from"] == str(pruner)

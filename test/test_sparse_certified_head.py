@@ -14,12 +14,15 @@ def _centred_pruner(policy, granularity: str, features: torch.Tensor) -> Pruner:
     """A random pruner whose cells sit at spread-out margins around the threshold, so that an observation moving
     along an episode flips a few at a time."""
     torch.manual_seed(0)
-    pruner = Pruner(pruner_config_for(policy, PrunerTrainConfig(granularity=granularity))).eval()
+    train = PrunerTrainConfig(granularity=granularity, hold_x0=granularity == "hierarchical")
+    pruner = Pruner(pruner_config_for(policy, train)).eval()
     with torch.no_grad():
         pruner.obs_proj[-1].weight.mul_(0.3)
         pruner.cell_bias.normal_(std=2.0)
         logits = pruner.logits(features)
         pruner.mlp[-1].bias[1] -= (logits[..., 1] - logits[..., 0]).median()
+        if pruner.step_bias is not None:  # hold margins spread around the threshold too
+            pruner.step_bias.normal_(std=0.5)
     return pruner
 
 
@@ -52,7 +55,7 @@ def test_margins_move_no_more_than_the_lipschitz_bound(tiny_policy):
     assert (moved > 0.02 * allowed).any(), "the margins hardly move: the bound would hold vacuously"
 
 
-@pytest.mark.parametrize("granularity", ["block", "step"])
+@pytest.mark.parametrize("granularity", ["block", "step", "hierarchical"])
 def test_certified_masks_are_the_full_heads(tiny_policy, granularity):
     features = _episode(tiny_policy)
     pruner = _centred_pruner(tiny_policy, granularity, features)

@@ -90,11 +90,12 @@ def test_demo_reference_compares_the_sparse_chunk_with_the_given_actions(tiny_po
         assert fidelity(dense + 10.0, demo_cfg) > against_dense + 9.0
 
 
-@pytest.mark.parametrize("step_cost", [0.0, 4.0])
-def test_brief_training_moves_prune_rate_towards_rho(tiny_policy, step_cost):
+@pytest.mark.parametrize("step_cost, granularity", [(0.0, "block"), (4.0, "block"), (4.0, "hierarchical")])
+def test_brief_training_moves_prune_rate_towards_rho(tiny_policy, step_cost, granularity):
     """Towards rho of the blocks, or (``step_cost``, held steps) of the blocks' and the steps' fixed cost."""
     tiny_policy.requires_grad_(False)
-    cfg = PrunerTrainConfig(target_rate=0.9, sparsity_weight=1.0, hold_x0=bool(step_cost), step_cost=step_cost)
+    cfg = PrunerTrainConfig(target_rate=0.9, sparsity_weight=1.0, hold_x0=bool(step_cost), step_cost=step_cost,
+                            granularity=granularity)
     pruner_cfg = pruner_config_for(tiny_policy, cfg)
     pruner_cfg.init_prune_rate = 0.3
     pruner = Pruner(pruner_cfg).train()
@@ -154,6 +155,53 @@ def test_step_granularity_computes_or_skips_whole_steps(tiny_policy):
     assert not (cells == cells[..., :1]).all()
     with pytest.raises(ValueError, match="granularity"):
         dataclasses.replace(cfg, granularity="layer")
+
+
+def test_hierarchical_granularity_holds_whole_steps_over_block_decisions(tiny_policy):
+    """A held step prunes every block whatever its cells say; a computing step follows its cells; training's gates
+    and holds are the head's decisions, and the hold decision has a gradient of its own (its per-step offset)."""
+    cfg = PrunerTrainConfig(granularity="hierarchical", hold_x0=True)
+    torch.manual_seed(0)
+    pruner = Pruner(pruner_config_for(tiny_policy, cfg)).eval()
+    num_steps = pruner.config.num_steps
+    features = _features(tiny_policy, batch=3, seed=2)
+    with torch.no_grad():  # cells spread around the threshold, steps alternately pushed to hold and to compute
+        pruner.cell_bias.normal_(std=2.0)
+        logits = pruner.logits(features)
+        pruner.mlp[-1].bias[1] -= (logits[..., 1] - logits[..., 0]).median()
+        pruner.step_bias.copy_(torch.tensor([50.0, -50.0]).repeat(num_steps)[:num_steps])
+    masks = pruner.predict_mask(features)
+    assert not masks[:, 0].any() and masks[:, 2::2].all()  # even steps (after the first) hold
+    computing = masks[:, 1::2]
+    assert 0.0 < computing.float().mean() < 1.0 and not (computing == computing[..., :1]).all()
+    with torch.no_grad():
+        logits = pruner.logits(features)
+        decided = (logits[..., 1] - logits[..., 0]).abs() > 1e-4
+        decided[:, 2::2] = True
+        blocks, holds = pruner.train().gates_and_holds(features)
+        gates = pruner.gates(features)
+    assert torch.equal(gates.bool()[decided], masks[decided])
+    assert torch.equal(blocks.bool()[decided & ~masks], masks[decided & ~masks])  # held: the blocks it would run
+    assert not blocks[:, 2::2].bool().all()
+    held = (torch.arange(num_steps) % 2 == 0) & (torch.arange(num_steps) > 0)
+    assert torch.equal(holds.bool(), held.expand_as(holds))
+    loss, _ = pruner_loss(tiny_policy.requires_grad_(False), pruner, features, None, cfg, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert pruner.step_bias.grad is not None and pruner.step_bias.grad[1:].abs().sum() > 0
+    with pytest.raises(ValueError, match="needs hold_x0"):
+        PrunerTrainConfig(granularity="hierarchical")
+
+
+def test_hierarchical_interval_warm_start_predicts_the_interval_mask(tiny_policy):
+    """...by holding the skipped steps, whose blocks would all run if un-held: un-holding a step means computing it."""
+    cfg = PrunerTrainConfig(init_interval=3, granularity="hierarchical", hold_x0=True)
+    pruner = initial_pruner(tiny_policy, cfg).eval()
+    features = torch.cat([_features(tiny_policy, batch=2, seed=s) for s in range(3)])
+    masks = pruner.predict_mask(features)
+    expected = interval_mask(tiny_policy.schedule.num_steps, tiny_policy.config.denoiser.num_blocks, 3)
+    assert torch.equal(masks, expected.expand_as(masks))
+    blocks, holds = pruner.gates_and_holds(features)
+    assert not blocks.bool().any() and torch.equal(holds.bool(), expected.all(-1).expand_as(holds))
 
 
 def test_a_pruner_without_the_observation_plans_its_one_mask_once(tiny_policy):

@@ -205,6 +205,22 @@ def test_gated_hold_forward_equals_sparse_hold(tiny_policy):
         assert not torch.allclose(hard, plain)
 
 
+@torch.no_grad()
+def test_gated_step_holds_forward_equals_sparse_hold(tiny_policy):
+    """A hierarchical pruner's training pass: the held steps come from the hold gates, whatever the block gates say
+    there (here: compute every block), and leave the cache as it was, as the run-time sampler does."""
+    k, n = tiny_policy.schedule.num_steps, tiny_policy.config.denoiser.num_blocks
+    mask = _held_mask(k, n)
+    holds = mask.all(-1).float()[None]
+    blocks = torch.where(mask.all(-1, keepdim=True), False, mask).float()[None]  # held rows: every block would run
+    for kind in ("one_for_all", "per_block"):
+        hard = _chunk(tiny_policy, lambda kernels: SparseRunner(kernels.block_fns, mask, make_cache(kind, n),
+                                                               hold_x0=True))
+        gated = _chunk(tiny_policy, lambda kernels: GatedRunner(kernels.block_fns, blocks, make_cache(kind, n),
+                                                               hold_x0=True, step_holds=holds))
+        torch.testing.assert_close(gated, hard, rtol=1e-5, atol=1e-5)
+
+
 def test_step_hold_gates_are_exact_forward_and_pass_the_mean_gradient():
     gates = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 1.0, 1.0]]], requires_grad=True)
     hold = step_hold_gates(gates)

@@ -75,7 +75,10 @@ class CertifiedMaskHead:
         per_unit = head.grid[1] if head.granularity == "step" else 1  # rows whose mean margin decides a unit
         self._rows = _numpy(head.table).reshape(-1, per_unit, head.table.shape[1])  # [units, rows per unit, hidden]
         self._offsets = _numpy(head.margin_offset).reshape(-1, per_unit)
+        # hierarchical: a step's hold margin is the mean of its cells' margins plus an offset, as Lipschitz as they
+        self._step_offsets = _numpy(head.step_offset) if head.step_offset is not None else None
         self._anchor: tuple[np.ndarray, np.ndarray] | None = None  # (v_a [hidden], unit margins [units])
+        self._anchor_holds: np.ndarray | None = None  # hierarchical: hold margins [K] at the anchor
         self.calls = self.full_evaluations = self.units_evaluated = 0
 
     def _observation_vector(self, obs_features: torch.Tensor) -> np.ndarray:
@@ -99,25 +102,50 @@ class CertifiedMaskHead:
             raise ValueError(f"CertifiedMaskHead decides one observation at a time, got {obs_features.shape[0]}")
         self.calls += 1
         v = self._observation_vector(obs_features)
-        margins = None
-        if self._anchor is not None:
-            anchor_v, anchor_margins = self._anchor
-            radius = self.lipschitz * float(np.linalg.norm(v - anchor_v)) + self.tolerance
-            uncertain = np.flatnonzero(np.abs(anchor_margins) <= radius)
-            if len(uncertain) <= self.reanchor_fraction * len(anchor_margins):
-                margins = anchor_margins
-                if len(uncertain):
-                    margins = margins.copy()
-                    margins[uncertain] = self._unit_margins(v, uncertain)
-                    self.units_evaluated += len(uncertain)
-        if margins is None:
+        decided = self._certified(v) if self._anchor is not None else None
+        if decided is None:
             margins = self._unit_margins(v)
-            self._anchor = (v, margins)
+            holds = self._hold_margins(margins)
+            self._anchor, self._anchor_holds = (v, margins), holds
             self.full_evaluations += 1
             self.units_evaluated += len(margins)
+        else:
+            margins, holds = decided
         pruned = np.broadcast_to((margins > 0).reshape(self.grid[0], -1), self.grid).copy()
+        if holds is not None:
+            pruned |= (holds > 0)[:, None]
         pruned[0] = False  # the first step always computes (nothing is cached yet)
         return torch.from_numpy(pruned)[None]
+
+    def _hold_margins(self, cell_margins: np.ndarray) -> np.ndarray | None:
+        """A hierarchical head's hold margin per step from its exact cell margins; None for other heads."""
+        if self._step_offsets is None:
+            return None
+        return cell_margins.reshape(self.grid).mean(axis=1) + self._step_offsets
+
+    def _certified(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """Margins whose signs are right at v (exact for the uncertain units, the anchor's elsewhere), or None when
+        too many units are uncertain. A hierarchical head's uncertain steps get every cell evaluated, so their hold
+        margins are exact too."""
+        anchor_v, anchor_margins = self._anchor
+        radius = self.lipschitz * float(np.linalg.norm(v - anchor_v)) + self.tolerance
+        uncertain_units = np.abs(anchor_margins) <= radius
+        uncertain_steps = None
+        if self._anchor_holds is not None:
+            uncertain_steps = np.abs(self._anchor_holds) <= radius
+            uncertain_units = uncertain_units | np.repeat(uncertain_steps, self.grid[1])
+        uncertain = np.flatnonzero(uncertain_units)
+        if len(uncertain) > self.reanchor_fraction * len(anchor_margins):
+            return None
+        margins, holds = anchor_margins, self._anchor_holds
+        if len(uncertain):
+            margins = margins.copy()
+            margins[uncertain] = self._unit_margins(v, uncertain)
+            self.units_evaluated += len(uncertain)
+            if uncertain_steps is not None and uncertain_steps.any():
+                holds = holds.copy()
+                holds[uncertain_steps] = self._hold_margins(margins)[uncertain_steps]
+        return margins, holds
 
     def stats(self) -> dict[str, float]:
         """How much of the grid was evaluated over the calls so far: how the tests check that the certificate

@@ -6,7 +6,9 @@ the policy's own observation features (no second encoder), flattened and project
 [index embedding ; observation embedding] gives two logits per cell (compute, prune), plus a learned per-cell
 offset on the prune logit; the gate is the hard argmax with a straight-through softmax gradient.
 With ``granularity="step"`` the two logits are averaged over each step's blocks, so a step computes all of its
-blocks or none: an observation-conditioned choice of denoising steps (see :class:`PrunerConfig`).
+blocks or none: an observation-conditioned choice of denoising steps (see :class:`PrunerConfig`). With
+``granularity="hierarchical"`` a step-level decision (the step's mean logits plus a learned per-step offset) says
+whether the step is held, and the per-block decisions apply inside the steps that are not.
 
 The MLP's first layer is linear in the concatenation, so it splits into W_idx e_idx + W_obs e_obs. In
 eval mode the index half, the whole transformer included, is computed once and cached (a [K*3L, hidden]
@@ -24,6 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from sag_ros.policy.denoiser import sinusoidal_embedding
+
+
+GRANULARITIES = ("block", "step", "hierarchical")
 
 
 @dataclass
@@ -44,11 +49,16 @@ class PrunerConfig:
     """``block``: one decision per (step, block) cell, as in the paper. ``step``: one per step, shared by its blocks,
     so a step runs whole or not at all: one fused call where the backend fuses a step, instead of one call per
     block. On the default Push-T policy the step-level pruner is the best of the pruners tried at 10 % of blocks, level
-    with interval caching n=10 over 750 episodes (README)."""
+    with interval caching n=10 over 750 episodes (README). ``hierarchical``: a step decision (hold the whole step)
+    over block decisions (inside the steps that compute), for samplers that hold skipped steps (``hold_x0``). With
+    block gates alone, a held step is the minimum of its block gates, whose straight-through gradient (the gates'
+    mean) cannot see that computing one block un-holds the whole step: block-wise pruners trained for held steps
+    drifted away from their own objective (README, stop 32). The step gate has a gradient of its own, taken against
+    what the step gives when it runs the blocks its block gates choose (:class:`~sag_ros.sparse.sampler.GatedRunner`)."""
 
     def __post_init__(self) -> None:
-        if self.granularity not in ("block", "step"):
-            raise ValueError(f"pruner.granularity={self.granularity!r} must be 'block' or 'step'")
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"pruner.granularity={self.granularity!r} must be one of {', '.join(GRANULARITIES)}")
         if not 0.0 < self.init_prune_rate < 1.0:
             raise ValueError(f"pruner.init_prune_rate={self.init_prune_rate} must be in (0, 1)")
         if self.index_dim % self.index_heads:
@@ -91,6 +101,18 @@ def straight_through_gate(logits: torch.Tensor, temperature: float = 1.0) -> tor
     return hard + soft - soft.detach()
 
 
+def first_step_computed(gates: torch.Tensor) -> torch.Tensor:
+    """Gates [B, K, ...] with step 0's set to 0: the first step always computes (nothing is cached yet)."""
+    return torch.cat((torch.zeros_like(gates[:, :1]), gates[:, 1:]), dim=1)
+
+
+def held_mask(block_gates: torch.Tensor, step_holds: torch.Tensor | None) -> torch.Tensor:
+    """The gates [B, K, 3L] of the blocks that do not run: a held step's every block, elsewhere the block gates."""
+    if step_holds is None:
+        return block_gates
+    return step_holds[..., None] + (1 - step_holds[..., None]) * block_gates
+
+
 class Pruner(nn.Module):
     def __init__(self, config: PrunerConfig) -> None:
         super().__init__()
@@ -106,6 +128,8 @@ class Pruner(nn.Module):
         # A learned offset per (step, block) cell on the prune logit: lets each cell's own fidelity gradient
         # move it directly, which the shared MLP alone does slowly (the mask then moves as one piece).
         self.cell_bias = nn.Parameter(torch.zeros(c.num_steps, c.num_blocks))
+        # hierarchical: a learned offset per step on the hold logit (the mean of the step's prune-minus-keep margins)
+        self.step_bias = nn.Parameter(torch.zeros(c.num_steps)) if c.granularity == "hierarchical" else None
         with torch.no_grad():  # cells start spread around the gate's threshold, centred on init_prune_rate
             self.mlp[-1].bias.copy_(torch.tensor([0.0, float(torch.logit(torch.tensor(c.init_prune_rate)))]))
         steps = torch.arange(c.num_steps).repeat_interleave(c.num_blocks)
@@ -141,9 +165,21 @@ class Pruner(nn.Module):
         return per_step_mean(out) if self.config.granularity == "step" else out
 
     def gates(self, obs_features: torch.Tensor) -> torch.Tensor:
-        """Straight-through gates [B, K, 3L] (1 = prune), first step forced to compute."""
-        gates = straight_through_gate(self.logits(obs_features))
-        return torch.cat((torch.zeros_like(gates[:, :1]), gates[:, 1:]), dim=1)
+        """Straight-through gates [B, K, 3L] (1 = prune) of the mask this pruner runs, first step forced to compute."""
+        return held_mask(*self.gates_and_holds(obs_features))
+
+    def gates_and_holds(self, obs_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Block gates [B, K, 3L] and, for a hierarchical pruner, its step hold gates [B, K] (else None); both 1 =
+        pruned / held, in {0, 1} forward with straight-through gradients, first step computed. A hierarchical
+        pruner's block gates are the blocks a step runs when it does not hold (what un-holding it would cost and
+        give); the mask it runs is :func:`held_mask` of the two."""
+        logits = self.logits(obs_features)
+        gates = straight_through_gate(logits)
+        holds = None
+        if self.step_bias is not None:
+            step_logits = logits.mean(dim=2) + torch.stack((torch.zeros_like(self.step_bias), self.step_bias), dim=-1)
+            holds = first_step_computed(straight_through_gate(step_logits))
+        return first_step_computed(gates), holds
 
     def mask_head(self) -> "PrunerMaskHead":
         """This pruner's per-chunk computation as a :class:`PrunerMaskHead` on its current weights."""
@@ -182,6 +218,8 @@ class PrunerMaskHead(nn.Module):
         self.register_buffer("margin_offset", offset.clone(), persistent=False)
         self.grid = (c.num_steps, c.num_blocks)
         self.granularity = c.granularity
+        step_offset = pruner.step_bias.detach().clone() if pruner.step_bias is not None else None
+        self.register_buffer("step_offset", step_offset, persistent=False)
 
     def forward(self, obs_features: torch.Tensor) -> torch.Tensor:
         b = obs_features.shape[0]
@@ -190,4 +228,6 @@ class PrunerMaskHead(nn.Module):
         if self.granularity == "step":
             margin = per_step_mean(margin)
         pruned = margin > 0
-        return torch.cat((torch.zeros_like(pruned[:, :1]), pruned[:, 1:]), dim=1)
+        if self.step_offset is not None:  # hierarchical: a held step prunes all its blocks
+            pruned = pruned | (margin.mean(dim=2) + self.step_offset > 0)[..., None]
+        return first_step_computed(pruned)

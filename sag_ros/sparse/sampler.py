@@ -120,23 +120,38 @@ def step_hold_gates(gates: torch.Tensor) -> torch.Tensor:
     return gates.detach().amin(-1) + mean - mean.detach()
 
 
+def held_step_gates(gates: torch.Tensor, step_holds: torch.Tensor | None) -> torch.Tensor:
+    """Which steps hold [B, K]: those whose every block is pruned, as the sparse sampler decides at run time. With
+    a hierarchical pruner's own step gates, a step holds where its gate says so (the gradient is that gate's) or,
+    with no gradient of its own, where the block gates happen to prune every block anyway."""
+    if step_holds is None:
+        return step_hold_gates(gates)
+    return step_holds + (1 - step_holds) * gates.detach().amin(-1)
+
+
 class GatedRunner:
-    """Differentiable runner: gates [B, K, 3L] with values in {0, 1} (1 = use the cache)."""
+    """Differentiable runner: gates [B, K, 3L] with values in {0, 1} (1 = use the cache).
+
+    With a hierarchical pruner's ``step_holds`` [B, K], ``gates`` are its block gates: a step runs its blocks by
+    them, so holding is weighed against what the step would give if it ran, and a held step leaves the cache as it
+    was (at run time a held step runs nothing, so stores nothing)."""
 
     def __init__(self, block_fns: Sequence[BlockFn], gates: torch.Tensor, cache: ReuseCache,
-                 hold_x0: bool = False) -> None:
+                 hold_x0: bool = False, step_holds: torch.Tensor | None = None) -> None:
         self._fns = [(j, fn, j // 3) for j, fn in enumerate(block_fns)]
         self._gates = gates
-        self.hold_gates = step_hold_gates(gates) if hold_x0 else None
+        self._step_holds = step_holds
+        self.hold_gates = held_step_gates(gates, step_holds) if hold_x0 else None
         self._cache = cache
         self._cache.reset()
 
     def __call__(self, k: int, h: torch.Tensor, layer_kv: StepKV) -> torch.Tensor:
         gates = self._gates[:, k, :, None, None]  # (B, 3L, 1, 1)
+        hold = None if self._step_holds is None else self._step_holds[:, k, None, None]
         for j, fn, layer in self._fns:
             delta = fn(h, layer_kv[layer])
             cached = self._cache.fetch(j)
             out = delta if cached is None else delta + gates[:, j] * (cached - delta)
-            self._cache.store(j, out)
+            self._cache.store(j, out if hold is None or cached is None else out + hold * (cached - out))
             h = h + out
         return h

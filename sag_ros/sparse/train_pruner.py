@@ -46,8 +46,8 @@ from sag_ros.policy.checkpoint import CheckpointError, atomic_torch_save, finger
 from sag_ros.sparse.artifact import load_pruner, pruner_grid, save_pruner
 from sag_ros.sparse.cache import ReuseKind, make_cache
 from sag_ros.sparse.mask import interval_mask
-from sag_ros.sparse.pruner import Pruner, PrunerConfig
-from sag_ros.sparse.sampler import GatedRunner, step_hold_gates
+from sag_ros.sparse.pruner import Pruner, PrunerConfig, held_mask
+from sag_ros.sparse.sampler import GatedRunner, held_step_gates
 
 TRAIN_STATE_FORMAT = "sag_ros.pruner_train_state"
 TRAIN_STATE_VERSION = 2
@@ -67,7 +67,7 @@ class PrunerTrainConfig:
     fidelity_window: str = "chunk"  # or "executed": only the Ta actions the robot runs (To-1 .. To-1+Ta)
     fidelity_steps: str = "final"  # or "trajectory": every step's clean-chunk prediction, averaged over steps
     use_observation: bool = True  # False: one learned static mask for all observations
-    granularity: str = "block"  # or "step": whole denoising steps computed or skipped (PrunerConfig.granularity)
+    granularity: str = "block"  # "step": whole steps computed or skipped; "hierarchical": held steps over block gates
     hold_x0: bool = False  # wholly pruned steps hold the last computed clean-chunk prediction (sparse.sampler)
     step_cost: float = 0.0  # a computed step's fixed cost (embedding, head, update) in blocks; see pruned_cost
     seed: int = 0
@@ -101,6 +101,8 @@ class PrunerTrainConfig:
             raise ValueError("init_interval_start needs init_interval")
         if self.step_cost < 0:
             raise ValueError(f"step_cost={self.step_cost} must be >= 0")
+        if self.granularity == "hierarchical" and not self.hold_x0:
+            raise ValueError("granularity='hierarchical' decides which steps hold: it needs hold_x0")
         if self.step_cost and not self.hold_x0:
             raise ValueError("step_cost counts the fixed cost that held steps skip: it needs hold_x0")
         if self.fidelity_steps == "trajectory" and self.reference != "dense":
@@ -122,8 +124,9 @@ def fidelity_slice(policy: DiffusionPolicy, cfg: PrunerTrainConfig) -> slice:
     return slice(None) if cfg.fidelity_window == "chunk" else policy.executed_slice()
 
 
-def pruned_cost(gates: torch.Tensor, step_cost: float) -> torch.Tensor:
-    """The fraction of a dense chunk's cost the gates [B, K, 3L] skip, the quantity the sparsity term drives to rho.
+def pruned_cost(gates: torch.Tensor, step_cost: float, step_holds: torch.Tensor | None = None) -> torch.Tensor:
+    """The fraction of a dense chunk's cost the gates [B, K, 3L] skip, the quantity the sparsity term drives to rho
+    (``step_holds``: a hierarchical pruner's hold gates [B, K]).
 
     Each block costs 1 and each computed step ``step_cost`` more (input embedding, head, sampler update: with
     ONNX Runtime on 2 cores about 2.5 blocks' worth); only a held step (every block pruned, ``hold_x0``) skips
@@ -133,7 +136,7 @@ def pruned_cost(gates: torch.Tensor, step_cost: float) -> torch.Tensor:
     blocks = gates.mean((-2, -1))
     if not step_cost:
         return blocks.mean()
-    held = step_hold_gates(gates).mean(-1)
+    held = held_step_gates(gates, step_holds).mean(-1)
     num_blocks = gates.shape[-1]
     return ((num_blocks * blocks + step_cost * held) / (num_blocks + step_cost)).mean()
 
@@ -157,13 +160,14 @@ def pruner_loss(policy: DiffusionPolicy, pruner: Pruner, features: torch.Tensor,
         inputs = prepare_chunk(policy.denoiser, policy.schedule, features, generator)
         if target is None:
             target = reverse_diffusion(policy.schedule, inputs, kernels, dense_runner(kernels), dense_trace)
-    gates = pruner.gates(features)
-    runner = GatedRunner(kernels.block_fns, gates, make_cache(cfg.reuse, len(kernels.block_fns)), cfg.hold_x0)
+    gates, holds = pruner.gates_and_holds(features)
+    runner = GatedRunner(kernels.block_fns, gates, make_cache(cfg.reuse, len(kernels.block_fns)), cfg.hold_x0, holds)
+    gates = held_mask(gates, holds)
     sparse = reverse_diffusion(policy.schedule, inputs, kernels, runner, sparse_trace)
     window = fidelity_slice(policy, cfg)
     pairs = zip(sparse_trace, dense_trace) if sparse_trace and dense_trace else [(sparse, target)]
     fidelity = torch.stack([F.l1_loss(s[:, window], d[:, window]) for s, d in pairs]).mean()
-    rate = pruned_cost(gates, cfg.step_cost)
+    rate = pruned_cost(gates, cfg.step_cost, holds)
     rho_t = cfg.target_rate if target_rate is None else target_rate
     loss = fidelity + cfg.sparsity_weight * (rate - rho_t).abs()
     return loss, {"fidelity": fidelity.item(), "prune_rate": rate.item()}
@@ -199,6 +203,9 @@ def initial_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig) -> Pruner:
             pruner.obs_proj[-1].weight.zero_()
             pruner.mlp[-1].bias.zero_()
             pruner.cell_bias.copy_(torch.where(schedule, INTERVAL_INIT_MARGIN, -INTERVAL_INIT_MARGIN))
+            if pruner.step_bias is not None:  # hierarchical: every block would run; the skipped steps hold
+                pruner.cell_bias.fill_(-INTERVAL_INIT_MARGIN)
+                pruner.step_bias.copy_(torch.where(schedule.all(-1), 2 * INTERVAL_INIT_MARGIN, 0.0))
         return pruner
     if cfg.init_from is None:
         return Pruner(pruner_config_for(policy, cfg))
@@ -225,14 +232,17 @@ def train_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig, sampler: Windo
     torch.manual_seed(cfg.seed)
     policy.eval().requires_grad_(False)
     pruner = initial_pruner(policy, cfg).train()
-    network = [p for name, p in pruner.named_parameters() if name != "cell_bias"]
-    optimizer = torch.optim.AdamW([{"params": network, "lr": cfg.lr}, {"params": [pruner.cell_bias], "lr": cfg.cell_lr}],
+    offsets = {"cell_bias", "step_bias"}  # per-cell / per-step offsets learn at the fast rate
+    network = [p for name, p in pruner.named_parameters() if name not in offsets]
+    fast = [p for name, p in pruner.named_parameters() if name in offsets]
+    optimizer = torch.optim.AdamW([{"params": network, "lr": cfg.lr}, {"params": fast, "lr": cfg.cell_lr}],
                                   weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, 0, cfg.num_steps))
     generator = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad():
         sample_obs, _ = sampler.sample(cfg.batch_size, torch.Generator().manual_seed(cfg.seed))
-        start_rate = pruned_cost(pruner.gates(policy.encode_observation(sample_obs)), cfg.step_cost).item()
+        gates, holds = pruner.gates_and_holds(policy.encode_observation(sample_obs))
+        start_rate = pruned_cost(held_mask(gates, holds), cfg.step_cost, holds).item()
     state_path, signature, step = train_state_path(out_path), _resume_signature(policy, cfg), 0
     if state_path.exists():
         state = load_artifact(state_path, TRAIN_STATE_FORMAT, TRAIN_STATE_VERSION)
