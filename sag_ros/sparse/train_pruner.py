@@ -126,7 +126,7 @@ def fidelity_slice(policy: DiffusionPolicy, cfg: PrunerTrainConfig) -> slice:
 
 def pruned_cost(gates: torch.Tensor, step_cost: float, step_holds: torch.Tensor | None = None) -> torch.Tensor:
     """The fraction of a dense chunk's cost the gates [B, K, 3L] skip, the quantity the sparsity term drives to rho
-    (``step_holds``: a hierarchical pruner's hold gates [B, K]).
+    (``step_holds``: a hierarchical pruner's hold gates [B, K], ``gates`` then its :func:`held_mask`).
 
     Each block costs 1 and each computed step ``step_cost`` more (input embedding, head, sampler update: with
     ONNX Runtime on 2 cores about 2.5 blocks' worth); only a held step (every block pruned, ``hold_x0``) skips
@@ -160,14 +160,14 @@ def pruner_loss(policy: DiffusionPolicy, pruner: Pruner, features: torch.Tensor,
         inputs = prepare_chunk(policy.denoiser, policy.schedule, features, generator)
         if target is None:
             target = reverse_diffusion(policy.schedule, inputs, kernels, dense_runner(kernels), dense_trace)
-    gates, holds = pruner.gates_and_holds(features)
-    runner = GatedRunner(kernels.block_fns, gates, make_cache(cfg.reuse, len(kernels.block_fns)), cfg.hold_x0, holds)
-    gates = held_mask(gates, holds)
+    block_gates, holds = pruner.gates_and_holds(features)
+    runner = GatedRunner(kernels.block_fns, block_gates, make_cache(cfg.reuse, len(kernels.block_fns)), cfg.hold_x0,
+                         holds)
     sparse = reverse_diffusion(policy.schedule, inputs, kernels, runner, sparse_trace)
     window = fidelity_slice(policy, cfg)
     pairs = zip(sparse_trace, dense_trace) if sparse_trace and dense_trace else [(sparse, target)]
     fidelity = torch.stack([F.l1_loss(s[:, window], d[:, window]) for s, d in pairs]).mean()
-    rate = pruned_cost(gates, cfg.step_cost, holds)
+    rate = pruned_cost(held_mask(block_gates, holds), cfg.step_cost, holds)
     rho_t = cfg.target_rate if target_rate is None else target_rate
     loss = fidelity + cfg.sparsity_weight * (rate - rho_t).abs()
     return loss, {"fidelity": fidelity.item(), "prune_rate": rate.item()}
@@ -241,8 +241,8 @@ def train_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig, sampler: Windo
     generator = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad():
         sample_obs, _ = sampler.sample(cfg.batch_size, torch.Generator().manual_seed(cfg.seed))
-        gates, holds = pruner.gates_and_holds(policy.encode_observation(sample_obs))
-        start_rate = pruned_cost(held_mask(gates, holds), cfg.step_cost, holds).item()
+        block_gates, holds = pruner.gates_and_holds(policy.encode_observation(sample_obs))
+        start_rate = pruned_cost(held_mask(block_gates, holds), cfg.step_cost, holds).item()
     state_path, signature, step = train_state_path(out_path), _resume_signature(policy, cfg), 0
     if state_path.exists():
         state = load_artifact(state_path, TRAIN_STATE_FORMAT, TRAIN_STATE_VERSION)
