@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sag_ros.policy.denoiser import sinusoidal_embedding
+from sag_ros.sparse.mask import with_first_step_computed
 
 
 GRANULARITIES = ("block", "step", "hierarchical")
@@ -101,11 +102,6 @@ def straight_through_gate(logits: torch.Tensor, temperature: float = 1.0) -> tor
     return hard + soft - soft.detach()
 
 
-def first_step_computed(gates: torch.Tensor) -> torch.Tensor:
-    """Gates [B, K, ...] with step 0's set to 0: the first step always computes (nothing is cached yet)."""
-    return torch.cat((torch.zeros_like(gates[:, :1]), gates[:, 1:]), dim=1)
-
-
 def held_mask(block_gates: torch.Tensor, step_holds: torch.Tensor | None) -> torch.Tensor:
     """The gates [B, K, 3L] of the blocks that do not run: a held step's every block, elsewhere the block gates."""
     if step_holds is None:
@@ -178,8 +174,8 @@ class Pruner(nn.Module):
         holds = None
         if self.step_bias is not None:
             step_logits = logits.mean(dim=2) + torch.stack((torch.zeros_like(self.step_bias), self.step_bias), dim=-1)
-            holds = first_step_computed(straight_through_gate(step_logits))
-        return first_step_computed(gates), holds
+            holds = with_first_step_computed(straight_through_gate(step_logits)[..., None])[..., 0]
+        return with_first_step_computed(gates), holds
 
     def mask_head(self) -> "PrunerMaskHead":
         """This pruner's per-chunk computation as a :class:`PrunerMaskHead` on its current weights."""
@@ -230,4 +226,4 @@ class PrunerMaskHead(nn.Module):
         pruned = margin > 0
         if self.step_offset is not None:  # hierarchical: a held step prunes all its blocks
             pruned = pruned | (margin.mean(dim=2) + self.step_offset > 0)[..., None]
-        return first_step_computed(pruned)
+        return with_first_step_computed(pruned)
