@@ -168,15 +168,13 @@ def _bench(args: argparse.Namespace) -> None:
 def _paired(args: argparse.Namespace) -> None:
     from sag_ros.benchmark import compare_episodes, format_paired, paired_comparisons, plot_paired
 
-    if args.component and not args.report:
-        raise SystemExit("sag paired: --component applies to one `sag bench` report")
     if (args.report is None) == (not args.pool) or len(args.pool) == 1:
         raise SystemExit("sag paired: give either one `sag bench` report or --pool NAME=RUN[,RUN...] for each of "
                          "two or more methods")
     try:
         rows = (paired_comparisons(json.loads(Path(args.report).read_text()), args.methods, args.component)
                 if args.report
-                else compare_episodes(dict(_pooled_method(spec) for spec in args.pool)))
+                else compare_episodes(dict(_pooled_method(spec, args.component) for spec in args.pool)))
     except (KeyError, ValueError) as exc:
         raise SystemExit(exc.args[0]) from None
     except OSError as exc:
@@ -190,10 +188,10 @@ def _paired(args: argparse.Namespace) -> None:
         print(f"wrote {args.plot}")
 
 
-def _pooled_method(spec: str) -> tuple[str, dict]:
-    """'NAME=RUN[,RUN...]', each RUN a `sag eval` JSON or 'BENCH.json::METHOD' -> (NAME, its pooled episodes);
-    NAME may not hold '=' (the methods of a report may: 'interval n=10')."""
-    from sag_ros.benchmark import pool_episodes, report_episodes
+def _pooled_method(spec: str, component: str | None = None) -> tuple[str, dict]:
+    """'NAME=RUN[,RUN...]', each RUN a `sag eval` JSON or 'BENCH.json::METHOD' -> (NAME, its pooled episodes, only
+    those of ``component`` when given); NAME may not hold '=' (the methods of a report may: 'interval n=10')."""
+    from sag_ros.benchmark import component_episodes, pool_episodes, report_episodes
 
     name, sep, runs = spec.partition("=")  # at the first '=': method names in reports hold some ("n=10")
     if not (sep and name and runs):
@@ -201,7 +199,9 @@ def _pooled_method(spec: str) -> tuple[str, dict]:
     parts = []
     for run in runs.split(","):
         path, _, method = run.partition("::")
-        parts.append(report_episodes(json.loads(Path(path).read_text()), method or None))
+        report = json.loads(Path(path).read_text())
+        episodes = report_episodes(report, method or None)
+        parts.append(episodes if component is None else component_episodes(episodes, report.get("task", ""), component))
     return name, pool_episodes(parts)
 
 
@@ -392,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeat per method; methods pair on the episodes they share")
     p.add_argument("--methods", nargs="+", help="method names, in the order to compare (default: all)")
     p.add_argument("--plot", help="also draw the pairs as a forest plot (difference ± 2 standard errors) to this PNG")
-    p.add_argument("--component", help="a report of a multi-task task ('a+b'): pair only the episodes of this "
+    p.add_argument("--component", help="reports of a multi-task task ('a+b'): pair only the episodes of this "
                                        "component (e.g. mw-door-open)")
     p.set_defaults(func=_paired)
 

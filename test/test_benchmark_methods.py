@@ -112,8 +112,17 @@ def test_paired_compares_one_component_of_a_multi_task_report(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[2].split()[-3:] == ["0.000", "/", "1.000"]
     with pytest.raises(SystemExit, match="'z' is not a component of the report's task 'x\\+y'"):
         main(["paired", str(tmp_path / "bench.json"), "--component", "z"])
-    with pytest.raises(SystemExit, match="one `sag bench` report"):
-        main(["paired", "--pool", f"a={tmp_path / 'bench.json'}::dense", "--pool", f"b={tmp_path / 'bench.json'}::sag",
+    # pooled runs: each run's episodes of the component, by that run's own task
+    other = {"task": "x+y", "seeds": [20, 22], "methods": {"dense": method([[0.0, 0.0]]), "sag": method([[1.0, 1.0]])}}
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    capsys.readouterr()
+    main(["paired", "--pool", f"a={tmp_path / 'bench.json'}::dense,{tmp_path / 'other.json'}::dense",
+          "--pool", f"b={tmp_path / 'bench.json'}::sag,{tmp_path / 'other.json'}::sag", "--component", "x"])
+    row = capsys.readouterr().out.splitlines()[2].split()
+    assert row[2:4] == ["+0.000±0.577", "3"]  # env seeds 10, 12 and 20: x's only; differences +1, 0, -1
+    (tmp_path / "eval.json").write_text(json.dumps({"episodes": [{"seed": 10, "score": 1.0, "success": True}]}))
+    with pytest.raises(SystemExit, match="not a component of the report's task ''"):
+        main(["paired", "--pool", f"a={tmp_path / 'eval.json'}", "--pool", f"b={tmp_path / 'bench.json'}::sag",
               "--component", "x"])
 
 

@@ -1,0 +1,142 @@
+"""Which masks does a pruner predict for each task of a multi-task policy?
+
+A pruner conditioned on the observation can only beat one learned static mask where different observations want
+different masks; with a policy serving several tasks, the task is the obvious candidate. This re-renders a few
+observations from each component's demonstrations (episodes drawn at random, observations at fixed fractions of
+each episode), predicts every given pruner's mask for them, and counts per component the distinct masks, with the
+blocks and denoising steps the most common one computes (a step counts as computed when any of its blocks runs),
+and the masks all components share.
+
+    python tools/masks_by_task_study.py --data data/mw_door_button_400.npz --policy models/mw_door_button.pt \\
+        --pruner models/mw_door_button_sag_rho0.9_hierarchical.pt --json runs/masks_by_task.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sag_ros.policy.checkpoint import load_policy
+from sag_ros.policy.policy import DiffusionPolicy
+from sag_ros.sim.dataset import Demos, load_demos
+from sag_ros.sim.multi_task import component_index, component_names
+from sag_ros.sim.task import get_task
+from sag_ros.sparse.artifact import load_pruner
+from sag_ros.sparse.pruner import Pruner
+from sag_ros.tables import format_table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--policy", required=True)
+    parser.add_argument("--data", required=True, help="demonstrations of a multi-task task (sag datagen --task a+b)")
+    parser.add_argument("--pruner", action="append", required=True)
+    parser.add_argument("--episodes", type=int, default=10, help="episodes per component")
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75],
+                        help="where in each episode the observations are taken")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+
+    torch.set_num_threads(2)
+    policy, _ = load_policy(Path(args.policy))
+    policy.eval()
+    demos = load_demos(Path(args.data))
+    task_name = demos.metadata["task"]
+    components = component_names(task_name)
+    windows = observation_windows(demos, len(components), args.episodes, args.fractions,
+                                  policy.config.denoiser.n_obs_steps, args.seed)
+    features = component_features(policy, demos, task_name, windows)
+
+    rows, report = [], {"task": task_name, "episodes_per_component": args.episodes, "fractions": args.fractions,
+                        "pruners": {}}
+    for path in args.pruner:
+        pruner, _ = load_pruner(Path(path), policy)
+        pruner.eval()
+        distinct = {name: distinct_masks(pruner, feats) for name, feats in zip(components, features)}
+        for name, masks in distinct.items():
+            top, top_count = masks[0]
+            rows.append({"pruner": Path(path).stem, "component": name, "observations": sum(n for _, n in masks),
+                         "distinct masks": len(masks), "most common": f"{top_count} x", "its blocks": int((~top).sum()),
+                         "its computed steps": step_ranges(computed_steps(top))})
+        shared = set.intersection(*({mask.tobytes() for mask, _ in masks} for masks in distinct.values()))
+        rows.append({"pruner": Path(path).stem, "component": "shared by all", "observations": "",
+                     "distinct masks": len(shared), "most common": "", "its blocks": "", "its computed steps": ""})
+        report["pruners"][path] = {
+            "components": {name: [{"computed_steps": computed_steps(mask), "computed_blocks": int((~mask).sum()),
+                                   "observations": n} for mask, n in masks] for name, masks in distinct.items()},
+            "shared_masks": len(shared)}
+    print(format_table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+
+
+def distinct_masks(pruner: Pruner, features: torch.Tensor) -> list[tuple[np.ndarray, int]]:
+    """The distinct masks [K, 3L] (True = pruned) ``pruner`` predicts for ``features`` [N, F], each with how many
+    observations got it, most common first."""
+    with torch.no_grad():
+        masks = pruner.predict_mask(features).numpy()
+    counts = Counter(mask.tobytes() for mask in masks)
+    return [(np.frombuffer(key, dtype=bool).reshape(masks.shape[1:]), n) for key, n in counts.most_common()]
+
+
+def computed_steps(mask: np.ndarray) -> list[int]:
+    """The steps of a [K, 3L] mask (True = pruned) where any block runs."""
+    return [int(k) for k in np.flatnonzero(~mask.all(1))]
+
+
+def step_ranges(steps: list[int]) -> str:
+    """[0, 1, 2, 15, 22, 23] -> '0-2, 15, 22-23'."""
+    runs: list[list[int]] = []
+    for k in steps:
+        if runs and k == runs[-1][-1] + 1:
+            runs[-1].append(k)
+        else:
+            runs.append([k])
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+
+
+def observation_windows(demos: Demos, count: int, episodes: int, fractions: list[float], n_obs_steps: int,
+                        seed: int) -> list[list[range]]:
+    """Per component, the frame windows (``n_obs_steps`` consecutive frames of one episode, the last at each
+    fraction of it) of ``episodes`` demonstrations drawn at random among those that component played."""
+    seeds = demos.metadata["episode_seeds"]
+    slices = demos.episode_slices()
+    order = np.random.default_rng(seed).permutation(len(slices))
+    windows = []
+    for component in range(count):
+        chosen = [slices[ep] for ep in order if component_index(seeds[ep], count) == component][:episodes]
+        ends = [min(max(sl.start + int(f * (sl.stop - sl.start)), sl.start + n_obs_steps - 1), sl.stop - 1)
+                for sl in chosen for f in fractions]
+        windows.append([range(end - n_obs_steps + 1, end + 1) for end in ends])
+    return windows
+
+
+def component_features(policy: DiffusionPolicy, demos: Demos, task_name: str,
+                       windows: list[list[range]]) -> list[torch.Tensor]:
+    """Observation features [N, To*F] per component for its ``windows``; only the frames used are re-rendered
+    (all of a data set's take minutes)."""
+    adapter = get_task(task_name).make_adapter()
+    try:
+        adapter.reset(0)  # render_state only needs a built scene; each state carries its component
+        features = []
+        for component_windows in windows:
+            feats = []
+            for frames in component_windows:
+                image = np.stack([adapter.render_state(demos.sim_state[i])["image"] for i in frames])
+                obs = {"image": torch.from_numpy(image)[None], "state": torch.from_numpy(demos.state[list(frames)])[None]}
+                with torch.no_grad():
+                    feats.append(policy.encode_observation(obs).flatten(1))
+            features.append(torch.cat(feats))
+        return features
+    finally:
+        adapter.close()
+
+
+if __name__ == "__main__":
+    main()
