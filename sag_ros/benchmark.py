@@ -223,12 +223,14 @@ Episodes = dict[tuple[int, int], tuple[float, bool]]
 
 def report_episodes(report: dict, method: str | None = None) -> Episodes:
     """One method's episodes from a `sag bench` report, or (``method`` None) those of a `sag eval` report, which
-    are noise seed 0: `sag eval` seeds its sampling as `sag bench` seeds noise seed 0, so the two pair episode by
-    episode (runs are deterministic)."""
+    are its noise seed's (0 unless `--noise-seed` said otherwise; reports older than that option are 0): `sag eval`
+    seeds its sampling as `sag bench` seeds that noise seed, so the two pair episode by episode (runs are
+    deterministic)."""
     if method is None:
         if not isinstance(report.get("episodes"), list):
             raise KeyError("not a `sag eval` report (no episode list); name a method of a `sag bench` report")
-        return {(0, int(e["seed"])): (float(e["score"]), bool(e["success"])) for e in report["episodes"]}
+        noise = int(report.get("noise_seed", 0))
+        return {(noise, int(e["seed"])): (float(e["score"]), bool(e["success"])) for e in report["episodes"]}
     if method not in report.get("methods", {}):
         raise KeyError(f"no method {[method]} in this report (it has {list(report.get('methods', {}))})")
     result, start = report["methods"][method], report["seeds"][0]

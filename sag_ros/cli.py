@@ -98,7 +98,7 @@ def _eval(args: argparse.Namespace) -> None:
     schedule = policy.schedule
     task = _policy_task(policy.config.task, args.task)
     seeds = _test_seeds(task, args.seed_start, args.episodes)
-    results = evaluate(spec, task.name, seeds, workers=args.workers,
+    results = evaluate(spec, task.name, seeds, workers=args.workers, noise_seed=args.noise_seed,
                        video_dir=Path(args.video_dir) if args.videos else None, num_videos=args.videos)
     summary = summarize(results)
     blocks = Path(args.pruner).name if args.pruner else "-"
@@ -112,7 +112,7 @@ def _eval(args: argparse.Namespace) -> None:
         report = {"policy": str(policy_path), "pruner": args.pruner, "interval": args.interval,
                   "hold_x0": args.hold_x0, "task": task.name,
                   "sampler": schedule.kind.value, "steps": schedule.num_steps, "backend": args.backend,
-                  "seeds": [seeds.start, seeds.stop], "summary": summary,
+                  "seeds": [seeds.start, seeds.stop], "noise_seed": args.noise_seed, "summary": summary,
                   "episodes": [vars(r) for r in results]}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=1))
@@ -300,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help="default: the policy's task")
     p.add_argument("--episodes", type=_COUNT, default=50)
     p.add_argument("--seed-start", type=int, help="first env seed (default: the task's first test seed)")
+    p.add_argument("--noise-seed", type=int, default=0,
+                   help="seeds the sampling noise as `sag bench` seeds its noise seed of this index, so that the "
+                        "episodes pair with that bench run's")
     p.add_argument("--sampler", choices=["ddpm", "ddim"], help="default: the checkpoint's")
     p.add_argument("--steps", type=_COUNT, help="denoising steps (default: the checkpoint's)")
     p.add_argument("--workers", type=_COUNT, default=2)

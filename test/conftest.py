@@ -68,3 +68,12 @@ def assert_observation_contract(task, adapter) -> dict:
     assert obs["keypoints"].shape == (task.keypoint_dim,) and obs["keypoints"].dtype == np.float32
     assert adapter.sim_state().ndim == 1 and adapter.sim_state().dtype == np.float64
     return obs
+
+
+def between_middle_margins(logits: torch.Tensor) -> torch.Tensor:
+    """Halfway between the two middle prune-minus-keep margins of pruner logits [..., 2]: subtracted from the prune
+    bias, it puts half the cells on each side of the gate, none of them within float rounding of it (a cell at
+    exactly the median would flip between two equal computations summed in another order)."""
+    margins = (logits[..., 1] - logits[..., 0]).flatten().sort().values
+    middle = margins.numel() // 2
+    return (margins[middle - 1] + margins[middle]) / 2

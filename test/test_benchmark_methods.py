@@ -146,6 +146,12 @@ def test_paired_pools_bench_and_eval_runs_by_episode(tmp_path, capsys):
     diffs = np.array([0.9 - 0.7, 0.2 - 0.2, 0.8 - 0.8, 0.6 - 0.1, 0.6 - 0.4, 1.0 - 0.3])
     assert row[:4] == ["dense", "interval", f"{diffs.mean():+.3f}±{diffs.std(ddof=1) / np.sqrt(6):.3f}", "6"]
     assert row[4:6] == ["3", "0"]  # solved by dense only: (1, 11), (0, 20) and (0, 21)
+    # a `sag eval --noise-seed 1` run of env seeds 10-11 pairs with the bench's noise seed 1 episodes, not noise seed 0's
+    (tmp_path / "noise1.json").write_text(json.dumps({"noise_seed": 1, "episodes": [
+        {"seed": 10, "score": 0.5, "success": False}, {"seed": 11, "score": 0.6, "success": True}]}))
+    main(["paired", "--pool", f"dense={tmp_path / 'bench.json'}::dense", "--pool", f"eval={tmp_path / 'noise1.json'}"])
+    row = capsys.readouterr().out.splitlines()[2].split()
+    assert row[2:4] == [f"{np.mean([0.8 - 0.5, 0.6 - 0.6]):+.3f}±{np.std([0.3, 0.0], ddof=1) / np.sqrt(2):.3f}", "2"]
     with pytest.raises(SystemExit, match="appear in two"):
         main(["paired", "--pool", f"a={tmp_path / 'dense.json'},{tmp_path / 'dense.json'}",
               "--pool", f"b={tmp_path / 'sparse.json'}"])

@@ -5,8 +5,10 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+from sag_ros.benchmark import report_episodes
 from sag_ros.cli import main
 
 TINY_EXPERIMENT = """
@@ -51,7 +53,7 @@ def test_pipeline_end_to_end(tmp_path, capsys):
     with pytest.raises(SystemExit, match="demonstrations come from"):  # seed 7 made the demonstrations
         main(["eval", "--policy", str(policy), "--steps", "10", "--episodes", "1", "--seed-start", "7"])
     bench_json, bench_png = tmp_path / "bench.json", tmp_path / "bench.png"
-    main(["bench", "--policy", str(policy), "--pruner", f"sag={pruner}", "--episodes", "1", "--noise-seeds", "1",
+    main(["bench", "--policy", str(policy), "--pruner", f"sag={pruner}", "--episodes", "1", "--noise-seeds", "2",
           "--latency-obs", "1", "--repeats", "1", "--intervals", "2", "--ddim", "5", "--workers", "1",
           "--hold-x0", "off", "on", "--seed-start", "100003", "--json", str(bench_json), "--plot", str(bench_png)])
     bench = json.loads(bench_json.read_text())
@@ -65,8 +67,13 @@ def test_pipeline_end_to_end(tmp_path, capsys):
     assert 1 <= bench["methods"]["sag"]["distinct_masks"] <= bench["latency_observations"] == 3
     assert interval["gflops_per_chunk"] < dense["gflops_per_chunk"]
     assert dense["l1_to_dense"] == 0.0 and bench["methods"]["ddim-5"]["l1_to_dense"] > 0.0
-    assert dense["episode_scores"] == [[pytest.approx(dense["score_mean"])]]  # [noise seed][env seed]
-    assert dense["episode_successes"] == [[dense["success_mean"] == 1.0]]
+    assert len(dense["episode_scores"]) == len(dense["episode_successes"]) == 2  # [noise seed][env seed]
+    assert dense["score_mean"] == pytest.approx(np.mean(dense["episode_scores"]))
+    # `sag eval --noise-seed 1` plays the bench's noise seed 1 episodes, so the two pair
+    main(["eval", "--policy", str(policy), "--episodes", "1", "--seed-start", "100003", "--noise-seed", "1",
+          "--workers", "1", "--json", str(report)])
+    assert report_episodes(json.loads(report.read_text())) == {
+        (1, 100003): (pytest.approx(dense["episode_scores"][1][0]), dense["episode_successes"][1][0])}
     assert bench_png.stat().st_size > 10_000
     assert "speed-up" in capsys.readouterr().out
 

@@ -71,3 +71,28 @@ def test_computed_steps_and_ranges():
     assert study.computed_steps(mask) == [0, 1, 2, 5, 7]
     assert study.step_ranges([0, 1, 2, 5, 7, 8]) == "0-2, 5, 7-8"
     assert study.step_ranges([]) == ""
+
+
+def test_write_pinned_saves_the_pruner_pinned_to_the_given_mask_with_its_run_settings(tmp_path, tiny_policy):
+    from conftest import between_middle_margins, random_observation
+    from sag_ros.sparse.artifact import load_pruner
+    from sag_ros.sparse.train_pruner import PrunerTrainConfig, pruner_config_for
+
+    torch.manual_seed(0)
+    pruner = Pruner(pruner_config_for(tiny_policy, PrunerTrainConfig())).eval()
+    with torch.no_grad():
+        features = tiny_policy.encode_observation(random_observation(tiny_policy.config, batch=8, seed=1)).flatten(1)
+        features = features * torch.linspace(-3, 3, 8)[:, None]
+        logits = pruner.logits(features)  # centre the prune logit so that these observations get different masks
+        pruner.mlp[-1].bias[1] -= between_middle_margins(logits)
+    masks = pruner.predict_mask(features).numpy()
+    target = masks[5]
+    assert not (masks == target).all()
+
+    out = tmp_path / "pinned.pt"
+    study.write_pinned(pruner, {"reuse": "per_block", "hold_x0": True}, tiny_policy, features, target, out, "obs 5")
+    pinned, extra = load_pruner(out, tiny_policy)
+    assert (pinned.predict_mask(features).numpy() == target).all()
+    assert extra["reuse"] == "per_block" and extra["hold_x0"] is True and extra["pinned_to"] == "obs 5"
+    assert extra["computed_steps"] == study.computed_steps(target)
+    assert extra["computed_blocks"] == int((~target).sum())

@@ -9,12 +9,12 @@ from sag_ros.policy.checkpoint import CheckpointError
 from sag_ros.policy.policy import DiffusionPolicy
 from sag_ros.policy.sampling import dense_runner, eager_kernels, prepare_chunk, reverse_diffusion
 from sag_ros.sparse.artifact import load_pruner, save_pruner
-from sag_ros.sparse.pruner import Mish, Pruner, straight_through_gate
+from sag_ros.sparse.pruner import Mish, Pruner, pinned_to_observation, straight_through_gate
 from sag_ros.sparse.mask import interval_mask
 from sag_ros.sparse.train_pruner import (PrunerTrainConfig, fidelity_slice, initial_pruner, pruner_config_for,
                                          pruner_loss)
 
-from conftest import random_observation, tiny_config
+from conftest import between_middle_margins, random_observation, tiny_config
 
 
 def _features(policy, batch=2, seed=0):
@@ -131,6 +131,29 @@ def test_masks_depend_on_observation_and_first_step_computes(tiny_policy):
     assert decided[:, 1:].float().mean() > 0.9
     assert torch.equal(masks[:, 1:][decided[:, 1:]], (logits[..., 1] > logits[..., 0])[:, 1:][decided[:, 1:]])
 
+
+
+@pytest.mark.parametrize("granularity", ["block", "hierarchical"])
+def test_a_pinned_pruner_predicts_its_pinned_observations_mask_for_every_observation(tiny_policy, granularity):
+    train = PrunerTrainConfig(granularity=granularity, hold_x0=granularity == "hierarchical")
+    torch.manual_seed(0)
+    pruner = Pruner(pruner_config_for(tiny_policy, train)).eval()
+    features = _features(tiny_policy, batch=6, seed=2) * torch.linspace(-2, 2, 6)[:, None, None]
+    with torch.no_grad():  # centre the prune logit, as above, so that these observations get different masks
+        logits = pruner.logits(features)
+        pruner.mlp[-1].bias[1] -= between_middle_margins(logits)
+    masks = pruner.predict_mask(features)
+    assert len(torch.unique(masks, dim=0)) > 1
+
+    pinned = pinned_to_observation(pruner, features[4:5])
+    assert torch.equal(pinned.predict_mask(features), masks[4:5].expand_as(masks))
+    assert torch.equal(pinned.predict_mask(torch.randn_like(features) * 10), masks[4:5].expand_as(masks))
+    assert torch.equal(pruner.predict_mask(features), masks)  # the pruner itself is left as it was
+    with pytest.raises(ValueError, match="batch 1"):
+        pinned_to_observation(pruner, features[:2])
+    static = Pruner(pruner_config_for(tiny_policy, PrunerTrainConfig(use_observation=False)))
+    with pytest.raises(ValueError, match="static pruner"):
+        pinned_to_observation(static, features[:1])
 
 def test_step_granularity_computes_or_skips_whole_steps(tiny_policy):
     cfg = pruner_config_for(tiny_policy, PrunerTrainConfig(granularity="step"))

@@ -7,8 +7,13 @@ each episode), predicts every given pruner's mask for them, and counts per compo
 blocks and denoising steps the most common one computes (a step counts as computed when any of its blocks runs),
 and the masks all components share.
 
+With ``--pin-out DIR`` it also writes, per observation-conditioned pruner and component, a copy of the pruner pinned
+to the observation that got that component's most common mask (:func:`~sag_ros.sparse.pruner.pinned_to_observation`):
+one static mask, the pruner's own, for every chunk. Benchmarked beside the pruner, it tells whether the pruner's
+gain comes from following the observation or from the schedule its training found.
+
     python tools/masks_by_task_study.py --data data/mw_door_button_400.npz --policy models/mw_door_button.pt \\
-        --pruner models/mw_door_button_sag_rho0.9_hierarchical.pt --json runs/masks_by_task.json
+        --pruner models/mw_door_button_sag_rho0.9_hierarchical.pt --json runs/masks_by_task.json --pin-out runs/pinned
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ from sag_ros.policy.policy import DiffusionPolicy
 from sag_ros.sim.dataset import Demos, load_demos
 from sag_ros.sim.multi_task import component_index, component_names
 from sag_ros.sim.task import get_task
-from sag_ros.sparse.artifact import load_pruner
-from sag_ros.sparse.pruner import Pruner
+from sag_ros.sparse.artifact import load_pruner, save_pruner
+from sag_ros.sparse.pruner import Pruner, pinned_to_observation
 from sag_ros.tables import format_table
 
 
@@ -41,6 +46,7 @@ def main() -> None:
                         help="where in each episode the observations are taken")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json")
+    parser.add_argument("--pin-out", type=Path, help="folder for each pruner pinned to each component's most common mask")
     args = parser.parse_args()
 
     torch.set_num_threads(2)
@@ -56,9 +62,14 @@ def main() -> None:
     rows, report = [], {"task": task_name, "episodes_per_component": args.episodes, "fractions": args.fractions,
                         "pruners": {}}
     for path in args.pruner:
-        pruner, _ = load_pruner(Path(path), policy)
+        pruner, extra = load_pruner(Path(path), policy)
         pruner.eval()
         distinct = {name: distinct_masks(pruner, feats) for name, feats in zip(components, features)}
+        if args.pin_out and pruner.config.use_observation:
+            for name, feats in zip(components, features):
+                out = args.pin_out / f"{Path(path).stem}_pinned_{name}.pt"
+                write_pinned(pruner, extra, policy, feats, distinct[name][0][0], out, f"the most common mask of {name}")
+                print(f"pinned to {name}'s most common mask -> {out}")
         for name, masks in distinct.items():
             top, top_count = masks[0]
             rows.append({"pruner": Path(path).stem, "component": name, "observations": sum(n for _, n in masks),
@@ -83,6 +94,21 @@ def distinct_masks(pruner: Pruner, features: torch.Tensor) -> list[tuple[np.ndar
         masks = pruner.predict_mask(features).numpy()
     counts = Counter(mask.tobytes() for mask in masks)
     return [(np.frombuffer(key, dtype=bool).reshape(masks.shape[1:]), n) for key, n in counts.most_common()]
+
+
+def write_pinned(pruner: Pruner, extra: dict, policy: DiffusionPolicy, features: torch.Tensor, mask: np.ndarray,
+                 out: Path, description: str) -> None:
+    """Save ``pruner`` pinned to the first of ``features`` [N, F] whose mask is ``mask``, after checking that the
+    pinned copy predicts that mask for all of them; ``extra`` (the run settings the pruner was trained for: reuse,
+    held steps) is kept."""
+    with torch.no_grad():
+        index = int(np.flatnonzero((pruner.predict_mask(features).numpy() == mask).all(axis=(1, 2)))[0])
+    pinned = pinned_to_observation(pruner, features[index:index + 1])
+    if not (pinned.predict_mask(features).numpy() == mask).all():
+        raise RuntimeError(f"the pinned copy of the pruner does not predict {description} for every observation")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_pruner(pinned, policy, out, {**extra, "pinned_to": description, "computed_steps": computed_steps(mask),
+                                      "computed_blocks": int((~mask).sum())})
 
 
 def computed_steps(mask: np.ndarray) -> list[int]:

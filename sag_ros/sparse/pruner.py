@@ -19,6 +19,7 @@ cells whose decision the observation may have changed (:mod:`sag_ros.sparse.cert
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -186,6 +187,26 @@ class Pruner(nn.Module):
     def predict_mask(self, obs_features: torch.Tensor) -> torch.Tensor:
         """Hard boolean mask [B, K, 3L] (True = pruned), first step computed."""
         return self.mask_head()(obs_features)
+
+
+def pinned_to_observation(pruner: Pruner, obs_features: torch.Tensor) -> Pruner:
+    """A copy of ``pruner`` that predicts, for every observation, the mask it predicts for ``obs_features`` [1, To, F].
+
+    The ablation that asks whether an observation-conditioned pruner's gain comes from the conditioning or from the
+    schedule its training found: the copy keeps the same weights, head and per-chunk cost, but its observation
+    branch is a constant (the first projection's weights zeroed, its bias set to that observation's pre-activation),
+    so it runs one static mask: the pruner's own choice for that observation."""
+    if not pruner.config.use_observation:
+        raise ValueError("a static pruner (use_observation=False) already predicts one mask for every observation")
+    if obs_features.shape[0] != 1:
+        raise ValueError(f"pin to one observation: features of batch 1 expected, got shape {tuple(obs_features.shape)}")
+    pinned = copy.deepcopy(pruner).eval()
+    first = pinned.obs_proj[0]
+    with torch.no_grad():
+        pre_activation = first(obs_features.flatten(1))[0]
+        first.weight.zero_()
+        first.bias.copy_(pre_activation)
+    return pinned
 
 
 class PrunerMaskHead(nn.Module):
