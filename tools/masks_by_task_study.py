@@ -101,8 +101,7 @@ def write_pinned(pruner: Pruner, extra: dict, policy: DiffusionPolicy, features:
     """Save ``pruner`` pinned to the first of ``features`` [N, F] whose mask is ``mask``, after checking that the
     pinned copy predicts that mask for all of them; ``extra`` (the run settings the pruner was trained for: reuse,
     held steps) is kept."""
-    with torch.no_grad():
-        index = int(np.flatnonzero((pruner.predict_mask(features).numpy() == mask).all(axis=(1, 2)))[0])
+    index = int(np.flatnonzero((pruner.predict_mask(features).numpy() == mask).all(axis=(1, 2)))[0])
     pinned = pinned_to_observation(pruner, features[index:index + 1])
     if not (pinned.predict_mask(features).numpy() == mask).all():
         raise RuntimeError(f"the pinned copy of the pruner does not predict {description} for every observation")
