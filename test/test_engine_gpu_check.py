@@ -74,3 +74,20 @@ def test_fresh_policy_fallback_when_the_checkpoint_is_missing(tmp_path):
     policy, source = gpu_check.load_check_policy(str(tmp_path / "missing.pt"), gpu_check.REPO / "config" / "pusht_image.yaml")
     assert source["source"] == "fresh" and "does not exist" in source["why"]
     assert policy.config.denoiser.n_layers == 8 and not policy.training
+
+
+def test_a_run_cut_short_keeps_the_backends_it_finished(tiny_policy_file, tmp_path):
+    """The wall-clock limit kills the process mid-backend: the JSON on disk must already hold the finished rows."""
+    out = tmp_path / "partial.json"
+
+    def log(line: str) -> None:
+        if line.startswith("[gpu-check] backend tensorrt ..."):
+            raise KeyboardInterrupt  # stands in for the kill
+    with pytest.raises(KeyboardInterrupt):
+        gpu_check.run_check("cpu", ["eager", "tensorrt"], 2, 1, str(tiny_policy_file), gpu_check.REPO / "config"
+                            / "pusht_image.yaml", "ddim", 10, 60.0, True, log=log, out=out)
+    report = json.loads(out.read_text())
+    assert report["backends"]["eager"]["status"] == "ok" and "tensorrt" not in report["backends"]
+    assert report["cuda_graphs"]["status"] == "skipped" and "all_equivalent" not in report
+    summary = gpu_check.backend_summary(report["backends"]["eager"])
+    assert "dense err 0.0e+00 pass True" in summary and "sag p50" in summary

@@ -12,14 +12,17 @@ with the reason. Steps:
    drawing in ``prepare_chunk``, ``scheduler.step``, ``sample``, ``to_actions``, ``compute_loss``) and the
    ``PolicyPredictor`` / pruner path, run on the device; a stage that raises is recorded with its error, and
    the check itself draws its noise with a generator on the device so that it does not depend on them;
-3. per backend (eager, compile, onnxruntime, tensorrt; plus eager fp16 on CUDA): equivalence against eager
-   fp32 on the device with the same prepared inputs (noise, cross-attention memory), dense and SAG with a
-   random-but-fixed mask (~90 % pruned, one-for-all reuse): relative error ||x - x_ref|| / ||x_ref|| of the
-   normalized chunk, tolerance 1e-4 (fp32) / 1e-2 (fp16); then the time of one whole dense and one SAG
-   chunk (encode + prepare + denoise + unnormalize), p50/p95 over ``--runs`` runs (CUDA events);
-   onnxruntime without a CUDA execution provider runs on a CPU copy of the policy (reported as such);
-4. optionally CUDA graphs: dense and SAG chunks whose steps replay one captured graph per distinct mask row
-   (:mod:`sag_ros.engine.cuda_graphs`), error and time against eager launches.
+3. optionally CUDA graphs: dense and SAG chunks whose steps replay one captured graph per distinct mask row
+   (:mod:`sag_ros.engine.cuda_graphs`), error and time against eager launches;
+4. per backend (eager, onnxruntime, tensorrt, eager fp16 on CUDA, then compile, whose build is the slowest):
+   equivalence against eager fp32 on the device with the same prepared inputs (noise, cross-attention
+   memory), dense and SAG with a random-but-fixed mask (~90 % pruned, one-for-all reuse): relative error
+   ||x - x_ref|| / ||x_ref|| of the normalized chunk, tolerance 1e-4 (fp32) / 1e-2 (fp16); then the time of
+   one whole dense and one SAG chunk (encode + prepare + denoise + unnormalize), p50/p95 over ``--runs`` runs
+   (CUDA events); onnxruntime without a CUDA execution provider runs on a CPU copy of the policy (reported
+   as such).
+
+The JSON is rewritten after each part, so a run stopped by the wall-clock limit keeps what it measured.
 """
 
 from __future__ import annotations
@@ -311,6 +314,8 @@ def check_backend(name: str, policy: DiffusionPolicy, reference: dict[str, torch
 
         row["timing"] = {kind: time_ms(lambda kind=kind: chunk(kind), device, runs, warmup) for kind in ("dense", "sag")}
         row["sag_speedup"] = row["timing"]["dense"]["p50_ms"] / row["timing"]["sag"]["p50_ms"]
+        if name == "compile" and device.type == "cuda":  # inductor's kernels inside the step graphs
+            row["cuda_graphs"] = cuda_graph_chunks(run_policy, moved, reference, mask, runs, kernels)
     except Exception as exc:
         row.update(status="failed", reason=_error(exc), traceback=traceback.format_exc(limit=4))
     finally:
@@ -320,16 +325,17 @@ def check_backend(name: str, policy: DiffusionPolicy, reference: dict[str, torch
 
 
 def cuda_graph_chunks(policy: DiffusionPolicy, inputs: ChunkInputs, reference: dict[str, torch.Tensor],
-                      mask: torch.Tensor, runs: int) -> dict[str, Any]:
+                      mask: torch.Tensor, runs: int, kernels=None) -> dict[str, Any]:
     """Dense and SAG chunks with every step's blocks replayed from CUDA graphs (one per distinct mask row,
-    :class:`~sag_ros.engine.cuda_graphs.StepGraphs`, eager blocks) against eager launches: error and time."""
+    :class:`~sag_ros.engine.cuda_graphs.StepGraphs`) against launches one by one: error and time.
+    ``kernels``: a backend's (e.g. inductor's) kernels; default the eager modules."""
     from sag_ros.engine.cuda_graphs import StepGraphs
 
     device = _device_of(policy)
     if device.type != "cuda":
         return {"status": "skipped", "reason": f"needs a CUDA device (policy on {device})"}
     try:
-        kernels = eager_kernels(policy.denoiser)
+        kernels = kernels or eager_kernels(policy.denoiser)
         masks = {"dense": torch.zeros_like(mask), "sag": mask}
         out: dict[str, Any] = {"status": "ok"}
         with torch.no_grad():
@@ -353,15 +359,40 @@ def cuda_graph_chunks(policy: DiffusionPolicy, inputs: ChunkInputs, reference: d
 
 # -- main ----------------------------------------------------------------------------------------------------
 
+def save_report(report: dict, out: Path | None) -> None:
+    """Write the report so far: a run cut short by the wall-clock limit still leaves what it measured."""
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1, default=str))
+
+
+def backend_summary(row: dict[str, Any]) -> str:
+    """One log line per backend, so the log alone carries the results when the JSON cannot come back."""
+    parts = [row["status"], row.get("reason", "")]
+    for kind in ("dense", "sag", "encoder"):
+        if kind in row:
+            parts.append(f"{kind} err {row[kind]['rel_error']:.1e} pass {row[kind]['pass']}")
+    for kind, t in row.get("timing", {}).items():
+        parts.append(f"{kind} p50 {t['p50_ms']:.2f} ms p95 {t['p95_ms']:.2f} ms")
+    if "build_s" in row:
+        parts.append(f"built in {row['build_s']:.1f} s")
+    return "; ".join(p for p in parts if p)
+
+
 def run_check(device: str, backends: list[str], runs: int, warmup: int, policy_path: str | None, config_path: Path,
-              sampler: str | None, num_steps: int | None, budget_s: float, cuda_graph: bool, log=print) -> dict:
+              sampler: str | None, num_steps: int | None, budget_s: float, cuda_graph: bool, log=print,
+              out: Path | None = None) -> dict:
+    """Probes, then CUDA graphs (cheap), then each backend in order; the report is saved after each part."""
     start = time.monotonic()
     dev = torch.device(device)
+    # fp32 means fp32: cuDNN convolutions default to TF32, which puts the eager reference itself ~1e-4 off
+    torch.backends.cudnn.allow_tf32 = False
     report: dict[str, Any] = {
         "device": str(dev), "torch": torch.__version__, "python": platform.python_version(),
         "cuda_available": torch.cuda.is_available(), "cuda_version": torch.version.cuda,
         "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
-        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tolerance": TOLERANCE,
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+        "tolerance": TOLERANCE,
     }
     policy, source = load_check_policy(policy_path, config_path)
     if sampler or num_steps:
@@ -385,8 +416,16 @@ def run_check(device: str, backends: list[str], runs: int, warmup: int, policy_p
         features = policy.encode_observation(_to(obs_cpu, dev))
         inputs = prepare_chunk(policy.denoiser, policy.schedule, features, torch.Generator(device=dev).manual_seed(0))
     reference = {kind: denoise(policy, inputs, eager_kernels(policy.denoiser), kind, mask) for kind in ("dense", "sag")}
+    save_report(report, out)
 
+    if cuda_graph:
+        report["cuda_graphs"] = cuda_graph_chunks(policy, inputs, reference, mask, runs)
+    else:
+        report["cuda_graphs"] = {"status": "skipped", "reason": "disabled"}
+    log(f"[gpu-check] cuda graphs: {report['cuda_graphs']['status']} {report['cuda_graphs'].get('reason', '')}")
     rows: dict[str, Any] = {}
+    report["backends"] = rows
+    save_report(report, out)
     for name in backends:
         if time.monotonic() - start > budget_s:
             rows[name] = {"status": "skipped", "reason": f"time budget of {budget_s:.0f} s spent"}
@@ -396,13 +435,8 @@ def run_check(device: str, backends: list[str], runs: int, warmup: int, policy_p
             continue
         log(f"[gpu-check] backend {name} ...")
         rows[name] = check_backend(name, policy, reference, inputs, obs_cpu, mask, runs, warmup)
-        log(f"[gpu-check] backend {name}: {rows[name]['status']} {rows[name].get('reason', '')}")
-    report["backends"] = rows
-    if cuda_graph and time.monotonic() - start < budget_s:
-        report["cuda_graphs"] = cuda_graph_chunks(policy, inputs, reference, mask, runs)
-    else:
-        report["cuda_graphs"] = {"status": "skipped",
-                                 "reason": "disabled" if not cuda_graph else "time budget spent"}
+        log(f"[gpu-check] backend {name}: {backend_summary(rows[name])}")
+        save_report(report, out)
     report["all_equivalent"] = all(r.get(k, {}).get("pass", False) for r in rows.values() if r["status"] == "ok"
                                    for k in ("dense", "sag")) and all(
         r["encoder"]["pass"] for r in rows.values() if "encoder" in r)
@@ -427,13 +461,15 @@ def format_report(report: dict) -> str:
                      "sag p50/p95 ms": "-" if "sag" not in t else f"{t['sag']['p50_ms']:.2f}/{t['sag']['p95_ms']:.2f}",
                      "note": (r.get("reason") or r.get("note") or "")[:60]})
     lines = [format_table(rows)]
-    g = report["cuda_graphs"]
-    if g["status"] == "ok":
-        lines += [f"cuda graphs, {kind} chunk ({g[kind]['graphs']} rows captured): replay p50 "
-                  f"{g[kind]['replay']['p50_ms']:.2f} ms vs eager {g[kind]['eager']['p50_ms']:.2f} ms "
-                  f"({g[kind]['speedup']:.1f}x), rel err {g[kind]['rel_error']:.1e}" for kind in ("dense", "sag")]
-    else:
-        lines.append(f"cuda graphs: {g['status']} ({g.get('reason', '')})")
+    graphs = {"eager": report["cuda_graphs"], **{name: r["cuda_graphs"] for name, r in report["backends"].items()
+                                                 if "cuda_graphs" in r}}
+    for blocks, g in graphs.items():
+        if g["status"] == "ok":
+            lines += [f"cuda graphs of {blocks} blocks, {kind} chunk ({g[kind]['graphs']} rows captured): replay p50 "
+                      f"{g[kind]['replay']['p50_ms']:.2f} ms vs launched one by one {g[kind]['eager']['p50_ms']:.2f} ms "
+                      f"({g[kind]['speedup']:.1f}x), rel err {g[kind]['rel_error']:.1e}" for kind in ("dense", "sag")]
+        else:
+            lines.append(f"cuda graphs of {blocks} blocks: {g['status']} ({g.get('reason', '')})")
     bad = [f"{k} ({v['where']}): {v['error']}" for k, v in report["device_probe"].items() if not v["ok"]]
     lines.append("device probe: " + ("all stages ok" if not bad else "FAILED\n  " + "\n  ".join(bad)))
     return "\n".join(lines)
@@ -470,8 +506,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[gpu-check] --device {args.device} but torch {torch.__version__} sees no CUDA device", file=sys.stderr)
         return 2
     backends = args.backends
-    if backends is None:
-        backends = list(ALL_BACKENDS) + (["eager-fp16"] if device.type == "cuda" else [])
+    if backends is None:  # inductor's build is the slowest: last, so a spent budget costs only it
+        backends = [b for b in ALL_BACKENDS if b != "compile"] + (["eager-fp16"] if device.type == "cuda" else [])
+        backends.append("compile")
         if args.quick and device.type == "cpu":
             backends = ["eager", "onnxruntime", "tensorrt"]  # inductor's C++ build does not fit a quick CPU run
     sampler, num_steps = args.sampler, args.num_steps
@@ -479,12 +516,11 @@ def main(argv: list[str] | None = None) -> int:
         sampler, num_steps = sampler or "ddim", 10
     runs = args.runs or (3 if args.quick else 20)
     torch.manual_seed(0)
-    report = run_check(str(device), backends, runs, 1 if args.quick else 3, args.policy, args.config, sampler,
-                       num_steps, args.budget_s, args.cuda_graph)
-    report["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     out = args.out or default_out()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1, default=str))
+    report = run_check(str(device), backends, runs, 1 if args.quick else 3, args.policy, args.config, sampler,
+                       num_steps, args.budget_s, args.cuda_graph, out=out)
+    report["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    save_report(report, out)
     print(format_report(report))
     print(f"[gpu-check] wrote {out} in {report['elapsed_s']:.1f} s; all equivalent: {report['all_equivalent']}")
     return 0

@@ -159,7 +159,10 @@ def native_model(unit: Unit) -> ModelProto:
         g.nodes[-1].output[0] = "out"  # the block's last node computes the delta: name it the graph output
     graph = helper.make_graph(g.nodes, unit.name, inputs,
                               [helper.make_tensor_value_info("out", elem, list(unit.output_shape))], g.initializers)
-    return helper.make_model(graph, opset_imports=list(OPSETS))
+    # the lowest IR version these opsets allow, not the installed onnx's newest: an older onnxruntime refuses a
+    # newer IR (onnx 1.23 writes 14, onnxruntime 1.30 reads up to 13: seen on the GPU machine)
+    return helper.make_model(graph, opset_imports=list(OPSETS),
+                             ir_version=helper.find_min_ir_version_for(list(OPSETS), ignore_unknown=True))
 
 
 def _write_step(g: _GraphBuilder, writer: _BlockWriter, unit: Unit) -> None:
