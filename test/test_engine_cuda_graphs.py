@@ -49,6 +49,22 @@ def test_row_programs_reproduce_the_sparse_runner(reuse):
     assert graphs.captured == len(rows)
 
 
+def test_held_steps_run_nothing_and_match_the_sparse_runner():
+    policy, inputs, kernels, h = setup()
+    graphs = StepGraphs(kernels.block_fns, "per_block", h, inputs.kv[0])
+    mask = random_mask(policy, 3)
+    mask[1::2] = True  # every other step holds its clean-chunk prediction
+    mask[0::2, 0] = False  # and no other step does
+    with torch.no_grad():
+        expected = reverse_diffusion(policy.schedule, inputs, kernels,
+                                     sparse_runner(kernels, mask, make_cache("per_block", mask.shape[1]), hold_x0=True))
+        run = graphs.runner(mask, hold_x0=True)
+        actual = reverse_diffusion(policy.schedule, inputs, kernels, run)
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+    assert run.held_steps == tuple(k % 2 == 1 for k in range(len(mask)))
+    assert graphs.captured == len({tuple(r) for r in mask[0::2].tolist()})  # none for the held rows
+
+
 def test_dense_row_program_reproduces_dense_sampling():
     policy, inputs, kernels, h = setup()
     graphs = StepGraphs(kernels.block_fns, "one_for_all", h, inputs.kv[0])

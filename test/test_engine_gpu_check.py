@@ -91,3 +91,30 @@ def test_a_run_cut_short_keeps_the_backends_it_finished(tiny_policy_file, tmp_pa
     assert report["cuda_graphs"]["status"] == "skipped" and "all_equivalent" not in report
     summary = gpu_check.backend_summary(report["backends"]["eager"])
     assert "dense err 0.0e+00 pass True" in summary and "sag p50" in summary
+
+
+def test_a_trained_pruners_mask_runs_with_its_reuse_and_held_steps(tiny_policy_file, tmp_path, capsys):
+    from sag_ros.policy.checkpoint import load_policy
+    from sag_ros.sparse.artifact import save_pruner
+    from sag_ros.sparse.pruner import Pruner
+    from sag_ros.sparse.train_pruner import PrunerTrainConfig, pruner_config_for
+
+    policy, _ = load_policy(tiny_policy_file)
+    policy.use_sampler("ddim", 10)  # what --quick samples with
+    torch.manual_seed(0)
+    pruner = Pruner(pruner_config_for(policy, PrunerTrainConfig())).eval()
+    with torch.no_grad():  # odd steps prune every block, even steps none
+        pruner.cell_bias[1::2] = 20.0
+        pruner.cell_bias[0::2] = -20.0
+    path = tmp_path / "pruner.pt"
+    save_pruner(pruner, policy, path, extra={"reuse": "per_block", "hold_x0": True})
+    out = tmp_path / "gpu_check.json"
+    assert gpu_check.main(["--device", "cpu", "--quick", "--policy", str(tiny_policy_file), "--pruner", str(path),
+                           "--out", str(out), "--backends", "eager"]) == 0
+    capsys.readouterr()
+    report = json.loads(out.read_text())
+    assert report["mask"]["source"] == f"pruner {path}"
+    assert report["mask"]["reuse"] == "per_block" and report["mask"]["hold_x0"] is True
+    assert report["mask"]["held_steps"] == 5 and report["mask"]["pruned_fraction"] == 0.5
+    eager = report["backends"]["eager"]
+    assert eager["status"] == "ok" and eager["sag"]["rel_error"] == 0.0

@@ -57,18 +57,22 @@ class StepGraphs:
         """Distinct rows seen so far (= CUDA graphs captured, when graphs are used)."""
         return len(self._steps)
 
-    def runner(self, mask: torch.Tensor) -> BlockRunner:
-        """A block runner for one chunk's mask [K, 3L] (True = pruned)."""
+    def runner(self, mask: torch.Tensor, hold_x0: bool = False) -> BlockRunner:
+        """A block runner for one chunk's mask [K, 3L] (True = pruned). ``hold_x0``: steps whose every block is
+        pruned run nothing (``held_steps``, as :class:`~sag_ros.sparse.sampler.SparseRunner`), so no graph is
+        captured for them."""
         rows: list[Row] = [tuple(row) for row in validate_mask(mask, len(mask), len(self._fns)).tolist()]
         if any(rows[0]):
             raise ValueError("the first mask row must compute every block: the cache slots start empty")
-        steps = [self._step(row) for row in rows]
+        held = tuple(k > 0 and all(row) for k, row in enumerate(rows)) if hold_x0 else None
+        steps = [None if held and held[k] else self._step(row) for k, row in enumerate(rows)]
 
         def run(k: int, h: torch.Tensor, layer_kv: StepKV) -> torch.Tensor:
             self._h.copy_(h)
             self._kv.copy_(layer_kv.stacked)
             return steps[k]()
 
+        run.held_steps = held  # read by the sampling loop (sampling.held_steps_of)
         return run
 
     def _step(self, row: Row) -> Callable[[], torch.Tensor]:

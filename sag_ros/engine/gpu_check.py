@@ -16,7 +16,8 @@ with the reason. Steps:
    (:mod:`sag_ros.engine.cuda_graphs`), error and time against eager launches;
 4. per backend (eager, onnxruntime, tensorrt, eager fp16 on CUDA, then compile, whose build is the slowest):
    equivalence against eager fp32 on the device with the same prepared inputs (noise, cross-attention
-   memory), dense and SAG with a random-but-fixed mask (~90 % pruned, one-for-all reuse): relative error
+   memory), dense and SAG with a random-but-fixed mask (~90 % pruned, one-for-all reuse; ``--pruner``: a trained
+   pruner's mask for the check's observation, with its reuse and held steps): relative error
    ||x - x_ref|| / ||x_ref|| of the normalized chunk, tolerance 1e-4 (fp32) / 1e-2 (fp16); then the time of
    one whole dense and one SAG chunk (encode + prepare + denoise + unnormalize), p50/p95 over ``--runs`` runs
    (CUDA events); onnxruntime without a CUDA execution provider runs on a CPU copy of the policy (reported
@@ -36,6 +37,7 @@ import platform
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -98,6 +100,32 @@ def fixed_mask(num_steps: int, num_blocks: int, rate: float = PRUNE_RATE, seed: 
     """A random-but-fixed SAG mask [K, 3L] (True = pruned), first step computed."""
     g = torch.Generator().manual_seed(seed)
     return with_first_step_computed(torch.rand((num_steps, num_blocks), generator=g) < rate)
+
+
+@dataclass(frozen=True)
+class SagChunk:
+    """What the check's SAG chunk runs: a mask [K, 3L] (CPU, True = pruned), its reuse policy, and whether steps
+    whose every block is pruned hold their clean-chunk prediction (run nothing)."""
+    mask: torch.Tensor
+    reuse: str = "one_for_all"
+    hold_x0: bool = False
+    source: str = "random mask"
+
+    def describe(self) -> dict[str, Any]:
+        held = sum(k > 0 and bool(row.all()) for k, row in enumerate(self.mask))
+        return {"source": self.source, "pruned_fraction": 1.0 - executed_fraction(self.mask), "reuse": self.reuse,
+                "hold_x0": self.hold_x0, "held_steps": held if self.hold_x0 else 0}
+
+
+def pruner_chunk(path: str, policy: DiffusionPolicy, features: torch.Tensor) -> SagChunk:
+    """The mask a trained pruner predicts for the check's observation, with the reuse and held steps it was trained
+    for (a static pruner's one mask alike)."""
+    from sag_ros.sparse.artifact import load_pruner
+
+    pruner, extra = load_pruner(Path(path), policy)
+    with torch.no_grad():
+        mask = pruner.to(features.device).predict_mask(features)[0].cpu()
+    return SagChunk(mask, extra.get("reuse", "one_for_all"), bool(extra.get("hold_x0", False)), f"pruner {path}")
 
 
 def _to(obs: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -198,18 +226,18 @@ def _inputs_to(inputs: ChunkInputs, device: torch.device, dtype: torch.dtype | N
     return ChunkInputs(move(inputs.x_init), move(inputs.noise), move(inputs.kv))
 
 
-def _runner(kind: str, kernels, mask: torch.Tensor):
+def _runner(kind: str, kernels, sag: SagChunk):
     if kind == "dense":
         return dense_runner(kernels)
-    return sparse_runner(kernels, mask, make_cache("one_for_all", len(kernels.block_fns)))
+    return sparse_runner(kernels, sag.mask, make_cache(sag.reuse, len(kernels.block_fns)), sag.hold_x0)
 
 
-def denoise(policy: DiffusionPolicy, inputs: ChunkInputs, kernels, kind: str, mask: torch.Tensor) -> torch.Tensor:
+def denoise(policy: DiffusionPolicy, inputs: ChunkInputs, kernels, kind: str, sag: SagChunk) -> torch.Tensor:
     with torch.no_grad():
-        return reverse_diffusion(policy.schedule, inputs, kernels, _runner(kind, kernels, mask))
+        return reverse_diffusion(policy.schedule, inputs, kernels, _runner(kind, kernels, sag))
 
 
-def whole_chunk(policy: DiffusionPolicy, kernels, obs: dict[str, torch.Tensor], kind: str, mask: torch.Tensor,
+def whole_chunk(policy: DiffusionPolicy, kernels, obs: dict[str, torch.Tensor], kind: str, sag: SagChunk,
                 seed: int, image_encoder: Callable | None = None) -> torch.Tensor:
     """What the controller pays per chunk: encode, prepare (noise + memory), denoise, unnormalize."""
     device = _device_of(policy)
@@ -217,7 +245,7 @@ def whole_chunk(policy: DiffusionPolicy, kernels, obs: dict[str, torch.Tensor], 
         features = policy.encode_observation(obs, image_encoder)
         generator = torch.Generator(device=device).manual_seed(seed)
         inputs = prepare_chunk(policy.denoiser, policy.schedule, features, generator, kernels.observation_kv)
-        x = reverse_diffusion(policy.schedule, inputs, kernels, _runner(kind, kernels, mask))
+        x = reverse_diffusion(policy.schedule, inputs, kernels, _runner(kind, kernels, sag))
         return policy.to_actions(x)["action"]
 
 
@@ -269,7 +297,7 @@ def _build(name: str, policy: DiffusionPolicy):
 
 
 def check_backend(name: str, policy: DiffusionPolicy, reference: dict[str, torch.Tensor], inputs: ChunkInputs,
-                  obs_cpu: dict[str, torch.Tensor], mask: torch.Tensor, runs: int, warmup: int) -> dict[str, Any]:
+                  obs_cpu: dict[str, torch.Tensor], sag: SagChunk, runs: int, warmup: int) -> dict[str, Any]:
     """Equivalence against eager fp32 (same inputs) and whole-chunk timing, dense and SAG."""
     precision = "fp16" if name.endswith("-fp16") else "fp32"
     row: dict[str, Any] = {"precision": precision, "tolerance": TOLERANCE[precision]}
@@ -297,7 +325,7 @@ def check_backend(name: str, policy: DiffusionPolicy, reference: dict[str, torch
         moved = _inputs_to(inputs, device)
         for kind in ("dense", "sag"):
             with amp():
-                out = denoise(run_policy, moved, kernels, kind, mask).float()
+                out = denoise(run_policy, moved, kernels, kind, sag).float()
             err = rel_error(out, reference[kind])
             row[kind] = {"rel_error": err, "pass": bool(np.isfinite(err) and err <= TOLERANCE[precision])}
         obs = _to(obs_cpu, device)
@@ -310,12 +338,12 @@ def check_backend(name: str, policy: DiffusionPolicy, reference: dict[str, torch
 
         def chunk(kind: str) -> torch.Tensor:
             with amp():
-                return whole_chunk(run_policy, kernels, obs, kind, mask, 0, image_encoder)
+                return whole_chunk(run_policy, kernels, obs, kind, sag, 0, image_encoder)
 
         row["timing"] = {kind: time_ms(lambda kind=kind: chunk(kind), device, runs, warmup) for kind in ("dense", "sag")}
         row["sag_speedup"] = row["timing"]["dense"]["p50_ms"] / row["timing"]["sag"]["p50_ms"]
         if name == "compile" and device.type == "cuda":  # inductor's kernels inside the step graphs
-            row["cuda_graphs"] = cuda_graph_chunks(run_policy, moved, reference, mask, runs, kernels)
+            row["cuda_graphs"] = cuda_graph_chunks(run_policy, moved, reference, sag, runs, kernels)
     except Exception as exc:
         row.update(status="failed", reason=_error(exc), traceback=traceback.format_exc(limit=4))
     finally:
@@ -325,7 +353,7 @@ def check_backend(name: str, policy: DiffusionPolicy, reference: dict[str, torch
 
 
 def cuda_graph_chunks(policy: DiffusionPolicy, inputs: ChunkInputs, reference: dict[str, torch.Tensor],
-                      mask: torch.Tensor, runs: int, kernels=None) -> dict[str, Any]:
+                      sag: SagChunk, runs: int, kernels=None) -> dict[str, Any]:
     """Dense and SAG chunks with every step's blocks replayed from CUDA graphs (one per distinct mask row,
     :class:`~sag_ros.engine.cuda_graphs.StepGraphs`) against launches one by one: error and time.
     ``kernels``: a backend's (e.g. inductor's) kernels; default the eager modules."""
@@ -336,19 +364,19 @@ def cuda_graph_chunks(policy: DiffusionPolicy, inputs: ChunkInputs, reference: d
         return {"status": "skipped", "reason": f"needs a CUDA device (policy on {device})"}
     try:
         kernels = kernels or eager_kernels(policy.denoiser)
-        masks = {"dense": torch.zeros_like(mask), "sag": mask}
+        chunks = {"dense": SagChunk(torch.zeros_like(sag.mask), sag.reuse, False, "dense"), "sag": sag}
         out: dict[str, Any] = {"status": "ok"}
         with torch.no_grad():
-            for kind, kind_mask in masks.items():
+            for kind, chunk in chunks.items():
                 h = torch.zeros(*inputs.x_init.shape[:2], policy.config.denoiser.d_model, device=device)
-                graphs = StepGraphs(kernels.block_fns, "one_for_all", h, inputs.kv[0])
+                graphs = StepGraphs(kernels.block_fns, chunk.reuse, h, inputs.kv[0])
                 t0 = time.perf_counter()
-                graphed = reverse_diffusion(policy.schedule, inputs, kernels, graphs.runner(kind_mask))
+                graphed = reverse_diffusion(policy.schedule, inputs, kernels, graphs.runner(chunk.mask, chunk.hold_x0))
                 capture_ms = (time.perf_counter() - t0) * 1e3
                 err = rel_error(graphed, reference[kind])
-                replay = time_ms(lambda m=kind_mask, g=graphs: reverse_diffusion(policy.schedule, inputs, kernels,
-                                                                                  g.runner(m)), device, runs, 1)
-                eager = time_ms(lambda kind=kind: denoise(policy, inputs, kernels, kind, mask), device, runs, 1)
+                replay = time_ms(lambda c=chunk, g=graphs: reverse_diffusion(policy.schedule, inputs, kernels,
+                                                                              g.runner(c.mask, c.hold_x0)), device, runs, 1)
+                eager = time_ms(lambda kind=kind: denoise(policy, inputs, kernels, kind, sag), device, runs, 1)
                 out[kind] = {"graphs": graphs.captured, "first_chunk_ms": capture_ms, "rel_error": err,
                              "pass": err <= TOLERANCE["fp32"], "replay": replay, "eager": eager,
                              "speedup": eager["p50_ms"] / replay["p50_ms"]}
@@ -381,7 +409,7 @@ def backend_summary(row: dict[str, Any]) -> str:
 
 def run_check(device: str, backends: list[str], runs: int, warmup: int, policy_path: str | None, config_path: Path,
               sampler: str | None, num_steps: int | None, budget_s: float, cuda_graph: bool, log=print,
-              out: Path | None = None) -> dict:
+              out: Path | None = None, pruner_path: str | None = None) -> dict:
     """Probes, then CUDA graphs (cheap), then each backend in order; the report is saved after each part."""
     start = time.monotonic()
     dev = torch.device(device)
@@ -410,16 +438,18 @@ def run_check(device: str, backends: list[str], runs: int, warmup: int, policy_p
     log(f"[gpu-check] device probe: {len(report['device_probe']) - len(bad)} ok, {len(bad)} failed"
         + "".join(f"\n    {k}: {v}" for k, v in bad.items()))
 
-    mask = fixed_mask(policy.schedule.num_steps, d.num_blocks)
-    report["mask"] = {"pruned_fraction": 1.0 - executed_fraction(mask), "reuse": "one_for_all", "seed": 0}
     with torch.no_grad():  # the shared inputs: noise from a generator on the device, memory from eager fp32
         features = policy.encode_observation(_to(obs_cpu, dev))
         inputs = prepare_chunk(policy.denoiser, policy.schedule, features, torch.Generator(device=dev).manual_seed(0))
-    reference = {kind: denoise(policy, inputs, eager_kernels(policy.denoiser), kind, mask) for kind in ("dense", "sag")}
+    sag = (pruner_chunk(pruner_path, policy, features) if pruner_path
+           else SagChunk(fixed_mask(policy.schedule.num_steps, d.num_blocks)))
+    report["mask"] = sag.describe()
+    log(f"[gpu-check] SAG chunk: {report['mask']}")
+    reference = {kind: denoise(policy, inputs, eager_kernels(policy.denoiser), kind, sag) for kind in ("dense", "sag")}
     save_report(report, out)
 
     if cuda_graph:
-        report["cuda_graphs"] = cuda_graph_chunks(policy, inputs, reference, mask, runs)
+        report["cuda_graphs"] = cuda_graph_chunks(policy, inputs, reference, sag, runs)
     else:
         report["cuda_graphs"] = {"status": "skipped", "reason": "disabled"}
     log(f"[gpu-check] cuda graphs: {report['cuda_graphs']['status']} {report['cuda_graphs'].get('reason', '')}")
@@ -434,7 +464,7 @@ def run_check(device: str, backends: list[str], runs: int, warmup: int, policy_p
             rows[name] = {"status": "skipped", "reason": "fp16 is checked on CUDA only"}
             continue
         log(f"[gpu-check] backend {name} ...")
-        rows[name] = check_backend(name, policy, reference, inputs, obs_cpu, mask, runs, warmup)
+        rows[name] = check_backend(name, policy, reference, inputs, obs_cpu, sag, runs, warmup)
         log(f"[gpu-check] backend {name}: {backend_summary(rows[name])}")
         save_report(report, out)
     report["all_equivalent"] = all(r.get(k, {}).get("pass", False) for r in rows.values() if r["status"] == "ok"
@@ -491,6 +521,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="policy config of the fresh fallback policy")
     p.add_argument("--backends", nargs="*", default=None,
                    help=f"default: {' '.join(ALL_BACKENDS)} (+ eager-fp16 on CUDA)")
+    p.add_argument("--pruner", default=None,
+                   help="time this trained pruner's mask for the check's observation (its reuse and held steps) "
+                        "instead of a random 90 %% block mask; the policy's sampler must be the pruner's")
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default=None)
     p.add_argument("--num-steps", type=int, default=None)
     p.add_argument("--runs", type=int, default=None, help="timed chunks per method (default 20; quick: 3)")
@@ -518,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     out = args.out or default_out()
     report = run_check(str(device), backends, runs, 1 if args.quick else 3, args.policy, args.config, sampler,
-                       num_steps, args.budget_s, args.cuda_graph, out=out)
+                       num_steps, args.budget_s, args.cuda_graph, out=out, pruner_path=args.pruner)
     report["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     save_report(report, out)
     print(format_report(report))
