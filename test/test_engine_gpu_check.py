@@ -118,3 +118,18 @@ def test_a_trained_pruners_mask_runs_with_its_reuse_and_held_steps(tiny_policy_f
     assert report["mask"]["held_steps"] == 5 and report["mask"]["pruned_fraction"] == 0.5
     eager = report["backends"]["eager"]
     assert eager["status"] == "ok" and eager["sag"]["rel_error"] == 0.0
+
+
+def test_the_plot_reads_the_recorded_h200_reports(tmp_path):
+    from sag_ros.engine import gpu_check_plot
+
+    paths = [gpu_check.REPO / "docs" / "gpu" / f"gpu_check_h200_run{i}.json" for i in (1, 2)]
+    reports = [json.loads(path.read_text()) for path in paths]
+    rows = gpu_check_plot.timings(reports[0])
+    assert list(rows)[:4] == ["eager", "onnxruntime (on the CPU)", "eager-fp16", "compile"]
+    assert rows["eager"] == (reports[0]["backends"]["eager"]["timing"]["dense"]["p50_ms"],
+                             reports[0]["backends"]["eager"]["timing"]["sag"]["p50_ms"])
+    assert sum(name.startswith("CUDA graphs") for name in rows) == 2
+    out = tmp_path / "gpu.png"
+    assert gpu_check_plot.main([str(p) for p in paths] + ["--out", str(out)]) == 0
+    assert out.stat().st_size > 10_000
