@@ -26,7 +26,7 @@ import torch
 from sag_ros.policy.denoiser import BlockFn
 from sag_ros.policy.sampling import BlockRunner, StepKV
 from sag_ros.sparse.cache import ReuseKind, slot_of
-from sag_ros.sparse.mask import validate_mask
+from sag_ros.sparse.mask import held_steps, validate_mask
 
 Row = tuple[bool, ...]
 
@@ -64,7 +64,7 @@ class StepGraphs:
         rows: list[Row] = [tuple(row) for row in validate_mask(mask, len(mask), len(self._fns)).tolist()]
         if any(rows[0]):
             raise ValueError("the first mask row must compute every block: the cache slots start empty")
-        held = tuple(k > 0 and all(row) for k, row in enumerate(rows)) if hold_x0 else None
+        held = held_steps(rows) if hold_x0 else None
         steps = [None if held and held[k] else self._step(row) for k, row in enumerate(rows)]
 
         def run(k: int, h: torch.Tensor, layer_kv: StepKV) -> torch.Tensor:

@@ -49,7 +49,7 @@ from sag_ros.engine.base import MissingDependencyError
 from sag_ros.policy.policy import DiffusionPolicy
 from sag_ros.policy.sampling import ChunkInputs, dense_runner, eager_kernels, prepare_chunk, reverse_diffusion
 from sag_ros.sparse.cache import make_cache
-from sag_ros.sparse.mask import executed_fraction, with_first_step_computed
+from sag_ros.sparse.mask import executed_fraction, held_steps, with_first_step_computed
 from sag_ros.sparse.sampler import sparse_runner
 from sag_ros.tables import format_table
 
@@ -112,7 +112,7 @@ class SagChunk:
     source: str = "random mask"
 
     def describe(self) -> dict[str, Any]:
-        held = sum(k > 0 and bool(row.all()) for k, row in enumerate(self.mask))
+        held = sum(held_steps(self.mask.tolist()))
         return {"source": self.source, "pruned_fraction": 1.0 - executed_fraction(self.mask), "reuse": self.reuse,
                 "hold_x0": self.hold_x0, "held_steps": held if self.hold_x0 else 0}
 

@@ -6,6 +6,8 @@ step. Row 0 is always computed: nothing is cached yet when the chunk starts.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 
@@ -25,6 +27,12 @@ def with_first_step_computed(mask: torch.Tensor) -> torch.Tensor:
     out = mask.clone()
     out[..., 0, :] = False
     return out
+
+
+def held_steps(rows: Sequence[Sequence[bool]]) -> tuple[bool, ...]:
+    """Per step of a mask's rows (``mask.tolist()``), whether a sampler that holds skipped steps (``hold_x0``)
+    holds it: every block pruned, and not the first step (there is no clean-chunk prediction to hold yet)."""
+    return tuple(k > 0 and all(row) for k, row in enumerate(rows))
 
 
 def executed_fraction(mask: torch.Tensor) -> float:

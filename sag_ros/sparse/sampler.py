@@ -27,6 +27,7 @@ import torch
 from sag_ros.policy.denoiser import BlockFn
 from sag_ros.policy.sampling import DenoiserKernels, FusedBlocks, StepKV
 from sag_ros.sparse.cache import ReuseCache
+from sag_ros.sparse.mask import held_steps
 
 
 Row = tuple[int | tuple[int, ...], ...]
@@ -66,7 +67,7 @@ class SparseRunner:
                  fused_blocks: FusedBlocks | None = None, hold_x0: bool = False) -> None:
         self._fns = list(block_fns)
         rows: list[list[bool]] = mask.tolist()  # Python bools: no tensor indexing in the loop
-        self.held_steps = tuple(k > 0 and all(row) for k, row in enumerate(rows)) if hold_x0 else None
+        self.held_steps = held_steps(rows) if hold_x0 else None
         self._programs = [row_program(tuple(row)) for row in rows]
         self._full_rows = [not any(row) for row in rows]
         self._fused = fused_blocks
