@@ -50,6 +50,18 @@ def training_sampler(policy_config, data_path: Path):
     return WindowSampler(arrays, demos.episode_ends, d.n_obs_steps, d.horizon, d.n_action_steps, hash_file(data_path))
 
 
+def policy_and_windows(policy_path: Path, data_path: Path, count: int, seed: int):
+    """A checkpoint's policy (eval mode) and the observations of ``count`` demonstration windows drawn with
+    ``seed``: what the open-loop studies in ``tools/`` run samplers on."""
+    import torch
+
+    from sag_ros.policy.checkpoint import load_policy
+
+    policy, _ = load_policy(policy_path)
+    obs, _ = training_sampler(policy.config, data_path).sample(count, torch.Generator().manual_seed(seed))
+    return policy.eval(), obs
+
+
 def _train(args: argparse.Namespace) -> None:
     import dataclasses
 

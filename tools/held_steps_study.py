@@ -17,8 +17,7 @@ from pathlib import Path
 
 import torch
 
-from sag_ros.cli import training_sampler
-from sag_ros.policy.checkpoint import load_policy
+from sag_ros.cli import policy_and_windows
 from sag_ros.policy.sampling import (ChunkInputs, DenoiserKernels, dense_runner, eager_kernels, prepare_chunk,
                                      reverse_diffusion)
 from sag_ros.policy.scheduler import NoiseSchedule
@@ -41,10 +40,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(2)
-    policy, _ = load_policy(Path(args.policy))
-    policy.eval()
-    windows = training_sampler(policy.config, Path(args.data))
-    obs, _ = windows.sample(args.windows, torch.Generator().manual_seed(args.seed))
+    policy, obs = policy_and_windows(Path(args.policy), Path(args.data), args.windows, args.seed)
     kernels, executed = eager_kernels(policy.denoiser), policy.executed_slice()
     num_steps, num_blocks = policy.schedule.num_steps, len(kernels.block_fns)
     with torch.no_grad():
