@@ -17,6 +17,7 @@ from sag_ros.resources import default_policy_path
 from sag_ros.tables import format_table
 
 if TYPE_CHECKING:
+    from sag_ros.policy.policy import DiffusionPolicy, Observation
     from sag_ros.sim.task import TaskSpec
 
 BACKEND_NAMES = ("eager", "compile", "onnxruntime", "tensorrt")  # sag_ros.engine.BACKENDS, without importing torch
@@ -50,7 +51,8 @@ def training_sampler(policy_config, data_path: Path):
     return WindowSampler(arrays, demos.episode_ends, d.n_obs_steps, d.horizon, d.n_action_steps, hash_file(data_path))
 
 
-def policy_and_windows(policy_path: Path, data_path: Path, count: int, seed: int):
+def policy_and_windows(policy_path: Path, data_path: Path, count: int,
+                       seed: int) -> tuple[DiffusionPolicy, Observation]:
     """A checkpoint's policy (eval mode) and the observations of ``count`` demonstration windows drawn with
     ``seed``: what the open-loop studies in ``tools/`` run samplers on."""
     import torch

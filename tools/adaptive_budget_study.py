@@ -2,8 +2,9 @@
 
 Every pruner this project trained spends the same number of computed steps on every chunk, and per chunk the best
 ten-step schedule buys nothing in closed loop (README, the stop-20 oracle). This asks the other question: at the same
-mean budget, does moving compute between chunks help? The schedules are the learned static masks with held steps at
-rho 0.95, 0.9 and 0.8 (5, 10 and 21 computed steps); the shipped budget is the ten-step one's.
+mean budget, does moving compute between chunks help? The schedules (``--schedule``, learned static-mask pruner
+files, run with held steps) default to the default Push-T policy's at rho 0.95, 0.9 and 0.8 (5, 10 and 21 computed
+steps); the budget is the median schedule's steps (the shipped ten).
 
 ``open-loop``: demonstration windows x a few noise draws; each window's executed-action L1 to dense under each
 schedule. Per window, the schedule minimizing ``L1 + lam * steps`` is chosen, with the ``lam`` that keeps the mean
@@ -41,18 +42,20 @@ from sag_ros.sparse.artifact import load_pruner
 from sag_ros.sparse.planner import StaticMaskPlanner
 from sag_ros.tables import format_table
 
-SCHEDULES = {"rho 0.95": "models/pusht_image_long3_static_rho0.95_step_held.pt",
-             "rho 0.9 (shipped budget)": "models/pusht_image_long3_static_rho0.9_step.pt",
-             "rho 0.8": "models/pusht_image_long3_static_rho0.8_step_held.pt"}
-SHIPPED = "rho 0.9 (shipped budget)"
+DEFAULT_SCHEDULES = ("models/pusht_image_long3_static_rho0.95_step_held.pt",
+                     "models/pusht_image_long3_static_rho0.9_step.pt",
+                     "models/pusht_image_long3_static_rho0.8_step_held.pt")
 
 
-def static_mask(path: str, policy: DiffusionPolicy) -> torch.Tensor:
-    """The one mask [K, 3L] of a learned static-mask pruner file."""
-    pruner, _ = load_pruner(Path(path), policy)
-    if pruner.config.use_observation:
-        raise ValueError(f"{path} is observation-conditioned; this study mixes static masks")
-    return pruner.predict_mask(torch.zeros(1, pruner.config.obs_feature_dim))[0]
+def static_masks(paths: list[str], policy: DiffusionPolicy) -> dict[str, torch.Tensor]:
+    """Each learned static-mask pruner file's one mask [K, 3L], by file name."""
+    masks = {}
+    for path in paths:
+        pruner, _ = load_pruner(Path(path), policy)
+        if pruner.config.use_observation:
+            raise ValueError(f"{path} is observation-conditioned; this study mixes static masks")
+        masks[Path(path).stem] = pruner.predict_mask(torch.zeros(1, pruner.config.obs_feature_dim))[0]
+    return masks
 
 
 def computed_steps(mask: torch.Tensor) -> int:
@@ -63,7 +66,7 @@ def open_loop(args: argparse.Namespace) -> None:
     torch.set_num_threads(2)
     policy, obs = policy_and_windows(Path(args.policy), Path(args.data), args.windows, args.seed)
     kernels, executed = eager_kernels(policy.denoiser), policy.executed_slice()
-    masks = {name: static_mask(path, policy) for name, path in SCHEDULES.items()}
+    masks = static_masks(args.schedule, policy)
     planners = [StaticMaskPlanner(kernels, mask, "per_block", hold_x0=True) for mask in masks.values()]
     errors = np.zeros((len(masks), args.draws, args.windows))  # [schedule, draw, window]
     with torch.no_grad():
@@ -78,7 +81,7 @@ def open_loop(args: argparse.Namespace) -> None:
     steps = np.array([computed_steps(mask) for mask in masks.values()], dtype=float)
     rows = [{"schedule": f"{name} ({steps[i]:.0f} steps)", "L1 mean": f"{errors[i].mean():.4f}", "lambda": "-"}
             for i, name in enumerate(masks)]
-    budget = steps[list(masks).index(SHIPPED)]
+    budget = float(np.median(steps))
     for label, chosen_on in (("noise-aware", lambda e, d: e[:, d]), ("observation-only", others_mean)):
         err, used, lam = lagrangian_choice(errors, steps, budget, chosen_on)
         rows.append({"schedule": f"{label} choice per window (mean {used:.2f} steps)", "L1 mean": f"{err:.4f}",
@@ -154,13 +157,13 @@ class BudgetOracle:
 
 def closed_loop(args: argparse.Namespace) -> None:
     predictor = PredictorSpec(args.policy, backend=args.backend)()
-    masks = {name: static_mask(path, predictor.policy) for name, path in SCHEDULES.items()}
-    oracle = BudgetOracle(predictor, masks, args.lam)
+    oracle = BudgetOracle(predictor, static_masks(args.schedule, predictor.policy), args.lam)
+    task = predictor.policy.config.task
     seeds = range(args.seed_start, args.seed_start + args.episodes)
-    results = [rollout(oracle, "pusht", seed, args.noise_seed) for seed in tqdm(seeds, desc="budget oracle")]
+    results = [rollout(oracle, task, seed, args.noise_seed) for seed in tqdm(seeds, desc="budget oracle")]
     summary = {**summarize(results), "mean_computed_steps": oracle.mean_steps(), "chunks": dict(oracle.chosen)}
     print(format_table([summary]))
-    report = {"policy": args.policy, "oracle": {"lambda": args.lam, "schedules": SCHEDULES}, "task": "pusht",
+    report = {"policy": args.policy, "oracle": {"lambda": args.lam, "schedules": args.schedule}, "task": task,
               "backend": args.backend, "seeds": [seeds.start, seeds.stop], "noise_seed": args.noise_seed,
               "summary": summary, "episodes": [vars(r) for r in results]}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -187,7 +190,11 @@ def main() -> None:
     closed.add_argument("--backend", default="onnxruntime")
     closed.add_argument("--json", required=True)
     closed.set_defaults(run=closed_loop)
+    for command in (loop, closed):
+        command.add_argument("--schedule", action="append", help="a learned static-mask pruner file (repeat; default: "
+                             "the default Push-T policy's at rho 0.95, 0.9 and 0.8)")
     args = parser.parse_args()
+    args.schedule = args.schedule or list(DEFAULT_SCHEDULES)
     args.run(args)
 
 
