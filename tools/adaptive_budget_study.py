@@ -1,7 +1,7 @@
 """Would an observation-conditioned *budget* pay: few computed steps for easy chunks, more for hard ones?
 
 Every pruner this project trained spends the same number of computed steps on every chunk, and per chunk the best
-ten-step schedule buys nothing in closed loop (README, the stop-20 oracle). This asks the other question: at the same
+ten-step schedule bought nothing in closed loop (README, the stop-20 oracle, on the previous default policy). This asks the other question: at the same
 mean budget, does moving compute between chunks help? The schedules (``--schedule``, learned static-mask pruner
 files, run with held steps) default to the default Push-T policy's at rho 0.95, 0.9 and 0.8 (5, 10 and 21 computed
 steps); the budget is the median schedule's steps (the shipped ten).
