@@ -19,7 +19,7 @@ import torch
 
 from sag_ros.policy.checkpoint import load_policy
 from sag_ros.policy.config import SchedulerKind
-from sag_ros.policy.policy import DiffusionPolicy, ImageEncoder
+from sag_ros.policy.policy import DiffusionPolicy, ImageEncoder, Observation
 from sag_ros.policy.sampling import BlockRunner, DenoiserKernels, dense_runner, eager_kernels
 
 
@@ -71,12 +71,17 @@ class PolicyPredictor:
         self.n_obs_steps = policy.config.denoiser.n_obs_steps
         self.last_timing = ChunkTiming()
 
-    @torch.no_grad()
-    def __call__(self, obs: dict[str, np.ndarray], seed: int) -> np.ndarray:
+    def observation_batch(self, obs: dict[str, np.ndarray]) -> Observation:
+        """The policy's input batch (batch 1, on the policy's device) from a numpy observation history, validated."""
         device = self.policy.denoiser.pos_emb.device
         batch = {k: torch.from_numpy(np.ascontiguousarray(obs[k]))[None].to(device)
                  for k in self.policy.obs_keys if k in obs}
         self.policy.validate_observation(batch)
+        return batch
+
+    @torch.no_grad()
+    def __call__(self, obs: dict[str, np.ndarray], seed: int) -> np.ndarray:
+        batch = self.observation_batch(obs)
         t0 = time.perf_counter()
         features = self.policy.encode_observation(batch, self.image_encoder)
         t1 = time.perf_counter()

@@ -39,6 +39,7 @@ from sag_ros.policy.sampling import dense_runner, eager_kernels, prepare_chunk, 
 from sag_ros.predictor import BlockPlanner, PolicyPredictor, PredictorSpec
 from sag_ros.sim.evaluate import rollout, summarize
 from sag_ros.sparse.artifact import load_pruner
+from sag_ros.sparse.mask import held_steps
 from sag_ros.sparse.planner import StaticMaskPlanner
 from sag_ros.tables import format_table
 
@@ -59,7 +60,8 @@ def static_masks(paths: list[str], policy: DiffusionPolicy) -> dict[str, torch.T
 
 
 def computed_steps(mask: torch.Tensor) -> int:
-    return int((~mask.all(1)).sum())
+    """Steps a sampler with held steps runs the network for."""
+    return len(mask) - sum(held_steps(mask.tolist()))
 
 
 def open_loop(args: argparse.Namespace) -> None:
@@ -134,14 +136,14 @@ class BudgetOracle:
     @torch.no_grad()
     def __call__(self, obs: dict[str, np.ndarray], seed: int) -> np.ndarray:
         predictor, policy = self.predictor, self.predictor.policy
-        batch = {k: torch.from_numpy(np.ascontiguousarray(obs[k]))[None] for k in policy.obs_keys if k in obs}
-        policy.validate_observation(batch)
-        features = policy.encode_observation(batch, predictor.image_encoder)
-        executed = policy.executed_slice()
+        features = policy.encode_observation(predictor.observation_batch(obs), predictor.image_encoder)
+        kernels, executed = predictor.kernels, policy.executed_slice()
+        # one draw of the noise and one set of cross-attention keys/values for dense and every schedule
+        inputs = prepare_chunk(policy.denoiser, policy.schedule, features, torch.Generator().manual_seed(seed),
+                               kernels.observation_kv)
 
         def sample(planner: BlockPlanner) -> torch.Tensor:
-            return policy.sample(features, torch.Generator().manual_seed(seed), planner.plan(features)[0],
-                                 predictor.kernels)
+            return reverse_diffusion(policy.schedule, inputs, kernels, planner.plan(features)[0])
 
         dense = sample(predictor.planner)[:, executed]
         chunks = {name: sample(planner) for name, planner in self.planners.items()}
