@@ -11,6 +11,7 @@ import torch
 
 from sag_ros.sim.dataset import Demos
 from sag_ros.sim.multi_task import component_index
+from sag_ros.sparse.mask import computed_steps
 from sag_ros.sparse.pruner import Pruner, PrunerConfig
 
 _spec = importlib.util.spec_from_file_location("masks_by_task_study",
@@ -68,7 +69,7 @@ def test_distinct_masks_count_whole_masks():
 def test_computed_steps_and_ranges():
     mask = np.ones((8, 3), dtype=bool)
     mask[[0, 1, 2, 5, 7], 0] = False
-    assert study.computed_steps(mask) == [0, 1, 2, 5, 7]
+    assert computed_steps(mask.tolist()) == [0, 1, 2, 5, 7]
     assert study.step_ranges([0, 1, 2, 5, 7, 8]) == "0-2, 5, 7-8"
     assert study.step_ranges([]) == ""
 
@@ -94,5 +95,5 @@ def test_write_pinned_saves_the_pruner_pinned_to_the_given_mask_with_its_run_set
     pinned, extra = load_pruner(out, tiny_policy)
     assert (pinned.predict_mask(features).numpy() == target).all()
     assert extra["reuse"] == "per_block" and extra["hold_x0"] is True and extra["pinned_to"] == "obs 5"
-    assert extra["computed_steps"] == study.computed_steps(target)
+    assert extra["computed_steps"] == computed_steps(target.tolist())
     assert extra["computed_blocks"] == int((~target).sum())

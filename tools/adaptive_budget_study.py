@@ -1,8 +1,8 @@
 """Would an observation-conditioned *budget* pay: few computed steps for easy chunks, more for hard ones?
 
 Every pruner this project trained spends the same number of computed steps on every chunk, and per chunk the best
-ten-step schedule bought nothing in closed loop (README, the stop-20 oracle, on the previous default policy). This asks the other question: at the same
-mean budget, does moving compute between chunks help? The schedules (``--schedule``, learned static-mask pruner
+ten-step schedule bought nothing in closed loop (README, the stop-20 oracle, on the previous default policy). This
+asks the other question: at the same mean budget, does moving compute between chunks help? The schedules (``--schedule``, learned static-mask pruner
 files, run with held steps) default to the default Push-T policy's at rho 0.95, 0.9 and 0.8 (5, 10 and 21 computed
 steps); the budget is the median schedule's steps (the shipped ten).
 
@@ -39,7 +39,7 @@ from sag_ros.policy.sampling import dense_runner, eager_kernels, prepare_chunk, 
 from sag_ros.predictor import BlockPlanner, PolicyPredictor, PredictorSpec
 from sag_ros.sim.evaluate import rollout, summarize
 from sag_ros.sparse.artifact import load_pruner
-from sag_ros.sparse.mask import held_steps
+from sag_ros.sparse.mask import computed_steps
 from sag_ros.sparse.planner import StaticMaskPlanner
 from sag_ros.tables import format_table
 
@@ -59,11 +59,6 @@ def static_masks(paths: list[str], policy: DiffusionPolicy) -> dict[str, torch.T
     return masks
 
 
-def computed_steps(mask: torch.Tensor) -> int:
-    """Steps a sampler with held steps runs the network for."""
-    return len(mask) - sum(held_steps(mask.tolist()))
-
-
 def open_loop(args: argparse.Namespace) -> None:
     torch.set_num_threads(2)
     policy, obs = policy_and_windows(Path(args.policy), Path(args.data), args.windows, args.seed)
@@ -80,7 +75,7 @@ def open_loop(args: argparse.Namespace) -> None:
             for i, planner in enumerate(planners):
                 chunks = reverse_diffusion(policy.schedule, inputs, kernels, planner.plan(features)[0])
                 errors[i, draw] = (chunks[:, executed] - dense).abs().mean((1, 2)).numpy()
-    steps = np.array([computed_steps(mask) for mask in masks.values()], dtype=float)
+    steps = np.array([len(computed_steps(mask.tolist())) for mask in masks.values()], dtype=float)
     rows = [{"schedule": f"{name} ({steps[i]:.0f} steps)", "L1 mean": f"{errors[i].mean():.4f}", "lambda": "-"}
             for i, name in enumerate(masks)]
     budget = float(np.median(steps))
@@ -130,7 +125,7 @@ class BudgetOracle:
         self.n_obs_steps = predictor.n_obs_steps
         self.planners = {name: StaticMaskPlanner(predictor.kernels, mask, "per_block", hold_x0=True)
                          for name, mask in masks.items()}
-        self.steps = {name: computed_steps(mask) for name, mask in masks.items()}
+        self.steps = {name: len(computed_steps(mask.tolist())) for name, mask in masks.items()}
         self.chosen = {name: 0 for name in masks}
 
     @torch.no_grad()

@@ -32,6 +32,7 @@ from sag_ros.sim.dataset import Demos, load_demos
 from sag_ros.sim.multi_task import component_index, component_names
 from sag_ros.sim.task import get_task
 from sag_ros.sparse.artifact import load_pruner, save_pruner
+from sag_ros.sparse.mask import computed_steps
 from sag_ros.sparse.pruner import Pruner, pinned_to_observation
 from sag_ros.tables import format_table
 
@@ -74,12 +75,12 @@ def main() -> None:
             top, top_count = masks[0]
             rows.append({"pruner": Path(path).stem, "component": name, "observations": sum(n for _, n in masks),
                          "distinct masks": len(masks), "most common": f"{top_count} x", "its blocks": int((~top).sum()),
-                         "its computed steps": step_ranges(computed_steps(top))})
+                         "its computed steps": step_ranges(computed_steps(top.tolist()))})
         shared = set.intersection(*({mask.tobytes() for mask, _ in masks} for masks in distinct.values()))
         rows.append({"pruner": Path(path).stem, "component": "shared by all", "observations": "",
                      "distinct masks": len(shared), "most common": "", "its blocks": "", "its computed steps": ""})
         report["pruners"][path] = {
-            "components": {name: [{"computed_steps": computed_steps(mask), "computed_blocks": int((~mask).sum()),
+            "components": {name: [{"computed_steps": computed_steps(mask.tolist()), "computed_blocks": int((~mask).sum()),
                                    "observations": n} for mask, n in masks] for name, masks in distinct.items()},
             "shared_masks": len(shared)}
     print(format_table(rows))
@@ -106,13 +107,8 @@ def write_pinned(pruner: Pruner, extra: dict, policy: DiffusionPolicy, features:
     if not (pinned.predict_mask(features).numpy() == mask).all():
         raise RuntimeError(f"the pinned copy of the pruner does not predict {description} for every observation")
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_pruner(pinned, policy, out, {**extra, "pinned_to": description, "computed_steps": computed_steps(mask),
+    save_pruner(pinned, policy, out, {**extra, "pinned_to": description, "computed_steps": computed_steps(mask.tolist()),
                                       "computed_blocks": int((~mask).sum())})
-
-
-def computed_steps(mask: np.ndarray) -> list[int]:
-    """The steps of a [K, 3L] mask (True = pruned) where any block runs."""
-    return [int(k) for k in np.flatnonzero(~mask.all(1))]
 
 
 def step_ranges(steps: list[int]) -> str:

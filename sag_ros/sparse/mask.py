@@ -35,6 +35,12 @@ def held_steps(rows: Sequence[Sequence[bool]]) -> tuple[bool, ...]:
     return tuple(k > 0 and all(row) for k, row in enumerate(rows))
 
 
+def computed_steps(rows: Sequence[Sequence[bool]]) -> list[int]:
+    """The steps of a mask's rows (``mask.tolist()``) that run the network under ``hold_x0``: every step but the held
+    ones (the first always runs). What a schedule costs, in steps, and which steps a learned mask chose."""
+    return [k for k, held in enumerate(held_steps(rows)) if not held]
+
+
 def executed_fraction(mask: torch.Tensor) -> float:
     """Fraction of (step, block) pairs that run."""
     return 1.0 - float(mask.float().mean())
