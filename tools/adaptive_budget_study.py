@@ -2,9 +2,9 @@
 
 Every pruner this project trained spends the same number of computed steps on every chunk, and per chunk the best
 ten-step schedule bought nothing in closed loop (README, the stop-20 oracle, on the previous default policy). This
-asks the other question: at the same mean budget, does moving compute between chunks help? The schedules (``--schedule``, learned static-mask pruner
-files, run with held steps) default to the default Push-T policy's at rho 0.95, 0.9 and 0.8 (5, 10 and 21 computed
-steps); the budget is the median schedule's steps (the shipped ten).
+asks the other question: at the same mean budget, does moving compute between chunks help? The schedules
+(``--schedule``, learned static-mask pruner files, run with held steps) default to the default Push-T policy's at
+rho 0.95, 0.9 and 0.8 (5, 10 and 21 computed steps); the budget is the median schedule's steps (the shipped ten).
 
 ``open-loop``: demonstration windows x a few noise draws; each window's executed-action L1 to dense under each
 schedule. Per window, the schedule minimizing ``L1 + lam * steps`` is chosen, with the ``lam`` that keeps the mean
