@@ -154,6 +154,7 @@ def _train_pruner(args: argparse.Namespace) -> None:
                             reuse=args.reuse, reference=args.reference, fidelity_window=args.fidelity_window,
                             fidelity_steps=args.fidelity_steps, hold_x0=args.hold_x0,
                             step_cost=args.step_cost, use_observation=not args.static, granularity=args.granularity,
+                            step_budget=args.step_budget,
                             seed=args.seed, threads=args.threads, init_from=args.init, init_transfer=args.init_transfer,
                             init_interval=init_interval,
                             init_interval_start=init_interval_start)
@@ -364,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--granularity", choices=list(GRANULARITIES), default="block",
                    help="one decision per (step, block) cell, per step for all its blocks, or (hierarchical, with "
                         "--hold-x0) a decision per step whether it holds over per-block decisions in the steps that compute")
+    p.add_argument("--step-budget", type=_COUNT, metavar="K",
+                   help="with --granularity hierarchical: every chunk computes K steps (step 0 and the K - 1 the "
+                        "pruner ranks first) and holds the rest")
     p.add_argument("--hold-x0", action="store_true",
                    help="steps whose every block is pruned hold the last computed clean-chunk prediction")
     p.add_argument("--step-cost", type=float, default=0.0,

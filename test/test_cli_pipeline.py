@@ -118,6 +118,13 @@ def _check_pruner_resume_and_warm_start(policy, data, pruner, tmp_path, capsys):
     predictor = PredictorSpec(str(policy), sampler="ddpm", num_steps=10, pruner_path=str(nested))()
     runner, _ = predictor.planner.plan(dense.encode_observation(random_observation(dense.config)))
     assert predictor.planner.pruner.config.granularity == "hierarchical" and any(runner.held_steps)
+    budgeted = tmp_path / "pruner_budget.pt"  # a fixed number of computed steps, placed per observation
+    main(args + ["--out", str(budgeted), "--iterations", "1", "--granularity", "hierarchical", "--hold-x0",
+                 "--step-budget", "2", "--init-interval", "3"])
+    predictor = PredictorSpec(str(policy), sampler="ddpm", num_steps=10, pruner_path=str(budgeted))()
+    for seed in range(3):
+        runner, _ = predictor.planner.plan(dense.encode_observation(random_observation(dense.config, seed=seed)))
+        assert list(runner.held_steps).count(False) == 2
     finetuned = tmp_path / "pruner_rho0.6.pt"
     main(args + ["--out", str(finetuned), "--iterations", "1", "--rho", "0.6", "--init", str(pruner)])
     assert load_pruner(finetuned, dense)[1]["init_from"] == str(pruner)

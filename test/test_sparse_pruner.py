@@ -215,6 +215,39 @@ def test_hierarchical_granularity_holds_whole_steps_over_block_decisions(tiny_po
         PrunerTrainConfig(granularity="hierarchical")
 
 
+def test_a_step_budget_computes_the_same_number_of_steps_for_every_observation(tiny_policy):
+    """The steps compete for the budget's places: every observation computes step 0 and budget - 1 others, the
+    observation decides which, training's holds are the head's, and the hold gradient only moves margins against
+    each other (shifting every margin alike changes no choice)."""
+    budget = 3
+    cfg = PrunerTrainConfig(granularity="hierarchical", hold_x0=True, step_budget=budget)
+    torch.manual_seed(0)
+    pruner = Pruner(pruner_config_for(tiny_policy, cfg)).eval()
+    features = _features(tiny_policy, batch=8, seed=2) * torch.linspace(-3, 3, 8)[:, None, None]
+    with torch.no_grad():  # blocks all compute where their step does; steps close, so observations reorder them
+        pruner.cell_bias.fill_(-5.0)
+        pruner.step_bias.normal_(std=0.05)
+    masks = pruner.predict_mask(features)
+    steps_computed = (~masks.all(-1)).sum(-1)
+    assert steps_computed.tolist() == [budget] * len(features) and not masks[:, 0].any()
+    assert len(torch.unique(masks, dim=0)) > 1, "every observation chose the same steps: a weak test"
+    pruner.train()
+    _, holds = pruner.gates_and_holds(features)
+    assert torch.equal(holds.bool(), masks.all(-1))
+    loss, stats = pruner_loss(tiny_policy.requires_grad_(False), pruner, features, None, cfg,
+                              torch.Generator().manual_seed(0))
+    loss.backward()
+    grad = pruner.step_bias.grad
+    assert grad[1:].abs().sum() > 0 and abs(float(grad[1:].sum())) < 1e-6 * float(grad[1:].abs().sum()) + 1e-9
+    for bad in (dict(granularity="block"), dict(granularity="step")):
+        with pytest.raises(ValueError, match="step_budget"):
+            PrunerTrainConfig(step_budget=2, **bad)
+    config = pruner_config_for(tiny_policy, cfg)
+    for steps in (0, config.num_steps + 1):
+        with pytest.raises(ValueError, match="step_budget"):
+            dataclasses.replace(config, step_budget=steps)
+
+
 def test_hierarchical_interval_warm_start_predicts_the_interval_mask(tiny_policy):
     """...by holding the skipped steps, whose blocks would all run if un-held: un-holding a step means computing it."""
     cfg = PrunerTrainConfig(init_interval=3, granularity="hierarchical", hold_x0=True)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sag_ros.sparse.pruner import Mish, PrunerMaskHead
+from sag_ros.sparse.pruner import Mish, PrunerMaskHead, held_steps_from_margins
 
 MISH_MAX_SLOPE = 1.089
 """An upper bound of |d Mish(x) / dx| over all x (the maximum is 1.08850 at x = 1.4906)."""
@@ -77,6 +77,7 @@ class CertifiedMaskHead:
         self._offsets = _numpy(head.margin_offset).reshape(-1, per_unit)
         # hierarchical: a step's hold margin is the mean of its cells' margins plus an offset, as Lipschitz as they
         self._step_offsets = _numpy(head.step_offset) if head.step_offset is not None else None
+        self._step_budget = head.step_budget
         self._anchor: tuple[np.ndarray, np.ndarray] | None = None  # (v_a [hidden], unit margins [units])
         self._anchor_holds: np.ndarray | None = None  # hierarchical: hold margins [K] at the anchor
         self.calls = self.full_evaluations = self.units_evaluated = 0
@@ -113,7 +114,7 @@ class CertifiedMaskHead:
             margins, holds = decided
         pruned = np.broadcast_to((margins > 0).reshape(self.grid[0], -1), self.grid).copy()
         if holds is not None:
-            pruned |= (holds > 0)[:, None]
+            pruned |= held_steps_from_margins(torch.from_numpy(holds), self._step_budget).numpy()[:, None]
         pruned[0] = False  # the first step always computes (nothing is cached yet)
         return torch.from_numpy(pruned)[None]
 
@@ -126,14 +127,18 @@ class CertifiedMaskHead:
     def _certified(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray | None] | None:
         """Margins whose signs are right at v (exact for the uncertain units, the anchor's elsewhere), or None when
         too many units are uncertain. A hierarchical head's uncertain steps get every cell evaluated, so their hold
-        margins are exact too."""
+        margins are exact too. Under a step budget only the ranking of the hold margins counts: it stands while the
+        gap between the last computed step's margin and the next one's is wider than both can move (2 radii);
+        otherwise every unit is evaluated."""
         anchor_v, anchor_margins = self._anchor
         radius = self.lipschitz * float(np.linalg.norm(v - anchor_v)) + self.tolerance
         uncertain_units = np.abs(anchor_margins) <= radius
         uncertain_steps = None
-        if self._anchor_holds is not None:
+        if self._anchor_holds is not None and self._step_budget is None:
             uncertain_steps = np.abs(self._anchor_holds) <= radius
             uncertain_units = uncertain_units | np.repeat(uncertain_steps, self.grid[1])
+        elif self._anchor_holds is not None and not self._ranking_certain(radius):
+            return None
         uncertain = np.flatnonzero(uncertain_units)
         if len(uncertain) > self.reanchor_fraction * len(anchor_margins):
             return None
@@ -146,6 +151,14 @@ class CertifiedMaskHead:
                 holds = holds.copy()
                 holds[uncertain_steps] = self._hold_margins(margins)[uncertain_steps]
         return margins, holds
+
+    def _ranking_certain(self, radius: float) -> bool:
+        """Whether the anchor's budgeted choice of steps stands for hold margins each within ``radius`` of it."""
+        later, chosen = self._anchor_holds[1:], self._step_budget - 1
+        if chosen <= 0 or chosen >= len(later):
+            return True  # nothing to rank: no later step computes, or all do
+        ordered = np.partition(later, (chosen - 1, chosen))
+        return bool(ordered[chosen] - ordered[chosen - 1] > 2 * radius)
 
     def stats(self) -> dict[str, float]:
         """How much of the grid was evaluated over the calls so far: how the tests check that the certificate

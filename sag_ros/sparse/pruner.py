@@ -8,7 +8,9 @@ offset on the prune logit; the gate is the hard argmax with a straight-through s
 With ``granularity="step"`` the two logits are averaged over each step's blocks, so a step computes all of its
 blocks or none: an observation-conditioned choice of denoising steps (see :class:`PrunerConfig`). With
 ``granularity="hierarchical"`` a step-level decision (the step's mean logits plus a learned per-step offset) says
-whether the step is held, and the per-block decisions apply inside the steps that are not.
+whether the step is held, and the per-block decisions apply inside the steps that are not; with a ``step_budget``
+the steps compete instead: the first step and the budget - 1 others with the lowest hold margins compute, so every
+observation gets the same number of steps and the observation decides only where they go.
 
 The MLP's first layer is linear in the concatenation, so it splits into W_idx e_idx + W_obs e_obs. In
 eval mode the index half, the whole transformer included, is computed once and cached (a [K*3L, hidden]
@@ -57,12 +59,23 @@ class PrunerConfig:
     mean) cannot see that computing one block un-holds the whole step: block-wise pruners trained for held steps
     drifted away from their own objective (README, stop 32). The step gate has a gradient of its own, taken against
     what the step gives when it runs the blocks its block gates choose (:class:`~sag_ros.sparse.sampler.GatedRunner`)."""
+    step_budget: int | None = None
+    """``hierarchical`` only: computed steps per chunk, the first included (None: each step decides alone). Trained
+    against a target rate alone, conditioned pruners meant for two steps a chunk swung between pruning 45 % and 99 % from
+    batch to batch: the observation branch shifts every step's margin at once (docs/results.md, stop 40). A budget makes the steps
+    compete for a fixed number of places, so only the ranking, and hence the placement, depends on the observation."""
 
     def __post_init__(self) -> None:
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"pruner.granularity={self.granularity!r} must be one of {', '.join(GRANULARITIES)}")
         if not 0.0 < self.init_prune_rate < 1.0:
             raise ValueError(f"pruner.init_prune_rate={self.init_prune_rate} must be in (0, 1)")
+        if self.step_budget is not None:
+            if self.granularity != "hierarchical":
+                raise ValueError(f"pruner.step_budget ranks steps by their hold margins: it needs granularity="
+                                 f"'hierarchical', not {self.granularity!r}")
+            if not 1 <= self.step_budget <= self.num_steps:
+                raise ValueError(f"pruner.step_budget={self.step_budget} must be in [1, {self.num_steps}] steps")
         if self.index_dim % self.index_heads:
             raise ValueError(f"pruner.index_dim={self.index_dim} must be divisible by index_heads={self.index_heads}")
 
@@ -100,6 +113,30 @@ def straight_through_gate(logits: torch.Tensor, temperature: float = 1.0) -> tor
     """logits [..., 2] (compute, prune) -> gate in {0, 1} forward, softmax(prune) gradient backward."""
     soft = (logits / temperature).softmax(dim=-1)[..., 1]
     hard = (logits[..., 1] > logits[..., 0]).to(soft.dtype)
+    return hard + soft - soft.detach()
+
+
+def held_steps_from_margins(hold_margins: torch.Tensor, budget: int | None) -> torch.Tensor:
+    """Hold margins [..., K] -> held steps [..., K] (bool): a positive margin holds; or, under a budget of computed
+    steps, every step holds but the first and the ``budget - 1`` later ones with the lowest margins."""
+    if budget is None:
+        return hold_margins > 0
+    held = torch.ones_like(hold_margins, dtype=torch.bool)
+    held[..., 0] = False
+    if budget > 1:
+        chosen = hold_margins[..., 1:].topk(budget - 1, dim=-1, largest=False).indices + 1
+        held.scatter_(-1, chosen, False)
+    return held
+
+
+def budgeted_hold_gate(step_logits: torch.Tensor, budget: int) -> torch.Tensor:
+    """Step logits [..., K, 2] (compute, hold) -> hold gates [..., K] in {0, 1} forward under a budget of computed
+    steps; backward, the gradient of 1 - (budget - 1) * softmax(-margin) over the later steps: it moves the steps'
+    margins against each other (a common shift changes no ranking and gets no gradient)."""
+    margins = step_logits[..., 1] - step_logits[..., 0]
+    hard = held_steps_from_margins(margins.detach(), budget).to(margins.dtype)
+    computes = (budget - 1) * (-margins[..., 1:]).softmax(dim=-1)
+    soft = torch.cat((torch.zeros_like(margins[..., :1]), 1 - computes), dim=-1)
     return hard + soft - soft.detach()
 
 
@@ -175,7 +212,9 @@ class Pruner(nn.Module):
         holds = None
         if self.step_bias is not None:
             step_logits = logits.mean(dim=2) + torch.stack((torch.zeros_like(self.step_bias), self.step_bias), dim=-1)
-            holds = with_first_step_computed(straight_through_gate(step_logits)[..., None])[..., 0]
+            budget = self.config.step_budget
+            hold_gates = straight_through_gate(step_logits) if budget is None else budgeted_hold_gate(step_logits, budget)
+            holds = with_first_step_computed(hold_gates[..., None])[..., 0]
         return with_first_step_computed(gates), holds
 
     def mask_head(self) -> "PrunerMaskHead":
@@ -237,6 +276,7 @@ class PrunerMaskHead(nn.Module):
         self.granularity = c.granularity
         step_offset = pruner.step_bias.detach().clone() if pruner.step_bias is not None else None
         self.register_buffer("step_offset", step_offset, persistent=False)
+        self.step_budget = c.step_budget
 
     def forward(self, obs_features: torch.Tensor) -> torch.Tensor:
         b = obs_features.shape[0]
@@ -246,5 +286,6 @@ class PrunerMaskHead(nn.Module):
             margin = per_step_mean(margin)
         pruned = margin > 0
         if self.step_offset is not None:  # hierarchical: a held step prunes all its blocks
-            pruned = pruned | (margin.mean(dim=2) + self.step_offset > 0)[..., None]
+            held = held_steps_from_margins(margin.mean(dim=2) + self.step_offset, self.step_budget)
+            pruned = pruned | held[..., None]
         return with_first_step_computed(pruned)

@@ -68,6 +68,7 @@ class PrunerTrainConfig:
     fidelity_steps: str = "final"  # or "trajectory": every step's clean-chunk prediction, averaged over steps
     use_observation: bool = True  # False: one learned static mask for all observations
     granularity: str = "block"  # "step": whole steps computed or skipped; "hierarchical": held steps over block gates
+    step_budget: int | None = None  # hierarchical: computed steps per chunk, placed by the pruner (PrunerConfig)
     hold_x0: bool = False  # wholly pruned steps hold the last computed clean-chunk prediction (sparse.sampler)
     step_cost: float = 0.0  # a computed step's fixed cost (embedding, head, update) in blocks; see pruned_cost
     seed: int = 0
@@ -101,6 +102,8 @@ class PrunerTrainConfig:
             raise ValueError("init_interval_start needs init_interval")
         if self.step_cost < 0:
             raise ValueError(f"step_cost={self.step_cost} must be >= 0")
+        if self.step_budget is not None and self.granularity != "hierarchical":
+            raise ValueError("step_budget places a fixed number of computed steps: it needs granularity='hierarchical'")
         if self.granularity == "hierarchical" and not self.hold_x0:
             raise ValueError("granularity='hierarchical' decides which steps hold: it needs hold_x0")
         if self.step_cost and not self.hold_x0:
@@ -112,7 +115,8 @@ class PrunerTrainConfig:
 def pruner_config_for(policy: DiffusionPolicy, train: PrunerTrainConfig) -> PrunerConfig:
     num_steps, num_blocks, obs_feature_dim = pruner_grid(policy)
     return PrunerConfig(num_steps=num_steps, num_blocks=num_blocks, obs_feature_dim=obs_feature_dim,
-                        use_observation=train.use_observation, granularity=train.granularity)
+                        use_observation=train.use_observation, granularity=train.granularity,
+                        step_budget=train.step_budget)
 
 
 def fidelity_slice(policy: DiffusionPolicy, cfg: PrunerTrainConfig) -> slice:
