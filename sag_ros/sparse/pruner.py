@@ -61,9 +61,10 @@ class PrunerConfig:
     what the step gives when it runs the blocks its block gates choose (:class:`~sag_ros.sparse.sampler.GatedRunner`)."""
     step_budget: int | None = None
     """``hierarchical`` only: computed steps per chunk, the first included (None: each step decides alone). Trained
-    against a target rate alone, conditioned pruners meant for two steps a chunk swung between pruning 45 % and 99 % from
-    batch to batch: the observation branch shifts every step's margin at once (docs/results.md, stop 40). A budget makes the steps
-    compete for a fixed number of places, so only the ranking, and hence the placement, depends on the observation."""
+    against a target rate alone, conditioned pruners meant for two steps a chunk swung between pruning 45 % and 99 %
+    from batch to batch: the observation branch shifts every step's margin at once (docs/results.md, stop 40). A
+    budget makes the steps compete for a fixed number of places, so only the ranking, and hence the placement,
+    depends on the observation."""
 
     def __post_init__(self) -> None:
         if self.granularity not in GRANULARITIES:
@@ -213,7 +214,8 @@ class Pruner(nn.Module):
         if self.step_bias is not None:
             step_logits = logits.mean(dim=2) + torch.stack((torch.zeros_like(self.step_bias), self.step_bias), dim=-1)
             budget = self.config.step_budget
-            hold_gates = straight_through_gate(step_logits) if budget is None else budgeted_hold_gate(step_logits, budget)
+            hold_gates = (straight_through_gate(step_logits) if budget is None
+                          else budgeted_hold_gate(step_logits, budget))
             holds = with_first_step_computed(hold_gates[..., None])[..., 0]
         return with_first_step_computed(gates), holds
 
