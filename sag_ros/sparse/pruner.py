@@ -61,7 +61,7 @@ class PrunerConfig:
     what the step gives when it runs the blocks its block gates choose (:class:`~sag_ros.sparse.sampler.GatedRunner`)."""
     step_budget: int | None = None
     """``hierarchical`` only: computed steps per chunk, the first included (None: each step decides alone). Trained
-    against a target rate alone, conditioned pruners meant for two steps a chunk swung between pruning 45 % and 99 %
+    against a target rate alone, conditioned pruners meant for two steps a chunk swung between pruning 9 % and 99 %
     from batch to batch: the observation branch shifts every step's margin at once (docs/results.md, stop 40). A
     budget makes the steps compete for a fixed number of places, so only the ranking, and hence the placement,
     depends on the observation."""
