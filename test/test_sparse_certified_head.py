@@ -21,10 +21,10 @@ def _centred_pruner(policy, granularity: str, features: torch.Tensor, step_budge
         pruner.cell_bias.normal_(std=2.0)
         logits = pruner.logits(features)
         pruner.mlp[-1].bias[1] -= (logits[..., 1] - logits[..., 0]).median()
-        if pruner.step_bias is not None:  # hold margins spread around the threshold too
+        if step_budget is not None:  # under a budget, hold margins close together, so the observation reorders them
+            pruner.step_bias.copy_(-pruner.cell_bias.mean(dim=1))
+        elif pruner.step_bias is not None:  # otherwise spread around the threshold too
             pruner.step_bias.normal_(std=0.5)
-        if step_budget is not None:  # ... or, under a budget, close together, so that the observation reorders them
-            pruner.step_bias.normal_(std=0.01).sub_(pruner.cell_bias.mean(dim=1))
     return pruner
 
 

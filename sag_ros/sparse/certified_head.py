@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sag_ros.sparse.pruner import Mish, PrunerMaskHead, held_steps_from_margins
+from sag_ros.sparse.pruner import Mish, PrunerMaskHead
 
 MISH_MAX_SLOPE = 1.089
 """An upper bound of |d Mish(x) / dx| over all x (the maximum is 1.08850 at x = 1.4906)."""
@@ -114,7 +114,7 @@ class CertifiedMaskHead:
             margins, holds = decided
         pruned = np.broadcast_to((margins > 0).reshape(self.grid[0], -1), self.grid).copy()
         if holds is not None:
-            pruned |= held_steps_from_margins(torch.from_numpy(holds), self._step_budget).numpy()[:, None]
+            pruned |= self._held_steps(holds)[:, None]
         pruned[0] = False  # the first step always computes (nothing is cached yet)
         return torch.from_numpy(pruned)[None]
 
@@ -151,6 +151,16 @@ class CertifiedMaskHead:
                 holds = holds.copy()
                 holds[uncertain_steps] = self._hold_margins(margins)[uncertain_steps]
         return margins, holds
+
+    def _held_steps(self, hold_margins: np.ndarray) -> np.ndarray:
+        """:func:`~sag_ros.sparse.pruner.held_steps_from_margins` in numpy, as the rest of the per-chunk path."""
+        if self._step_budget is None:
+            return hold_margins > 0
+        held = np.ones(len(hold_margins), dtype=bool)
+        held[0] = False
+        if self._step_budget > 1:
+            held[1 + np.argpartition(hold_margins[1:], self._step_budget - 2)[:self._step_budget - 1]] = False
+        return held
 
     def _ranking_certain(self, radius: float) -> bool:
         """Whether the anchor's budgeted choice of steps stands for hold margins each within ``radius`` of it."""
