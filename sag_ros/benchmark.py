@@ -253,6 +253,21 @@ def pool_episodes(parts: Sequence[Episodes]) -> Episodes:
     return pooled
 
 
+def pooled_method(spec: str, component: str | None = None) -> tuple[str, Episodes]:
+    """'NAME=RUN[,RUN...]', each RUN a `sag eval` JSON or 'BENCH.json::METHOD' -> (NAME, its pooled episodes, only
+    those of ``component`` when given); NAME may not hold '=' (the methods of a report may: 'interval n=10')."""
+    name, sep, runs = spec.partition("=")  # at the first '=': method names in reports hold some ("n=10")
+    if not (sep and name and runs):
+        raise ValueError(f"expected NAME=RUN[,RUN...], got {spec!r}")
+    parts = []
+    for run in runs.split(","):
+        path, _, method = run.partition("::")
+        report = json.loads(Path(path).read_text())
+        episodes = report_episodes(report, method or None)
+        parts.append(episodes if component is None else component_episodes(episodes, report.get("task", ""), component))
+    return name, pool_episodes(parts)
+
+
 def compare_episodes(runs: dict[str, Episodes]) -> list[dict]:
     """Each pair (a, b) of methods, a listed first, over the episodes both ran: the per-episode score difference
     a - b (:func:`paired_difference`), the episodes only a solved and only b solved, and their exact McNemar

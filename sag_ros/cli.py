@@ -181,7 +181,7 @@ def _bench(args: argparse.Namespace) -> None:
 
 
 def _paired(args: argparse.Namespace) -> None:
-    from sag_ros.benchmark import compare_episodes, format_paired, paired_comparisons, plot_paired
+    from sag_ros.benchmark import compare_episodes, format_paired, paired_comparisons, plot_paired, pooled_method
 
     if (args.report is None) == (not args.pool) or len(args.pool) == 1:
         raise SystemExit("sag paired: give either one `sag bench` report or --pool NAME=RUN[,RUN...] for each of "
@@ -189,7 +189,7 @@ def _paired(args: argparse.Namespace) -> None:
     try:
         rows = (paired_comparisons(json.loads(Path(args.report).read_text()), args.methods, args.component)
                 if args.report
-                else compare_episodes(dict(_pooled_method(spec, args.component) for spec in args.pool)))
+                else compare_episodes(dict(pooled_method(spec, args.component) for spec in args.pool)))
     except (KeyError, ValueError) as exc:
         raise SystemExit(exc.args[0]) from None
     except OSError as exc:
@@ -201,23 +201,6 @@ def _paired(args: argparse.Namespace) -> None:
     if args.plot:
         plot_paired(rows, Path(args.plot))
         print(f"wrote {args.plot}")
-
-
-def _pooled_method(spec: str, component: str | None = None) -> tuple[str, dict]:
-    """'NAME=RUN[,RUN...]', each RUN a `sag eval` JSON or 'BENCH.json::METHOD' -> (NAME, its pooled episodes, only
-    those of ``component`` when given); NAME may not hold '=' (the methods of a report may: 'interval n=10')."""
-    from sag_ros.benchmark import component_episodes, pool_episodes, report_episodes
-
-    name, sep, runs = spec.partition("=")  # at the first '=': method names in reports hold some ("n=10")
-    if not (sep and name and runs):
-        raise SystemExit(f"expected NAME=RUN[,RUN...], got {spec!r}")
-    parts = []
-    for run in runs.split(","):
-        path, _, method = run.partition("::")
-        report = json.loads(Path(path).read_text())
-        episodes = report_episodes(report, method or None)
-        parts.append(episodes if component is None else component_episodes(episodes, report.get("task", ""), component))
-    return name, pool_episodes(parts)
 
 
 def _bench_ros(args: argparse.Namespace) -> None:

@@ -1,5 +1,4 @@
-"""The masks-by-task study (tools/masks_by_task_study.py): each component's observations come from its own episodes
-(seed parity), as windows of consecutive frames inside one episode; masks are counted as whole masks."""
+"""The masks-by-task study (tools/masks_by_task_study.py): masks are counted as whole masks."""
 
 from __future__ import annotations
 
@@ -9,8 +8,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sag_ros.sim.dataset import Demos
-from sag_ros.sim.multi_task import component_index
 from sag_ros.sparse.mask import computed_steps
 from sag_ros.sparse.pruner import Pruner, PrunerConfig
 
@@ -18,37 +15,6 @@ _spec = importlib.util.spec_from_file_location("masks_by_task_study",
                                                Path(__file__).parents[1] / "tools" / "masks_by_task_study.py")
 study = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(study)
-
-
-def demos_of(lengths: list[int], seeds: list[int]) -> Demos:
-    n = sum(lengths)
-    return Demos(sim_state=np.zeros((n, 3)), action=np.zeros((n, 2), np.float32), state=np.zeros((n, 2), np.float32),
-                 keypoints=np.zeros((n, 4), np.float32), episode_ends=np.cumsum(lengths),
-                 metadata={"episode_seeds": seeds})
-
-
-def test_windows_come_from_episodes_of_their_component():
-    lengths, seeds = [5, 9, 7, 12, 6, 8, 10], [0, 1, 2, 3, 4, 5, 7]
-    demos = demos_of(lengths, seeds)
-    slices = demos.episode_slices()
-    fractions = [0.0, 0.5, 1.0]
-    windows = study.observation_windows(demos, count=2, episodes=2, fractions=fractions, n_obs_steps=2, seed=3)
-
-    assert [len(w) for w in windows] == [2 * len(fractions)] * 2
-    for component, component_windows in enumerate(windows):
-        episodes_used = set()
-        for i, frames in enumerate(component_windows):
-            assert len(frames) == 2 and frames.step == 1
-            episode = next(e for e, sl in enumerate(slices) if sl.start <= frames.start < sl.stop)
-            assert frames.stop <= slices[episode].stop  # never crosses into the next episode
-            assert component_index(seeds[episode], 2) == component
-            if fractions[i % len(fractions)] == 0.0:  # the episode's first full window
-                assert frames.start == slices[episode].start
-            episodes_used.add(episode)
-        assert len(episodes_used) == 2
-    # all three even-seed episodes but only two odd ones are available: asking for more takes what there is
-    more = study.observation_windows(demos, count=2, episodes=5, fractions=[0.0], n_obs_steps=2, seed=3)
-    assert [len(w) for w in more] == [3, 4]
 
 
 def test_distinct_masks_count_whole_masks():

@@ -8,7 +8,7 @@ import torch
 from sag_ros.policy.sampling import StepKV, dense_runner, eager_kernels, prepare_chunk, reverse_diffusion
 from sag_ros.sparse.cache import OneForAllCache, PerBlockCache, make_cache
 from sag_ros.sparse.mask import executed_fraction, interval_mask, validate_mask, with_first_step_computed
-from sag_ros.sparse.sampler import GatedRunner, SparseRunner, row_program, step_hold_gates
+from sag_ros.sparse.sampler import GatedRunner, SparseRunner, row_program, sample_with_masks, step_hold_gates
 
 from conftest import random_observation
 
@@ -265,3 +265,25 @@ def test_interval_mask_from_a_later_step_keeps_step_0():
     assert computed_steps.nonzero().flatten().tolist() == [0, 11, 14, 17]
     with pytest.raises(ValueError, match="start=20"):
         interval_mask(20, 6, interval=3, start=20)
+
+
+
+@torch.no_grad()
+def test_sample_with_masks_groups_entries_by_mask_as_if_alone(tiny_policy):
+    schedule, kernels = tiny_policy.schedule, eager_kernels(tiny_policy.denoiser)
+    num_steps, num_blocks = schedule.num_steps, len(kernels.block_fns)
+    features = tiny_policy.encode_observation(random_observation(tiny_policy.config, batch=4))
+    inputs = prepare_chunk(tiny_policy.denoiser, schedule, features, torch.Generator().manual_seed(1))
+    dense, every_3rd = torch.zeros(num_steps, num_blocks, dtype=torch.bool), interval_mask(num_steps, num_blocks, 3)
+    window_masks = torch.stack([dense, every_3rd, dense, every_3rd])  # windows 0, 2 and 1, 3 share a mask
+    batch_dense = reverse_diffusion(schedule, inputs, kernels, dense_runner(kernels))
+
+    for hold in (False, True):
+        chunks = sample_with_masks(schedule, kernels, inputs, window_masks, "per_block", hold)
+        for window, mask in enumerate(window_masks):
+            runner = SparseRunner(kernels.block_fns, mask, make_cache("per_block", num_blocks), hold_x0=hold)
+            alone = reverse_diffusion(schedule, inputs.select(torch.tensor([window])), kernels, runner)
+            torch.testing.assert_close(chunks[window], alone[0], rtol=1e-5, atol=1e-6)
+        for window in (0, 2):  # an all-compute mask is dense sampling of the window's own inputs
+            torch.testing.assert_close(chunks[window], batch_dense[window], rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(chunks[0], chunks[1])  # the two masks do sample differently

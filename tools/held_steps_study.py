@@ -18,13 +18,10 @@ from pathlib import Path
 import torch
 
 from sag_ros.cli import policy_and_windows
-from sag_ros.policy.sampling import (ChunkInputs, DenoiserKernels, dense_runner, eager_kernels, prepare_chunk,
-                                     reverse_diffusion)
-from sag_ros.policy.scheduler import NoiseSchedule
+from sag_ros.policy.sampling import dense_runner, eager_kernels, prepare_chunk, reverse_diffusion
 from sag_ros.sparse.artifact import load_pruner
-from sag_ros.sparse.cache import make_cache
 from sag_ros.sparse.mask import interval_mask
-from sag_ros.sparse.sampler import SparseRunner
+from sag_ros.sparse.sampler import sample_with_masks
 from sag_ros.tables import format_table
 
 
@@ -55,26 +52,13 @@ def main() -> None:
         rows = []
         for name, window_masks in masks.items():
             for hold in (False, True):
-                chunks = sample_per_window(policy.schedule, kernels, inputs, window_masks, args.reuse, hold)
+                chunks = sample_with_masks(policy.schedule, kernels, inputs, window_masks, args.reuse, hold)
                 l1 = (chunks[:, executed] - dense).abs().mean((1, 2))
                 rows.append({"schedule": name, "skipped steps": "held" if hold else "block reuse",
                              "distinct masks": len(torch.unique(window_masks, dim=0)),
                              "computed steps": f"{(~window_masks.all(2)).sum(1).float().mean():.2f}",
                              "L1 mean": f"{l1.mean():.4f}", "L1 median": f"{l1.median():.4f}"})
     print(format_table(rows))
-
-
-def sample_per_window(schedule: NoiseSchedule, kernels: DenoiserKernels, inputs: ChunkInputs,
-                      window_masks: torch.Tensor, reuse: str, hold_x0: bool) -> torch.Tensor:
-    """Each window's chunk [B, Tp, A] sampled under its own mask of ``window_masks`` [B, K, 3L]; the sparse sampler
-    runs one mask per call, so the windows sharing a mask run together."""
-    distinct, window_group = torch.unique(window_masks, dim=0, return_inverse=True)
-    chunks = torch.empty_like(inputs.x_init)
-    for group, mask in enumerate(distinct):
-        index = (window_group == group).nonzero().squeeze(1)
-        runner = SparseRunner(kernels.block_fns, mask, make_cache(reuse, len(kernels.block_fns)), hold_x0=hold_x0)
-        chunks[index] = reverse_diffusion(schedule, inputs.select(index), kernels, runner)
-    return chunks
 
 
 if __name__ == "__main__":

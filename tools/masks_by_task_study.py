@@ -29,8 +29,8 @@ import torch
 from sag_ros.policy.checkpoint import load_policy
 from sag_ros.policy.policy import DiffusionPolicy
 from sag_ros.sim.dataset import Demos, load_demos
-from sag_ros.sim.multi_task import component_index, component_names
-from sag_ros.sim.task import get_task
+from sag_ros.sim.demo_windows import component_windows, window_observations
+from sag_ros.sim.multi_task import component_names
 from sag_ros.sparse.artifact import load_pruner, save_pruner
 from sag_ros.sparse.mask import computed_steps
 from sag_ros.sparse.pruner import Pruner, pinned_to_observation
@@ -56,8 +56,8 @@ def main() -> None:
     demos = load_demos(Path(args.data))
     task_name = demos.metadata["task"]
     components = component_names(task_name)
-    windows = observation_windows(demos, len(components), args.episodes, args.fractions,
-                                  policy.config.denoiser.n_obs_steps, args.seed)
+    windows = component_windows(demos, len(components), args.episodes, args.fractions,
+                                policy.config.denoiser.n_obs_steps, args.seed)
     features = component_features(policy, demos, task_name, windows)
 
     rows, report = [], {"task": task_name, "episodes_per_component": args.episodes, "fractions": args.fractions,
@@ -122,41 +122,15 @@ def step_ranges(steps: list[int]) -> str:
     return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
 
 
-def observation_windows(demos: Demos, count: int, episodes: int, fractions: list[float], n_obs_steps: int,
-                        seed: int) -> list[list[range]]:
-    """Per component, the frame windows (``n_obs_steps`` consecutive frames of one episode, the last at each
-    fraction of it) of ``episodes`` demonstrations drawn at random among those that component played."""
-    seeds = demos.metadata["episode_seeds"]
-    slices = demos.episode_slices()
-    order = np.random.default_rng(seed).permutation(len(slices))
-    windows = []
-    for component in range(count):
-        chosen = [slices[ep] for ep in order if component_index(seeds[ep], count) == component][:episodes]
-        ends = [min(max(sl.start + int(f * (sl.stop - sl.start)), sl.start + n_obs_steps - 1), sl.stop - 1)
-                for sl in chosen for f in fractions]
-        windows.append([range(end - n_obs_steps + 1, end + 1) for end in ends])
-    return windows
-
-
 def component_features(policy: DiffusionPolicy, demos: Demos, task_name: str,
                        windows: list[list[range]]) -> list[torch.Tensor]:
-    """Observation features [N, To*F] per component for its ``windows``; only the frames used are re-rendered
-    (all of a data set's take minutes)."""
-    adapter = get_task(task_name).make_adapter()
-    try:
-        adapter.reset(0)  # render_state only needs a built scene; each state carries its component
-        features = []
-        for component_windows in windows:
-            feats = []
-            for frames in component_windows:
-                image = np.stack([adapter.render_state(demos.sim_state[i])["image"] for i in frames])
-                obs = {"image": torch.from_numpy(image)[None], "state": torch.from_numpy(demos.state[list(frames)])[None]}
-                with torch.no_grad():
-                    feats.append(policy.encode_observation(obs).flatten(1))
-            features.append(torch.cat(feats))
-        return features
-    finally:
-        adapter.close()
+    """Observation features [N, To*F] per component for its ``windows``; only the frames used are re-rendered."""
+    features = []
+    for windows_of_component in windows:
+        obs = window_observations(demos, task_name, windows_of_component)
+        with torch.no_grad():
+            features.append(policy.encode_observation({k: torch.from_numpy(v) for k, v in obs.items()}).flatten(1))
+    return features
 
 
 if __name__ == "__main__":

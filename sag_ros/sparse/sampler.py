@@ -25,8 +25,9 @@ from typing import Sequence
 import torch
 
 from sag_ros.policy.denoiser import BlockFn
-from sag_ros.policy.sampling import DenoiserKernels, FusedBlocks, StepKV
-from sag_ros.sparse.cache import ReuseCache
+from sag_ros.policy.sampling import ChunkInputs, DenoiserKernels, FusedBlocks, StepKV, reverse_diffusion
+from sag_ros.policy.scheduler import NoiseSchedule
+from sag_ros.sparse.cache import ReuseCache, make_cache
 from sag_ros.sparse.mask import held_steps
 
 
@@ -112,6 +113,20 @@ def sparse_runner(kernels: DenoiserKernels, mask: torch.Tensor, cache: ReuseCach
                   hold_x0: bool = False) -> SparseRunner:
     """A :class:`SparseRunner` on a backend's kernels, its fused call included."""
     return SparseRunner(kernels.block_fns, mask, cache, kernels.fused_blocks, hold_x0)
+
+
+def sample_with_masks(schedule: NoiseSchedule, kernels: DenoiserKernels, inputs: ChunkInputs, masks: torch.Tensor,
+                      reuse: str, hold_x0: bool) -> torch.Tensor:
+    """Each batch entry's chunk [B, Tp, A] sampled under its own mask of ``masks`` [B, K, 3L] (an observation-
+    conditioned pruner's, one per observation); a :class:`SparseRunner` runs one mask per call, so the entries that
+    share a mask run together. For the open-loop studies, which compare schedules on many observations at once."""
+    distinct, entry_group = torch.unique(masks, dim=0, return_inverse=True)
+    chunks = torch.empty_like(inputs.x_init)
+    for group, mask in enumerate(distinct):
+        index = (entry_group == group).nonzero().squeeze(1)
+        runner = sparse_runner(kernels, mask, make_cache(reuse, len(kernels.block_fns)), hold_x0)
+        chunks[index] = reverse_diffusion(schedule, inputs.select(index), kernels, runner)
+    return chunks
 
 
 def step_hold_gates(gates: torch.Tensor) -> torch.Tensor:
