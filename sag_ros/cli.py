@@ -105,9 +105,9 @@ def _eval(args: argparse.Namespace) -> None:
 
     policy_path = Path(args.policy) if args.policy else default_policy_path()
     interval, interval_start = args.interval or (None, 0)
-    spec = PredictorSpec(str(policy_path), sampler=args.sampler, num_steps=args.steps, pruner_path=args.pruner,
-                         interval=interval, interval_start=interval_start, hold_x0=args.hold_x0,
-                         backend=args.backend, threads=args.threads)
+    spec = PredictorSpec(str(policy_path), sampler=args.sampler, num_steps=args.steps, noise_scale=args.noise_scale,
+                         pruner_path=args.pruner, interval=interval, interval_start=interval_start,
+                         hold_x0=args.hold_x0, backend=args.backend, threads=args.threads)
     policy = spec().policy  # fails fast, here, on a missing or mismatched checkpoint
     schedule = policy.schedule
     task = _policy_task(policy.config.task, args.task)
@@ -120,12 +120,16 @@ def _eval(args: argparse.Namespace) -> None:
         blocks = f"interval {interval_label(*args.interval)}"
     if args.hold_x0:
         blocks += ", hold-x0"
-    print(format_table([{"policy": policy_path.name, "sampler": f"{schedule.kind.value}-{schedule.num_steps}",
+    sampler = f"{schedule.kind.value}-{schedule.num_steps}"
+    if args.noise_scale != 1:
+        sampler += f" noise x{args.noise_scale:g}"
+    print(format_table([{"policy": policy_path.name, "sampler": sampler,
                          "blocks": blocks, **summary}]))
     if args.json:
         report = {"policy": str(policy_path), "pruner": args.pruner, "interval": args.interval,
                   "hold_x0": args.hold_x0, "task": task.name,
-                  "sampler": schedule.kind.value, "steps": schedule.num_steps, "backend": args.backend,
+                  "sampler": schedule.kind.value, "steps": schedule.num_steps, "noise_scale": args.noise_scale,
+                  "backend": args.backend,
                   "seeds": [seeds.start, seeds.stop], "noise_seed": args.noise_seed, "summary": summary,
                   "episodes": [vars(r) for r in results]}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -263,6 +267,17 @@ def _positive_float(text: str) -> float:
 _COUNT, _COUNT0 = _at_least(1), _at_least(0)
 
 
+def _non_negative(text: str) -> float:
+    """An argparse type: a finite number >= 0 (a noise scale)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number >= 0")
+    return value
+
+
 def _named_paths(items: list[str]) -> dict[str, str]:
     """``NAME=PATH`` arguments -> {name: path}; split at the last '=' (names may hold one, paths rarely do)."""
     pairs = [item.rsplit("=", 1) for item in items]
@@ -303,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "episodes pair with that bench run's")
     p.add_argument("--sampler", choices=["ddpm", "ddim"], help="default: the checkpoint's")
     p.add_argument("--steps", type=_COUNT, help="denoising steps (default: the checkpoint's)")
+    p.add_argument("--noise-scale", type=_non_negative, default=1.0,
+                   help="multiply DDPM's fresh noise per step by this (below 1: a lower sampling temperature)")
     p.add_argument("--workers", type=_COUNT, default=2)
     p.add_argument("--threads", type=_COUNT, default=1, help="torch threads per worker")
     p.add_argument("--backend", default="eager", choices=BACKEND_NAMES)

@@ -113,6 +113,7 @@ class PredictorSpec:
     policy_path: str
     sampler: str | None = None  # None: the checkpoint's own sampler
     num_steps: int | None = None  # None: the checkpoint's own number of steps
+    noise_scale: float = 1.0  # DDPM's per-step noise multiplier (SchedulerConfig.noise_scale)
     pruner_path: str | None = None
     interval: int | None = None
     interval_start: int = 0
@@ -135,9 +136,9 @@ class PredictorSpec:
 
         torch.set_num_threads(self.threads)
         policy, _ = load_policy(Path(self.policy_path))
-        if self.sampler is not None or self.num_steps is not None:
+        if self.sampler is not None or self.num_steps is not None or self.noise_scale != 1.0:
             policy.use_sampler(SchedulerKind(self.sampler or policy.config.scheduler.kind),
-                               self.num_steps or policy.config.scheduler.num_inference_steps)
+                               self.num_steps or policy.config.scheduler.num_inference_steps, self.noise_scale)
         cache = Path(self.engine_cache) if self.engine_cache else default_cache_dir(Path(self.policy_path))
         backend = make_backend(self.backend, policy.denoiser, batch_size=1, cache_dir=cache, encoder=policy.encoder)
         kernels = backend.kernels

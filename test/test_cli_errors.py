@@ -9,6 +9,8 @@ from sag_ros.cli import BACKEND_NAMES, GRANULARITIES, main
     ["eval", "--episodes", "0"],
     ["eval", "--interval", "0"],
     ["eval", "--interval", "5@-1"],
+    ["eval", "--noise-scale", "-0.5"],
+    ["eval", "--noise-scale", "inf"],
     ["bench", "--backends", "tensorflow"],
     ["bench", "--noise-seeds", "-1"],
     ["bench-ros", "--rate", "nan"],

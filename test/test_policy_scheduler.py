@@ -78,3 +78,15 @@ def test_update_as_data_clips_only_when_the_schedule_does():
         schedule = NoiseSchedule.from_config(SchedulerConfig(kind="ddim", num_inference_steps=10, clip_sample=clip))
         row = schedule.step_coefficients(torch.device("cpu"), torch.float32)[3]
         torch.testing.assert_close(reverse_update(x, eps, torch.zeros(SHAPE), row), schedule.step(3, x, eps, None))
+
+
+def test_noise_scale_multiplies_only_ddpm_fresh_noise():
+    plain, half = (NoiseSchedule.from_config(SchedulerConfig(noise_scale=scale)) for scale in (1.0, 0.5))
+    torch.testing.assert_close(half.coef_noise, plain.coef_noise * 0.5)
+    for name in ("coef_x0", "coef_x", "coef_eps", "x0_from_x", "x0_from_eps"):
+        assert torch.equal(getattr(half, name), getattr(plain, name))
+    silent = NoiseSchedule.from_config(SchedulerConfig(noise_scale=0.0))
+    x, eps, z = torch.randn(3, 2, 4, 2).unbind(0)
+    assert torch.equal(silent.step(5, x, eps, z), silent.step(5, x, eps, torch.zeros_like(z)))  # the posterior mean
+    with pytest.raises(ValueError, match="noise_scale"):
+        SchedulerConfig(noise_scale=-0.1)

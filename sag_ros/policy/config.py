@@ -102,9 +102,15 @@ class SchedulerConfig:
     clip_sample: bool = True
     kind: SchedulerKind = SchedulerKind.DDPM
     num_inference_steps: int = 100
+    noise_scale: float = 1.0
+    """DDPM's fresh noise per step is multiplied by this (1: the sampler the policy was trained for; below 1 samples
+    lie closer to the modes of the action distribution, a lower sampling temperature). Sparse schedules with held
+    steps spread their samples less than dense does, and on the two-task Meta-World policy closed-loop success
+    follows that spread (docs/results.md, stop 42): this knob gives dense the same lever."""
 
     def __post_init__(self) -> None:
         self.kind = SchedulerKind(self.kind)
+        _require(self.noise_scale >= 0, f"scheduler.noise_scale={self.noise_scale} must be >= 0")
         _require(self.beta_schedule == "squaredcos_cap_v2",
                  f"scheduler.beta_schedule={self.beta_schedule!r}: only 'squaredcos_cap_v2' is supported")
         _require(1 <= self.num_inference_steps <= self.num_train_steps,

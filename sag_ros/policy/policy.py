@@ -48,9 +48,11 @@ class DiffusionPolicy(nn.Module):
         self.denoiser = TransformerDenoiser(config.denoiser, enc.feature_dim)
         self.schedule = NoiseSchedule.from_config(config.scheduler)
 
-    def use_sampler(self, kind: SchedulerKind | str, num_steps: int) -> None:
-        """Switch the inference sampler (e.g. DDIM with 10 steps); training noise is unchanged."""
-        cfg = dataclasses.replace(self.config.scheduler, kind=SchedulerKind(kind), num_inference_steps=num_steps)
+    def use_sampler(self, kind: SchedulerKind | str, num_steps: int, noise_scale: float = 1.0) -> None:
+        """Switch the inference sampler (e.g. DDIM with 10 steps, or DDPM at a lower ``noise_scale``); training
+        noise is unchanged."""
+        cfg = dataclasses.replace(self.config.scheduler, kind=SchedulerKind(kind), num_inference_steps=num_steps,
+                                  noise_scale=noise_scale)
         self.schedule = NoiseSchedule.from_config(cfg)
 
     # -- observations ------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ Both samplers reduce to one update per step k (epsilon prediction, x0 clipped to
     x0   = clip(x * sqrt(1 / abar_t) - eps * sqrt(1 / abar_t - 1))
     x'   = a[k] * x0 + b[k] * x + c[k] * eps + d[k] * z_k
 
-DDPM (posterior mean, "fixed_small" variance): a, b from the posterior, c = 0, d = sigma_t (0 at the end).
+DDPM (posterior mean, "fixed_small" variance): a, b from the posterior, c = 0, d = sigma_t (0 at the end), times
+the config's ``noise_scale`` (1 by default: the sampler as trained).
 DDIM (eta = 0): a = sqrt(abar_prev), b = 0, c = sqrt(1 - abar_prev), d = 0.
 The coefficients match ``diffusers`` DDPMScheduler / DDIMScheduler (tested against them), but nothing in
 the hot loop calls into Python-side scheduler logic: :meth:`NoiseSchedule.step` is four fused tensor ops.
@@ -80,7 +81,7 @@ class NoiseSchedule:
             coef_x0 = abar_prev.sqrt() * beta_t / (1 - abar_t)
             coef_x = (1 - beta_t).sqrt() * (1 - abar_prev) / (1 - abar_t)
             variance = ((1 - abar_prev) / (1 - abar_t) * beta_t).clamp(min=1e-20)
-            coef_noise = torch.where(timesteps > 0, variance.sqrt(), torch.zeros(()))
+            coef_noise = torch.where(timesteps > 0, variance.sqrt() * config.noise_scale, torch.zeros(()))
             coef_eps = torch.zeros(k)
         else:
             coef_x0 = abar_prev.sqrt()
