@@ -5,6 +5,7 @@ from dataclasses import fields
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 pytest.importorskip("rclpy", reason="rclpy absent: pip install -e .[ros]")
@@ -202,3 +203,13 @@ def test_launch_file_builds_the_same_graph(tiny_checkpoint, monkeypatch):
     assert [(n["executable"], n["name"], n["parameters"], n["remappings"]) for n in module._nodes(context)] == [
         (d.executable, d.name, [dict(d.parameters)], list(d.remappings)) for d in expected]
     assert {n["namespace"] for n in module._nodes(context)} == {"robot1"}
+
+
+def test_noise_scale_reaches_the_sampler_and_a_negative_one_is_refused(tiny_checkpoint):
+    from sag_ros.nodes.inference_node import load_predictor
+
+    plain = load_predictor(InferenceNodeConfig(model_path=str(tiny_checkpoint))).policy.schedule
+    half = load_predictor(InferenceNodeConfig(model_path=str(tiny_checkpoint), noise_scale=0.5)).policy.schedule
+    torch.testing.assert_close(half.coef_noise, plain.coef_noise * 0.5)
+    with pytest.raises(ValueError, match=r"noise_scale=-0.5 must be a number >= 0"):
+        InferenceNodeConfig(noise_scale=-0.5)

@@ -34,6 +34,7 @@ import json
 from pathlib import Path
 from typing import NamedTuple
 
+import matplotlib
 import numpy as np
 import torch
 
@@ -48,6 +49,9 @@ from sag_ros.sparse.artifact import load_pruner
 from sag_ros.sparse.mask import interval_mask
 from sag_ros.sparse.sampler import sample_with_masks
 from sag_ros.tables import format_table
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after the headless backend is chosen)
 
 MEASURES = {"l1 dense": -1, "energy dist": -1, "l1 demo": -1, "energy score": -1, "spread": +1}
 """Each measure and the sign that turns it into "higher is better" for the rank correlation."""
@@ -67,18 +71,26 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="the policy's demonstrations (sag datagen)")
     parser.add_argument("--method", nargs=3, action="append", required=True, metavar=("NAME", "SCHEDULE", "RUNS"),
                         help="SCHEDULE: dense, interval:N[@START] (held steps, as `sag eval --interval N --hold-x0` "
-                             "runs it) or a pruner file (run with its training settings); RUNS: its closed-loop "
-                             "episodes, `sag eval` JSONs or BENCH.json::METHOD, comma-separated")
+                             "runs it) or a pruner file (run with its training settings; FILE:hold with held steps, "
+                             "as `--hold-x0 on` runs it); RUNS: its closed-loop episodes, `sag eval` JSONs or "
+                             "BENCH.json::METHOD, comma-separated")
+    parser.add_argument("--outcome", choices=["success", "score"], default="success",
+                        help="the closed-loop figure to rank by (Push-T: score; its successes are rare)")
     parser.add_argument("--episodes", type=int, default=8, help="demonstrations per component")
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75])
     parser.add_argument("--noises", type=int, default=8, help="noise draws per observation")
+    parser.add_argument("--noise-scale", type=float, default=1.0,
+                        help="every method samples at this DDPM noise scale (`sag eval --noise-scale`)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json")
+    parser.add_argument("--plot", help="PNG: closed-loop outcome against each measure, a row per component")
     args = parser.parse_args()
 
     torch.set_num_threads(2)
     policy, _ = load_policy(Path(args.policy))
     policy.eval()
+    if args.noise_scale != 1.0:
+        policy.use_sampler(policy.schedule.kind, policy.schedule.num_steps, args.noise_scale)
     demos = load_demos(Path(args.data))
     task_name = demos.metadata["task"]
     components = component_names(task_name)
@@ -93,25 +105,30 @@ def main() -> None:
         features = policy.encode_observation(obs)
         measures = measure_methods(policy, features, demo, args.method, args.noises, args.seed)
     scopes = components + ["all"] if len(components) > 1 else components
-    success = {name: closed_loop_success(name, runs, scopes) for name, _, runs in args.method}
-    rows, report = [], {"task": task_name, "observations_per_component": [len(w) for w in windows],
+    outcomes = {name: closed_loop_outcome(name, runs, scopes, args.outcome) for name, _, runs in args.method}
+    rows, report = [], {"task": task_name, "outcome": args.outcome, "noise_scale": args.noise_scale,
+                        "observations_per_component": [len(w) for w in windows],
                         "noises": args.noises, "methods": {}, "rank_correlation": {}}
     for name, _, _ in args.method:
         per_scope = {scope: summarize(measures[name], labels, components.index(scope) if scope != "all" else None)
                      for scope in scopes}
-        report["methods"][name] = {scope: {**per_scope[scope], "success": success[name][scope]} for scope in scopes}
-        rows.append({"method": name, **{f"success {short(s)}": f"{success[name][s]:.3f}" for s in scopes},
+        report["methods"][name] = {scope: {**per_scope[scope], args.outcome: outcomes[name][scope]} for scope in scopes}
+        rows.append({"method": name, **{f"{args.outcome} {short(s)}": f"{outcomes[name][s]:.3f}" for s in scopes},
                      **{f"{m} ({short(scopes[-1])})": f"{per_scope[scopes[-1]][m]:.4f}" for m in MEASURES}})
     print(format_table(rows))
     correlation_rows = []
     for scope in scopes:
-        wins = np.array([report["methods"][n][scope]["success"] for n, _, _ in args.method])
-        corr = {m: spearman(wins, sign * np.array([report["methods"][n][scope][m] for n, _, _ in args.method]))
+        closed_loop = np.array([report["methods"][n][scope][args.outcome] for n, _, _ in args.method])
+        corr = {m: spearman(closed_loop, sign * np.array([report["methods"][n][scope][m] for n, _, _ in args.method]))
                 for m, sign in MEASURES.items()}
         report["rank_correlation"][scope] = corr
         correlation_rows.append({"episodes of": scope, **{m: f"{c:+.2f}" for m, c in corr.items()}})
-    print("\nSpearman rank correlation with closed-loop success (+1: the measure orders methods as closed loop does)")
+    print(f"\nSpearman rank correlation with closed-loop {args.outcome} (+1: the measure orders methods as closed loop "
+          "does)")
     print(format_table(correlation_rows))
+    if args.plot:
+        plot_outcome_against_measures(report, scopes, args.outcome, Path(args.plot))
+        print(f"wrote {args.plot}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=1))
@@ -146,7 +163,7 @@ def measure_methods(policy: DiffusionPolicy, features: torch.Tensor, demo: torch
 
 
 def parse_schedule(spec: str, policy: DiffusionPolicy, features: torch.Tensor) -> Schedule:
-    """A --method SCHEDULE: 'dense', 'interval:N[@START]' or a pruner file."""
+    """A --method SCHEDULE: 'dense', 'interval:N[@START]' or a pruner file ('FILE:hold': with held steps)."""
     num_steps, num_blocks = policy.schedule.num_steps, policy.config.denoiser.num_blocks
     if spec == "dense":
         return Schedule(None)
@@ -154,8 +171,9 @@ def parse_schedule(spec: str, policy: DiffusionPolicy, features: torch.Tensor) -
         every, _, start = spec.removeprefix("interval:").partition("@")
         mask = interval_mask(num_steps, num_blocks, int(every), int(start or 0))
         return Schedule(mask.expand(features.shape[0], *mask.shape))
-    pruner, extra = load_pruner(Path(spec), policy)
-    return Schedule(pruner.predict_mask(features), extra.get("reuse", "one_for_all"), bool(extra.get("hold_x0")))
+    pruner, extra = load_pruner(Path(spec.removesuffix(":hold")), policy)
+    return Schedule(pruner.predict_mask(features), extra.get("reuse", "one_for_all"),
+                    bool(extra.get("hold_x0")) or spec.endswith(":hold"))
 
 
 def sample_measures(samples: torch.Tensor, dense: torch.Tensor, demo: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -185,15 +203,41 @@ def summarize(measures: dict[str, torch.Tensor], labels: np.ndarray, component: 
     return {m: float(values[keep].mean()) for m, values in measures.items()}
 
 
-def closed_loop_success(name: str, runs: str, scopes: list[str]) -> dict[str, float]:
-    """Success rate of the pooled closed-loop episodes of one method per scope: a component of a multi-task task,
-    or 'all' (a single task's one scope is its name: all episodes)."""
-    rates = {}
+def closed_loop_outcome(name: str, runs: str, scopes: list[str], outcome: str) -> dict[str, float]:
+    """Mean success (or score) of the pooled closed-loop episodes of one method per scope: a component of a
+    multi-task task, or 'all' (a single task's one scope is its name: all episodes)."""
+    means = {}
     for scope in scopes:
         component = scope if len(scopes) > 1 and scope != "all" else None
         _, episodes = pooled_method(f"{name}={runs}", component)
-        rates[scope] = float(np.mean([solved for _, solved in episodes.values()]))
-    return rates
+        means[scope] = float(np.mean([solved if outcome == "success" else score
+                                      for score, solved in episodes.values()]))
+    return means
+
+
+def plot_outcome_against_measures(report: dict, scopes: list[str], outcome: str, path: Path) -> None:
+    """One scatter per (component, measure): each method's closed-loop outcome against the measure, dense marked,
+    the rank correlation in the title."""
+    fig, axes = plt.subplots(len(scopes), len(MEASURES), figsize=(3.2 * len(MEASURES), 2.8 * len(scopes)),
+                             squeeze=False)
+    for row, scope in zip(axes, scopes):
+        methods = report["methods"]
+        y = np.array([m[scope][outcome] for m in methods.values()])
+        for ax, measure in zip(row, MEASURES):
+            x = np.array([m[scope][measure] for m in methods.values()])
+            ax.scatter(x, y, s=14)
+            if "dense" in methods:
+                ax.scatter([methods["dense"][scope][measure]], [methods["dense"][scope][outcome]], color="tab:red",
+                           s=30, label="dense")
+            ax.set_title(f"{short(scope)}: Spearman {report['rank_correlation'][scope][measure]:+.2f}", fontsize=9)
+            ax.set_xscale("symlog", linthresh=0.01)  # the collapsed schedules lie far out; dense at 0
+            ax.set_xlabel(measure, fontsize=8)
+            ax.set_ylabel(outcome, fontsize=8)
+            ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

@@ -72,6 +72,9 @@ class InferenceNodeConfig:
                                "checkpoint, or ~/.cache/sag_ros/ when that folder is read-only", read_only=True)
     sampler: str = _param("", "reverse-diffusion sampler 'ddpm' or 'ddim'; empty = the checkpoint's", read_only=True)
     num_steps: int = _param(0, "denoising steps per chunk (K); 0 = the checkpoint's", read_only=True)
+    noise_scale: float = _param(1.0, "multiplies DDPM's fresh noise per step (1 = the sampler as trained; below 1 "
+                                "samples lie nearer the modes: the sampling temperature some tasks prefer lower)",
+                                read_only=True)
     threads: int = _param(1, "torch intra-op threads", read_only=True)
     control_rate_hz: float = _param(10.0, "chunk rate and action spacing: point k is due at k / rate", read_only=True)
     trigger: str = _param("frame", "what starts a chunk: 'frame' (a new observation, at most control_rate_hz on "
@@ -106,6 +109,7 @@ class InferenceNodeConfig:
         _require(self.sampler in ("", "ddpm", "ddim"), f"sampler={self.sampler!r} must be '', 'ddpm' or 'ddim'")
         _require(self.hold_x0 in HOLD_X0_CHOICES, f"hold_x0={self.hold_x0!r} must be '', 'on' or 'off'")
         _require(self.num_steps >= 0, f"num_steps={self.num_steps} must be >= 0")
+        _require(0 <= self.noise_scale < float("inf"), f"noise_scale={self.noise_scale} must be a number >= 0")
         _require(self.interval >= 0, f"interval={self.interval} must be >= 0 (0 = off)")
         _require(not (self.interval and self.pruner_path),
                  f"interval={self.interval} and pruner_path={self.pruner_path!r}: set one schedule, not both")
