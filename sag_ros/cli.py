@@ -254,28 +254,24 @@ def _at_least(minimum: int):
     return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number")
-    return value
+def _finite_float(allow_zero: bool):
+    """An argparse type: a finite number > 0 (a rate), or >= 0 with ``allow_zero`` (a noise scale)."""
+    bound = "a number >= 0" if allow_zero else "a positive number"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {bound}")
+        return value
+
+    return parse
 
 
+_positive_float, _non_negative_float = _finite_float(False), _finite_float(True)
 _COUNT, _COUNT0 = _at_least(1), _at_least(0)
-
-
-def _non_negative(text: str) -> float:
-    """An argparse type: a finite number >= 0 (a noise scale)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number >= 0")
-    return value
 
 
 def _named_paths(items: list[str]) -> dict[str, str]:
@@ -318,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "episodes pair with that bench run's")
     p.add_argument("--sampler", choices=["ddpm", "ddim"], help="default: the checkpoint's")
     p.add_argument("--steps", type=_COUNT, help="denoising steps (default: the checkpoint's)")
-    p.add_argument("--noise-scale", type=_non_negative, default=1.0,
+    p.add_argument("--noise-scale", type=_non_negative_float, default=1.0,
                    help="multiply DDPM's fresh noise per step by this (below 1: a lower sampling temperature)")
     p.add_argument("--workers", type=_COUNT, default=2)
     p.add_argument("--threads", type=_COUNT, default=1, help="torch threads per worker")

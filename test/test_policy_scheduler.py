@@ -90,3 +90,5 @@ def test_noise_scale_multiplies_only_ddpm_fresh_noise():
     assert torch.equal(silent.step(5, x, eps, z), silent.step(5, x, eps, torch.zeros_like(z)))  # the posterior mean
     with pytest.raises(ValueError, match="noise_scale"):
         SchedulerConfig(noise_scale=-0.1)
+    with pytest.raises(ValueError, match="DDIM .* draws none"):  # it would change nothing: refused, not ignored
+        SchedulerConfig(kind="ddim", num_inference_steps=10, noise_scale=0.5)

@@ -130,8 +130,8 @@ def load_predictor(cfg: InferenceNodeConfig):
                            f"(or train/ship the default policy)")
     try:
         return PredictorSpec(str(path), sampler=cfg.sampler or None, num_steps=cfg.num_steps or None,
-                             noise_scale=cfg.noise_scale, pruner_path=cfg.pruner_path or None, interval=cfg.interval or None,
-                             hold_x0=HOLD_X0_CHOICES[cfg.hold_x0], backend=cfg.backend,
+                             noise_scale=cfg.noise_scale, pruner_path=cfg.pruner_path or None,
+                             interval=cfg.interval or None, hold_x0=HOLD_X0_CHOICES[cfg.hold_x0], backend=cfg.backend,
                              engine_cache=cfg.engine_cache or None, threads=cfg.threads)()
     except MissingDependencyError as exc:
         raise ModelLoadError(f"sag_inference: backend {cfg.backend!r}: {exc}; or set the 'backend' parameter to "

@@ -111,6 +111,9 @@ class SchedulerConfig:
     def __post_init__(self) -> None:
         self.kind = SchedulerKind(self.kind)
         _require(self.noise_scale >= 0, f"scheduler.noise_scale={self.noise_scale} must be >= 0")
+        _require(self.kind is SchedulerKind.DDPM or self.noise_scale == 1.0,
+                 f"scheduler.noise_scale={self.noise_scale} scales DDPM's fresh noise; DDIM (eta = 0) draws none "
+                 "after the initial sample")
         _require(self.beta_schedule == "squaredcos_cap_v2",
                  f"scheduler.beta_schedule={self.beta_schedule!r}: only 'squaredcos_cap_v2' is supported")
         _require(1 <= self.num_inference_steps <= self.num_train_steps,
