@@ -41,3 +41,12 @@ def test_spearman_orders_and_ties():
     assert study.spearman(np.array([0.1, 0.5, 0.3]), np.array([1.0, 3.0, 2.0])) == 1.0
     assert study.spearman(np.array([0.1, 0.5, 0.3]), np.array([3.0, 1.0, 2.0])) == -1.0
     np.testing.assert_allclose(study.average_ranks(np.array([2.0, 1.0, 2.0, 0.0])), [2.5, 1.0, 2.5, 0.0])
+
+
+def test_rank_correlations_read_lower_distance_and_more_spread_as_better():
+    # success falls as the distance measures rise and as the spread rises
+    methods = {name: {"all": {"success": success, **{m: distance for m in study.MEASURES}}}
+               for name, success, distance in [("a", 0.7, 0.1), ("b", 0.5, 0.2), ("c", 0.2, 0.9)]}
+    corr = study.rank_correlations(methods, "all", "success")
+    assert corr["l1 dense"] == corr["energy score"] == 1.0  # lower is better: ordered as closed loop
+    assert corr["spread"] == -1.0  # more spread, less success: the door-open finding's sign

@@ -108,7 +108,7 @@ def main() -> None:
     outcomes = {name: closed_loop_outcome(name, runs, scopes, args.outcome) for name, _, runs in args.method}
     rows, report = [], {"task": task_name, "outcome": args.outcome, "noise_scale": args.noise_scale,
                         "observations_per_component": [len(w) for w in windows],
-                        "noises": args.noises, "methods": {}, "rank_correlation": {}}
+                        "noises": args.noises, "methods": {}}
     for name, _, _ in args.method:
         per_scope = {scope: summarize(measures[name], labels, components.index(scope) if scope != "all" else None)
                      for scope in scopes}
@@ -116,13 +116,9 @@ def main() -> None:
         rows.append({"method": name, **{f"{args.outcome} {short(s)}": f"{outcomes[name][s]:.3f}" for s in scopes},
                      **{f"{m} ({short(scopes[-1])})": f"{per_scope[scopes[-1]][m]:.4f}" for m in MEASURES}})
     print(format_table(rows))
-    correlation_rows = []
-    for scope in scopes:
-        closed_loop = np.array([report["methods"][n][scope][args.outcome] for n, _, _ in args.method])
-        corr = {m: spearman(closed_loop, sign * np.array([report["methods"][n][scope][m] for n, _, _ in args.method]))
-                for m, sign in MEASURES.items()}
-        report["rank_correlation"][scope] = corr
-        correlation_rows.append({"episodes of": scope, **{m: f"{c:+.2f}" for m, c in corr.items()}})
+    report["rank_correlation"] = {scope: rank_correlations(report["methods"], scope, args.outcome) for scope in scopes}
+    correlation_rows = [{"episodes of": scope, **{m: f"{c:+.2f}" for m, c in corr.items()}}
+                        for scope, corr in report["rank_correlation"].items()]
     print(f"\nSpearman rank correlation with closed-loop {args.outcome} (+1: the measure orders methods as closed loop "
           "does)")
     print(format_table(correlation_rows))
@@ -238,6 +234,14 @@ def plot_outcome_against_measures(report: dict, scopes: list[str], outcome: str,
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def rank_correlations(methods: dict[str, dict], scope: str, outcome: str) -> dict[str, float]:
+    """Per measure, the Spearman correlation over ``methods`` of the closed-loop ``outcome`` with the measure, signed
+    so that +1 means the measure orders the methods as closed loop does."""
+    closed_loop = np.array([m[scope][outcome] for m in methods.values()])
+    return {measure: spearman(closed_loop, sign * np.array([m[scope][measure] for m in methods.values()]))
+            for measure, sign in MEASURES.items()}
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
