@@ -2,7 +2,8 @@
 
 The commands are what reproduces each results table; a renamed flag or a removed model would leave the docs
 quietly wrong. Each fenced shell block runs in bash with `sag` and `python` replaced by recorders, so its variables,
-loops and line continuations expand as a reader's shell would expand them; nothing is executed.
+loops and line continuations expand as a reader's shell would expand them; nothing is executed (a `bash script.sh`
+line runs the script's own lines the same way).
 """
 
 import importlib.util
@@ -18,7 +19,9 @@ from sag_ros.cli import build_parser
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ("README.md", "docs/results.md")
 SUBCOMMAND = re.compile(r"^\s*sag (datagen|train|train-pruner|eval|pack|bench|paired|bench-ros)\b", re.M)
-RECORDERS = 'sag() { printf "sag\\0"; printf "%s\\0" "$@"; echo; }\npython() { printf "python\\0"; printf "%s\\0" "$@"; echo; }\n'
+RECORDERS = ('sag() { printf "sag\\0"; printf "%s\\0" "$@"; echo; }\n'
+             'python() { printf "python\\0"; printf "%s\\0" "$@"; echo; }\n'
+             'bash() { ( . "$@" ); }\n')  # a documented script runs in a subshell with these recorders
 
 
 def documented_commands(doc: str) -> list[list[str]]:
