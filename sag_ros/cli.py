@@ -157,7 +157,8 @@ def _train_pruner(args: argparse.Namespace) -> None:
                             batch_size=args.batch_size, lr=args.lr, cell_lr=args.cell_lr, rate_warmup=args.rate_warmup,
                             reuse=args.reuse, reference=args.reference, fidelity_window=args.fidelity_window,
                             fidelity_steps=args.fidelity_steps, hold_x0=args.hold_x0,
-                            step_cost=args.step_cost, use_observation=not args.static, granularity=args.granularity,
+                            step_cost=args.step_cost, noise_scale=args.noise_scale, use_observation=not args.static,
+                            granularity=args.granularity,
                             step_budget=args.step_budget,
                             seed=args.seed, threads=args.threads, init_from=args.init, init_transfer=args.init_transfer,
                             init_interval=init_interval,
@@ -371,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "then the pruned fraction of that cost plus the blocks' (0: of the blocks alone)")
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm")
     p.add_argument("--steps", type=_COUNT, default=100, help="denoising steps the masks are for")
+    p.add_argument("--noise-scale", type=_non_negative_float, default=1.0,
+                   help="train on chunks sampled with DDPM's fresh noise times this (the `sag eval --noise-scale` "
+                        "the pruner will run at)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=_COUNT, default=2)
     p.set_defaults(func=_train_pruner)

@@ -128,3 +128,6 @@ def _check_pruner_resume_and_warm_start(policy, data, pruner, tmp_path, capsys):
     finetuned = tmp_path / "pruner_rho0.6.pt"
     main(args + ["--out", str(finetuned), "--iterations", "1", "--rho", "0.6", "--init", str(pruner)])
     assert load_pruner(finetuned, dense)[1]["init_from"] == str(pruner)
+    cooler = tmp_path / "pruner_noise0.5.pt"  # trained on chunks drawn at the temperature it will run at
+    main(args + ["--out", str(cooler), "--iterations", "1", "--noise-scale", "0.5"])
+    assert load_pruner(cooler, dense)[1]["noise_scale"] == 0.5

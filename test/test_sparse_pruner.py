@@ -12,7 +12,7 @@ from sag_ros.sparse.artifact import load_pruner, save_pruner
 from sag_ros.sparse.pruner import Mish, Pruner, pinned_to_observation, straight_through_gate
 from sag_ros.sparse.mask import interval_mask
 from sag_ros.sparse.train_pruner import (PrunerTrainConfig, fidelity_slice, initial_pruner, pruner_config_for,
-                                         pruner_loss)
+                                         pruner_loss, train_pruner)
 
 from conftest import between_middle_margins, random_observation, tiny_config
 
@@ -386,3 +386,28 @@ def test_pruned_cost_charges_each_computed_step_its_fixed_cost():
         PrunerTrainConfig(step_cost=2.0)
     with pytest.raises(ValueError, match="step_cost=-1"):
         PrunerTrainConfig(step_cost=-1.0, hold_x0=True)
+
+
+
+class _RandomWindows:
+    """Stands in for a WindowSampler: random well-formed observations and zero action chunks."""
+
+    def __init__(self, policy: DiffusionPolicy) -> None:
+        self.config = policy.config
+
+    def sample(self, batch_size: int, generator: torch.Generator):
+        d = self.config.denoiser
+        return random_observation(self.config, batch_size), torch.zeros(batch_size, d.horizon, d.action_dim)
+
+
+def test_training_at_a_noise_scale_samples_at_it(tiny_policy, tmp_path):
+    """train-pruner --noise-scale: the chunks the fidelity term compares are drawn at the temperature the pruner will
+    run at (the policy's sampler is set to it, and the file records it); a negative scale is refused."""
+    plain = tiny_policy.schedule.coef_noise.clone()
+    out = tmp_path / "pruner.pt"
+    train_pruner(tiny_policy, PrunerTrainConfig(num_steps=1, batch_size=2, threads=1, noise_scale=0.5),
+                 _RandomWindows(tiny_policy), out)
+    torch.testing.assert_close(tiny_policy.schedule.coef_noise, plain * 0.5)
+    assert load_pruner(out, tiny_policy)[1]["noise_scale"] == 0.5
+    with pytest.raises(ValueError, match="noise_scale=-1"):
+        PrunerTrainConfig(noise_scale=-1.0)

@@ -212,7 +212,7 @@ def closed_loop_outcome(name: str, runs: str, scopes: list[str], outcome: str) -
 
 
 def plot_outcome_against_measures(report: dict, scopes: list[str], outcome: str, path: Path) -> None:
-    """One scatter per (component, measure): each method's closed-loop outcome against the measure, dense marked,
+    """One scatter per (component, measure): each method's closed-loop outcome against the measure, dense in red,
     the rank correlation in the title."""
     fig, axes = plt.subplots(len(scopes), len(MEASURES), figsize=(3.2 * len(MEASURES), 2.8 * len(scopes)),
                              squeeze=False)
@@ -224,7 +224,7 @@ def plot_outcome_against_measures(report: dict, scopes: list[str], outcome: str,
             ax.scatter(x, y, s=14)
             if "dense" in methods:
                 ax.scatter([methods["dense"][scope][measure]], [methods["dense"][scope][outcome]], color="tab:red",
-                           s=30, label="dense")
+                           s=30)
             ax.set_title(f"{short(scope)}: Spearman {report['rank_correlation'][scope][measure]:+.2f}", fontsize=9)
             ax.set_xscale("symlog", linthresh=0.01)  # the collapsed schedules lie far out; dense at 0
             ax.set_xlabel(measure, fontsize=8)

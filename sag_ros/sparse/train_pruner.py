@@ -71,6 +71,7 @@ class PrunerTrainConfig:
     step_budget: int | None = None  # hierarchical: computed steps per chunk, placed by the pruner (PrunerConfig)
     hold_x0: bool = False  # wholly pruned steps hold the last computed clean-chunk prediction (sparse.sampler)
     step_cost: float = 0.0  # a computed step's fixed cost (embedding, head, update) in blocks; see pruned_cost
+    noise_scale: float = 1.0  # DDPM's fresh noise per step x this while training: the temperature it will run at
     seed: int = 0
     threads: int = 2
     checkpoint_every: int = 25
@@ -102,6 +103,8 @@ class PrunerTrainConfig:
             raise ValueError("init_interval_start needs init_interval")
         if self.step_cost < 0:
             raise ValueError(f"step_cost={self.step_cost} must be >= 0")
+        if self.noise_scale < 0:
+            raise ValueError(f"noise_scale={self.noise_scale} must be >= 0")
         if self.step_budget is not None and self.granularity != "hierarchical":
             raise ValueError("step_budget places a fixed number of computed steps: it needs granularity='hierarchical'")
         if self.granularity == "hierarchical" and not self.hold_x0:
@@ -235,6 +238,8 @@ def train_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig, sampler: Windo
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     policy.eval().requires_grad_(False)
+    if cfg.noise_scale != 1.0:
+        policy.use_sampler(policy.schedule.kind, policy.schedule.num_steps, cfg.noise_scale)
     pruner = initial_pruner(policy, cfg).train()
     offsets = {"cell_bias", "step_bias"}  # per-cell / per-step offsets learn at the fast rate
     network = [p for name, p in pruner.named_parameters() if name not in offsets]
@@ -263,7 +268,7 @@ def train_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig, sampler: Windo
     def checkpoint(stats: dict[str, float]) -> None:
         save_pruner(pruner.eval(), policy, out_path, extra={
             "train_step": step, "target_rate": cfg.target_rate, "reuse": cfg.reuse.value, "hold_x0": cfg.hold_x0,
-            "step_cost": cfg.step_cost, "use_observation": cfg.use_observation, "reference": cfg.reference,
+            "step_cost": cfg.step_cost, "noise_scale": cfg.noise_scale, "use_observation": cfg.use_observation, "reference": cfg.reference,
             "fidelity_window": cfg.fidelity_window, "fidelity_steps": cfg.fidelity_steps, "init_from": cfg.init_from,
             "init_interval": cfg.init_interval, "init_interval_start": cfg.init_interval_start,
             "last_fidelity": stats["fidelity"], "last_prune_rate": stats["prune_rate"]})
