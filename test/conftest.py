@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from sag_ros.policy.config import DenoiserConfig, EncoderConfig, PolicyConfig, SchedulerConfig
+from sag_ros.sim.dataset import Demos
 
 
 def tiny_config(encoder_kind: str = "small_cnn", scheduler_steps: int = 10) -> PolicyConfig:
@@ -77,3 +79,11 @@ def between_middle_margins(logits: torch.Tensor) -> torch.Tensor:
     margins = (logits[..., 1] - logits[..., 0]).flatten().sort().values
     middle = margins.numel() // 2
     return (margins[middle - 1] + margins[middle]) / 2
+
+
+def demos_of(lengths: list[int], seeds: list[int]) -> Demos:
+    """Demonstrations of the given episode lengths and env seeds, all arrays zero: for window bookkeeping."""
+    n = sum(lengths)
+    return Demos(sim_state=np.zeros((n, 3)), action=np.zeros((n, 2), np.float32), state=np.zeros((n, 2), np.float32),
+                 keypoints=np.zeros((n, 4), np.float32), episode_ends=np.cumsum(lengths),
+                 metadata={"episode_seeds": seeds})

@@ -1,6 +1,7 @@
 """The fidelity-ranking study (tools/fidelity_ranking_study.py): its measures behave as their definitions say on
 hand-made samples (dense is 0 away from itself; collapsing samples onto their mean lowers the L1 to a demonstration
-but raises the energy score), and its rank correlation handles ties and order."""
+but raises the energy score), its rank correlation handles ties and order, and the demonstrated chunks are those
+training pairs with the windows' frames."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from sag_ros.policy.data import window_time_indices
+from sag_ros.sim.demo_windows import component_windows
+
+from conftest import demos_of
 
 _spec = importlib.util.spec_from_file_location("fidelity_ranking_study",
                                                Path(__file__).parents[1] / "tools" / "fidelity_ranking_study.py")
@@ -50,3 +56,24 @@ def test_rank_correlations_read_lower_distance_and_more_spread_as_better():
     corr = study.rank_correlations(methods, "all", "success")
     assert corr["l1 dense"] == corr["energy score"] == 1.0  # lower is better: ordered as closed loop
     assert corr["spread"] == -1.0  # more spread, less success: the door-open finding's sign
+
+
+def test_demonstrated_chunks_are_the_training_windows_chunks():
+    lengths = [5, 9, 7]
+    demos = demos_of(lengths, [0, 1, 2])
+    demos.action = np.arange(2 * sum(lengths), dtype=np.float32).reshape(-1, 2)
+    n_obs_steps, horizon = 2, 6
+    windows = component_windows(demos, count=1, episodes=3, fractions=[0.0, 0.5, 1.0], n_obs_steps=n_obs_steps,
+                                seed=0)[0]
+    chunks = study.demonstrated_chunks(demos, windows, horizon)
+
+    slices = demos.episode_slices()
+    for frames, chunk in zip(windows, chunks):
+        episode = next(sl for sl in slices if sl.start <= frames.start < sl.stop)
+        steps = window_time_indices(np.array([[episode.start, episode.stop, frames.start]]), horizon)[0]
+        np.testing.assert_array_equal(chunk, demos.action[steps])
+    # a window at an episode's last frame runs past its end: that episode's last action repeats, not the next's
+    at_end = [(frames, chunk) for frames, chunk in zip(windows, chunks) if frames.stop in demos.episode_ends]
+    assert len(at_end) == 3
+    for frames, chunk in at_end:
+        assert (chunk[n_obs_steps - 1:] == demos.action[frames.stop - 1]).all()

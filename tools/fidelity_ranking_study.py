@@ -40,10 +40,11 @@ import torch
 
 from sag_ros.benchmark import pooled_method
 from sag_ros.policy.checkpoint import load_policy
+from sag_ros.policy.data import window_time_indices
 from sag_ros.policy.policy import DiffusionPolicy
 from sag_ros.policy.sampling import dense_runner, eager_kernels, prepare_chunk, reverse_diffusion
-from sag_ros.sim.dataset import load_demos
-from sag_ros.sim.demo_windows import component_windows, demonstrated_chunks, window_observations
+from sag_ros.sim.dataset import Demos, load_demos
+from sag_ros.sim.demo_windows import component_windows, window_observations
 from sag_ros.sim.multi_task import component_names
 from sag_ros.sparse.artifact import load_pruner
 from sag_ros.sparse.mask import interval_mask
@@ -156,6 +157,18 @@ def measure_methods(policy: DiffusionPolicy, features: torch.Tensor, demo: torch
         out[name] = sample_measures(samples, dense, target)
         print(f"{name}: sampled", flush=True)
     return out
+
+
+def demonstrated_chunks(demos: Demos, windows: list[range], horizon: int) -> np.ndarray:
+    """The demonstrated action chunk [N, horizon, A] of each window, as training pairs it with the window's frames
+    (:func:`~sag_ros.policy.data.window_time_indices`: from the first frame on, the episode's last action repeated
+    past its end)."""
+    ends = np.asarray(demos.episode_ends)
+    first_frames = np.array([frames.start for frames in windows])
+    episode = np.searchsorted(ends, first_frames, side="right")
+    starts = np.concatenate([[0], ends[:-1]])
+    rows = np.stack([starts[episode], ends[episode], first_frames], axis=1)
+    return demos.action[window_time_indices(rows, horizon)]
 
 
 def parse_schedule(spec: str, policy: DiffusionPolicy, features: torch.Tensor) -> Schedule:

@@ -2,9 +2,7 @@
 
 A study that compares masks per task needs the observations of each component apart, a few per episode, with only
 their frames re-rendered (re-rendering a whole data set takes minutes). A window is the policy's ``n_obs_steps``
-consecutive frames of one episode; its demonstrated action chunk is what the training windows of
-:class:`~sag_ros.policy.data.WindowSampler` pair with those frames (the chunk starts at the window's first frame,
-padded with the episode's last action).
+consecutive frames of one episode.
 """
 
 from __future__ import annotations
@@ -43,15 +41,3 @@ def window_observations(demos: Demos, task_name: str, windows: list[range]) -> d
         adapter.close()
     return {"image": np.stack(images), "state": np.stack([demos.state[list(frames)] for frames in windows])}
 
-
-def demonstrated_chunks(demos: Demos, windows: list[range], horizon: int) -> np.ndarray:
-    """The demonstrated action chunk [N, horizon, A] of each window: the actions from its first frame on, the
-    episode's last action repeated past its end."""
-    ends = {sl.start: sl.stop for sl in demos.episode_slices()}
-    starts = sorted(ends)
-    chunks = []
-    for frames in windows:
-        episode_start = starts[int(np.searchsorted(starts, frames.start, side="right")) - 1]
-        steps = np.minimum(np.arange(frames.start, frames.start + horizon), ends[episode_start] - 1)
-        chunks.append(demos.action[steps])
-    return np.stack(chunks)

@@ -234,7 +234,8 @@ def initial_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig) -> Pruner:
 
 
 def train_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig, sampler: WindowSampler, out_path: Path) -> Pruner:
-    """Train (or resume) a pruner for ``policy`` (frozen); saves ``out_path`` atomically every few steps."""
+    """Train (or resume) a pruner for ``policy`` (frozen; its sampler is set to ``cfg.noise_scale``); saves
+    ``out_path`` atomically every few steps."""
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     policy.eval().requires_grad_(False)
@@ -268,7 +269,8 @@ def train_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig, sampler: Windo
     def checkpoint(stats: dict[str, float]) -> None:
         save_pruner(pruner.eval(), policy, out_path, extra={
             "train_step": step, "target_rate": cfg.target_rate, "reuse": cfg.reuse.value, "hold_x0": cfg.hold_x0,
-            "step_cost": cfg.step_cost, "noise_scale": cfg.noise_scale, "use_observation": cfg.use_observation, "reference": cfg.reference,
+            "step_cost": cfg.step_cost, "noise_scale": cfg.noise_scale, "use_observation": cfg.use_observation,
+            "reference": cfg.reference,
             "fidelity_window": cfg.fidelity_window, "fidelity_steps": cfg.fidelity_steps, "init_from": cfg.init_from,
             "init_interval": cfg.init_interval, "init_interval_start": cfg.init_interval_start,
             "last_fidelity": stats["fidelity"], "last_prune_rate": stats["prune_rate"]})
