@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from sag_ros.nodes.bringup import shutdown_executor
+from sag_ros.nodes.bringup import graph_executor
 
 # One DDS domain per test run (so parallel runs never see each other), discovery kept on loopback.
 DOMAIN_ID = 10 + os.getpid() % 90
@@ -44,21 +44,15 @@ def ros_context():
 
 @pytest.fixture
 def executor(ros_context):
-    from rclpy.executors import MultiThreadedExecutor
-
-    ex = MultiThreadedExecutor(num_threads=3, context=ros_context)
+    ex = graph_executor(ros_context)
     yield ex
-    shutdown_executor(ex)
+    ex.shutdown()
 
 
 def stop_nodes(executor, *nodes) -> None:
-    """Stop the executor, joining its worker threads, then destroy ``nodes``: the order of ``stop_graph``, which a
-    test does not call because it logs and swallows an error destroying a node, where a test must fail on one.
-
-    A node destroyed while a worker thread still runs one of its callbacks makes that callback's task fail with
-    "cannot use Destroyable because destruction was requested", which rclpy prints at interpreter exit as an
-    exception never retrieved (ros2/rclpy#1142)."""
-    shutdown_executor(executor)
+    """Stop the executor, then destroy ``nodes``: the order of ``stop_graph``, which a test does not call because it
+    logs and swallows an error destroying a node, where a test must fail on one."""
+    executor.shutdown()
     for node in nodes:
         node.destroy_node()
 

@@ -114,34 +114,40 @@ def test_spinning_a_shut_down_context_reads_as_an_external_shutdown(ros_context,
     node.destroy_node()
 
 
-@pytest.mark.parametrize("context_shut_down", [False, True])
-def test_a_callback_that_failed_in_flight_is_reported_unless_the_context_is_gone(context_shut_down):
-    """What the next spin would have raised comes back from ``shutdown_executor``; after a SIGINT (context shut
-    down) a failed publish is the shutdown itself and is dropped. Either way its exception is retrieved."""
-    import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+def test_the_graph_executor_keeps_up_with_a_10hz_camera(ros_context):
+    """One frame every 100 ms, published from a timer and taken by a subscription of another node, both on the
+    graph's executor: the timer ticks on time and every frame arrives. Jazzy's MultiThreadedExecutor, which the
+    graph used until stop 43, ticked such a timer 14-31 times in 10 s on a 2-core machine (ros2/rclpy#1452) and
+    the graph fell below its control rate. The margins are wide: this checks that the executor keeps up, not its
+    speed."""
+    import numpy as np
     from rclpy.node import Node
+    from sensor_msgs.msg import Image
 
-    from sag_ros.nodes.bringup import shutdown_executor
+    from sag_ros.nodes.bringup import graph_executor
+    from sag_ros.nodes.camera_node import sensor_qos_depth1
+    from sag_ros.nodes.convert import array_to_image, ns_to_stamp
 
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=DOMAIN_ID)
-    node = Node("failing_callback", context=context)
+    sender, receiver = Node("frame_sender", context=ros_context), Node("frame_receiver", context=ros_context)
+    publisher = sender.create_publisher(Image, "frames", sensor_qos_depth1())
+    frame = np.zeros((96, 96, 3), np.uint8)
+    sent, received = [], []
 
-    def fail_later() -> None:  # still running when spin_once returns: in flight at shutdown
-        time.sleep(0.3)
-        raise RuntimeError("callback failed")
+    def send() -> None:
+        sent.append(time.monotonic())
+        publisher.publish(array_to_image(frame, ns_to_stamp(sender.get_clock().now().nanoseconds), "camera"))
 
-    node.create_timer(0.01, fail_later)
-    executor = MultiThreadedExecutor(num_threads=2, context=context)
-    executor.add_node(node)
+    receiver.create_subscription(Image, "frames", lambda _: received.append(time.monotonic()), sensor_qos_depth1())
+    executor = graph_executor(ros_context)
+    executor.add_node(sender)
+    executor.add_node(receiver)
     try:
-        executor.spin_once(timeout_sec=1.0)  # submits the timer's callback to the pool
-        if context_shut_down:
-            context.try_shutdown()
-        failed = shutdown_executor(executor)
-        assert [str(e) for e in failed] == ([] if context_shut_down else ["callback failed"])
-        assert all(f._exception_fetched for f in executor._futures if f.exception() is not None)
+        assert spin_until(executor, lambda: publisher.get_subscription_count() > 0, 5.0), "no discovery"
+        sender.create_timer(0.1, send)
+        spin_for(executor, 3.0)
     finally:
-        node.destroy_node()
-        context.try_shutdown()
+        executor.shutdown()
+        sender.destroy_node()
+        receiver.destroy_node()
+    assert len(sent) >= 24, f"a 10 Hz timer ticked {len(sent)} times in 3 s"
+    assert len(received) >= len(sent) - 2, f"{len(received)} of {len(sent)} frames arrived"

@@ -58,10 +58,7 @@ def _inference(ctx, path, buffer=None, predictor=None, **params) -> InferenceNod
 
 
 def _feed_buffer(node: Node, buffer: ObservationBuffer, period_s: float = 0.05) -> dict:
-    """A timer pushing fresh observations (stamped now) into a shared buffer while ``switch["on"]``.
-
-    (A flag, not ``timer.cancel()``: cancelling from another thread races Jazzy's MultiThreadedExecutor.)
-    """
+    """A timer pushing fresh observations (stamped now) into a shared buffer while ``switch["on"]``."""
     rgb = np.full((SIZE, SIZE, 3), 120, np.uint8)
     switch = {"on": True}
 

@@ -1,7 +1,7 @@
 """``sag bench-ros``: dense vs SAG in the closed loop over real ROS 2, one method after the other.
 
 For each method the graph of ``sag-bringup`` (camera + inference + Push-T sim, one process, DDS on loopback)
-is built in a fresh rclpy Context, spun by a MultiThreadedExecutor until the sim has run its episodes from the
+is built in a fresh rclpy Context, spun by its single-threaded executor until the sim has run its episodes from the
 same seeds at the same rate, then torn down. Per method it reports what the inference node measured on every
 chunk of the run (its statistics window is widened to hold them all):
 
@@ -91,9 +91,8 @@ def run_method(method: RosMethod, policy_path: str, *, episodes: int, seed: int,
     """One method's closed-loop run over ROS in a fresh Context; returns its row of the report."""
     import rclpy
     from rclpy.context import Context
-    from rclpy.executors import MultiThreadedExecutor
 
-    from sag_ros.nodes.bringup import build_nodes, spin_once, stop_graph
+    from sag_ros.nodes.bringup import build_nodes, graph_executor, spin_once, stop_graph
     from sag_ros.nodes.graph import INFERENCE, SIM, describe_graph
 
     inference = {"stats_window": STATS_WINDOW, "threads": threads}
@@ -119,7 +118,7 @@ def run_method(method: RosMethod, policy_path: str, *, episodes: int, seed: int,
         if timeout_s is None:  # generous: every step at the set rate, three times over, plus start-up
             steps = max_steps if max_steps > 0 else sim_node.max_steps
             timeout_s = 30.0 + 3.0 * episodes * (steps + 1) / sim_node.rate_hz
-        executor = MultiThreadedExecutor(num_threads=4, context=context)
+        executor = graph_executor(context)
         for node in nodes.values():
             executor.add_node(node)
         log(f"[bench-ros] {method.name}: running {episodes} episode(s) at {sim_node.rate_hz:g} Hz "

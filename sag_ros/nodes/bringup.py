@@ -1,7 +1,7 @@
 """``sag-bringup``: the graph of ``launch/bringup.launch.py`` in one process, with rclpy alone.
 
 The camera and inference nodes share one :class:`ObservationBuffer` (no serialization between them);
-a MultiThreadedExecutor spins all nodes. Live latency is printed every ``--print-period`` seconds and the
+one single-threaded executor spins all nodes (:func:`graph_executor` says why). Live latency is printed every ``--print-period`` seconds and the
 final score when the simulator has finished its episodes; SIGINT stops everything cleanly.
 
     sag-bringup --model-path policy.pt [--rate 10] [--episodes 1] [--max-steps 300] [--no-sim]
@@ -17,7 +17,7 @@ import time
 from typing import Callable, Sequence
 
 import rclpy
-from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -60,23 +60,17 @@ def build_nodes(descriptions: Sequence[NodeDescription], context=None, predictor
     return nodes
 
 
-def shutdown_executor(executor) -> list[BaseException]:
-    """Shut down an executor and join its worker threads.
+def graph_executor(context=None) -> SingleThreadedExecutor:
+    """The executor that spins the graph's nodes in one process: a single thread, on purpose.
 
-    Jazzy's MultiThreadedExecutor.shutdown() leaves its ThreadPoolExecutor running (its threads would only
-    be joined at interpreter exit), and it does not wait for the callbacks in flight before destroying its guard
-    condition, so such a callback could fail ("cannot use Destroyable because destruction was requested", printed
-    at exit as an exception never retrieved). Nothing spins the executor any more here, so the pool is joined
-    first: the callbacks in flight finish against a live executor, then it shuts down. After a SIGINT the context
-    is already gone, and a callback in flight fails to publish on it: that failure is the shutdown itself and is
-    dropped; those with the context still valid (the next spin would have raised them) are returned.
-    """
-    pool = getattr(executor, "_executor", None)
-    if pool is not None:
-        pool.shutdown(wait=True)
-    failed = [f.exception() for f in getattr(executor, "_futures", []) if f.done() and f.exception() is not None]
-    executor.shutdown()
-    return failed if executor.context.ok() else []
+    Every callback of these nodes is short (the denoiser runs on the inference node's own worker thread), so one
+    thread serves them all. Jazzy's MultiThreadedExecutor does not keep up: it hands a ready callback to its pool
+    and, until a pool thread has started it, finds the same callback ready again and returns at once, a loop that
+    holds the GIL and starves the pool (ros2/rclpy#1452). Measured on a 2-core machine (stop 43), a bare 10 Hz timer
+    ticked 14-31 times in 10 s under it, and this graph fell to 5.7-7.8 chunks a second from frames 50-110 ms old;
+    spun by one thread, 9.9 chunks a second from frames 3.5 ms old. After ``spin_once`` returns no callback is
+    in flight, so shutting the executor down needs no joining of worker threads."""
+    return SingleThreadedExecutor(context=context)
 
 
 def spin_once(executor: Executor, timeout_sec: float) -> None:
@@ -95,11 +89,9 @@ def spin_once(executor: Executor, timeout_sec: float) -> None:
 
 
 def stop_graph(executor, nodes: dict[str, Node], log: Callable[[str], None]) -> None:
-    """Stop the executor, then every node; a callback that failed in flight, or an error stopping one node, is
-    logged and the others still stop."""
+    """Stop the executor, then every node; an error stopping one node is logged and the others still stop."""
     if executor is not None:
-        for exc in shutdown_executor(executor):
-            log(f"a callback failed while the graph stopped: {exc!r}")
+        executor.shutdown()
     for node in nodes.values():
         try:
             node.destroy_node()
@@ -168,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = 0
     try:
         nodes = build_nodes(descriptions)
-        executor = MultiThreadedExecutor(num_threads=4)
+        executor = graph_executor()
         for node in nodes.values():
             executor.add_node(node)
         sim = nodes.get(SIM)
