@@ -80,7 +80,8 @@ class PolicyPredictor:
         return batch
 
     @torch.no_grad()
-    def __call__(self, obs: dict[str, np.ndarray], seed: int) -> np.ndarray:
+    def __call__(self, obs: dict[str, np.ndarray], seed: int, num_actions: int | None = None) -> np.ndarray:
+        """The actions from the observation's step on: the policy's Ta, or ``num_actions`` of the horizon's."""
         batch = self.observation_batch(obs)
         t0 = time.perf_counter()
         features = self.policy.encode_observation(batch, self.image_encoder)
@@ -88,7 +89,8 @@ class PolicyPredictor:
         runner, fraction = self.planner.plan(features)
         t2 = time.perf_counter()
         chunk = self.policy.sample(features, torch.Generator().manual_seed(seed), runner, self.kernels)
-        actions = self.policy.to_actions(chunk)["action"][0].cpu().numpy()
+        predicted = self.policy.to_actions(chunk)["action_pred"]
+        actions = predicted[0, self.policy.executed_slice(num_actions)].cpu().numpy()
         t3 = time.perf_counter()
         self.last_timing = ChunkTiming(t1 - t0, t2 - t1, t3 - t2, fraction)
         if not np.isfinite(actions).all():

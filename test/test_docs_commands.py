@@ -21,7 +21,8 @@ DOCS = ("README.md", "docs/results.md")
 SUBCOMMAND = re.compile(r"^\s*sag (datagen|train|train-pruner|eval|pack|bench|paired|bench-ros)\b", re.M)
 RECORDERS = ('sag() { printf "sag\\0"; printf "%s\\0" "$@"; echo; }\n'
              'python() { printf "python\\0"; printf "%s\\0" "$@"; echo; }\n'
-             'bash() { ( . "$@" ); }\n')  # a documented script runs in a subshell with these recorders
+             'bash() { ( . "$@" ); }\n'  # a documented script runs in a subshell with these recorders
+             'sag-bringup() { :; }\n')  # runs the live graph: never started here
 
 
 def documented_commands(doc: str) -> list[list[str]]:

@@ -23,7 +23,8 @@ from ros_fixtures import spin_for, spin_until, stop_nodes  # noqa: E402
 from sag_ros.latency import Level  # noqa: E402
 from sag_ros.nodes.camera_node import ObservationBuffer  # noqa: E402
 from sag_ros.nodes.convert import array_to_image, array_to_joint_state, stamp_to_ns  # noqa: E402
-from sag_ros.nodes.inference_node import FrameGate, InferenceNode, ModelLoadError, clamp_to_bounds  # noqa: E402
+from sag_ros.nodes.inference_node import (FrameGate, InferenceNode, ModelLoadError, clamp_to_bounds,  # noqa: E402
+                                          task_control_rate)
 from sag_ros.predictor import PolicyPredictor  # noqa: E402
 from sag_ros.policy.checkpoint import load_policy  # noqa: E402
 
@@ -92,16 +93,48 @@ def test_publishes_chunks_at_the_rate_with_observation_stamps(ros_context, execu
         for msg in recorder.chunks:
             assert stamp_to_ns(msg.header.stamp) in sent  # stamped against the observation it used
             assert list(msg.joint_names) == ["x", "y"] and msg.header.frame_id == "pusht"
-            assert len(msg.points) == 4  # Ta of the tiny policy
-            assert [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points] == [0, 0.5, 1.0, 1.5]
+            # every predicted action from the observation's step on (horizon 8 - To 2 + 1), spaced at the policy
+            # task's control rate (Push-T: 10 Hz), not at the 2 Hz chunk rate
+            assert _point_times(msg) == pytest.approx([0.1 * k for k in range(7)])
             positions = np.array([p.positions for p in msg.points])
-            assert positions.shape == (4, 2) and np.isfinite(positions).all()
+            assert positions.shape == (7, 2) and np.isfinite(positions).all()
             assert ((positions >= 0) & (positions <= 512)).all()
         assert recorder.fractions and all(f == 1.0 for f in recorder.fractions)
         _, _, values = inference.health()
         assert values["chunks"] >= n and values["stale_ticks"] == 0 and values["failures"] == 0
     finally:
         stop_nodes(executor, inference, probe)
+
+
+def _point_times(msg: JointTrajectory) -> list[float]:
+    return [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points]
+
+
+def test_chunk_length_and_action_spacing_follow_their_parameters(ros_context, executor, tiny_checkpoint):
+    """DP's Ta actions, spaced at 80 Hz: what a Meta-World policy's demonstrations had."""
+    buffer = ObservationBuffer(2, SIZE, 2)
+    inference = _inference(ros_context, tiny_checkpoint, buffer, actions_per_chunk=4, action_rate_hz=80.0)
+    probe = Node("probe", context=ros_context)
+    recorder = Recorder(probe)
+    _feed_buffer(probe, buffer)
+    for node in (inference, probe):
+        executor.add_node(node)
+    try:
+        assert spin_until(executor, lambda: len(recorder.chunks) >= 1, 5.0), "no chunk published"
+        assert _point_times(recorder.chunks[0]) == pytest.approx([0.0, 0.0125, 0.025, 0.0375])
+    finally:
+        stop_nodes(executor, inference, probe)
+
+
+def test_more_actions_a_chunk_than_the_policy_predicts_are_refused(ros_context, tiny_checkpoint):
+    with pytest.raises(ModelLoadError, match="actions_per_chunk=8, but the policy predicts 7 actions"):
+        _inference(ros_context, tiny_checkpoint, actions_per_chunk=8)
+
+
+def test_actions_are_spaced_at_the_policy_tasks_rate_and_an_unknown_task_asks_for_it():
+    assert task_control_rate("pusht") == 10.0 and task_control_rate("mw-door-open+mw-button-press-topdown") == 80.0
+    with pytest.raises(ModelLoadError, match="set action_rate_hz"):
+        task_control_rate("my-robot")
 
 
 @pytest.mark.parametrize("camera_hz, jitter_ms, every", [(10, 8, 1), (30, 4, 3), (20, 6, 2)])

@@ -118,7 +118,9 @@ def test_graph_takes_image_size_from_the_checkpoint_and_validates(tiny_checkpoin
                                                overrides={"sag_sim": {"max_steps": 7}})}
     assert set(nodes) == {"sag_camera", "sag_inference", "sag_sim"}
     assert nodes["sag_camera"].parameters["image_size"] == 32
-    assert nodes["sag_inference"].parameters["control_rate_hz"] == 5.0
+    # the sim steps at the rate, so the chunks' actions are spaced at it too
+    assert nodes["sag_inference"].parameters["control_rate_hz"] == nodes["sag_sim"].parameters["control_rate_hz"] == 5.0
+    assert nodes["sag_inference"].parameters["action_rate_hz"] == 5.0
     assert nodes["sag_sim"].parameters["max_steps"] == 7
     assert ("image_raw", "sag/sim/image") in nodes["sag_camera"].remappings
     assert nodes["sag_inference"].parameters["hold_x0"] == ""  # the pruner's own setting unless told

@@ -119,7 +119,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                              "reuse cached block outputs (off) (default: from the config: the pruner's own)")
     parser.add_argument("--interval", type=int, default=0,
                         help="interval caching instead of a pruner: every n-th denoising step computes (default: off)")
-    parser.add_argument("--rate", type=float, default=0.0, help="control rate in Hz (default: from the config)")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="control rate in Hz: the sim's steps, the chunks and their actions' spacing (default: "
+                             "the config's chunk rate, the task's step rate)")
     parser.add_argument("--trigger", default="", choices=TRIGGERS,
                         help="what starts a chunk: a fixed-rate timer, or each new frame at most at the control rate "
                              "(default: from the config)")

@@ -148,8 +148,8 @@ def describe_graph(config_path: str | Path | None = None, *, model_path: str = "
         inference["interval"] = int(interval)
     if trigger:
         inference["trigger"] = trigger
-    if rate:
-        inference["control_rate_hz"] = float(rate)
+    if rate:  # the sim steps at this rate, so the chunks' actions are spaced at it too
+        inference["control_rate_hz"] = inference["action_rate_hz"] = float(rate)
         params.setdefault(SIM, {})["control_rate_hz"] = float(rate)
     if not inference.get("model_path"):
         from sag_ros.resources import default_policy_path

@@ -9,7 +9,11 @@ nothing is published and ``/diagnostics`` reports ERROR (stale data is never act
 with the previous chunk counts an overrun (never queued; in ``frame`` mode the next frame tries again); otherwise
 the observation goes to the worker
 thread, which runs the :class:`~sag_ros.predictor.PolicyPredictor` and publishes a ``JointTrajectory``
-stamped against the observation stamp. Chunks with NaN/inf or out-of-range actions are not published.
+stamped against the observation stamp, its points spaced at the rate the policy's actions were demonstrated at
+(``action_rate_hz``, by default its task's: Meta-World's 80 Hz, not the 10 Hz chunk rate), every predicted action
+from the observation's step on unless ``actions_per_chunk`` says fewer: the ~20 ms a chunk takes to compute make
+its first actions due before it arrives, and its later ones keep the robot moving until the next chunk replaces
+them. Chunks with NaN/inf or out-of-range actions are not published.
 ``~/enable`` (``std_srvs/SetBool``) pauses and resumes publishing with the model kept loaded and warm (an operator's
 pause that costs no restart); ``start_enabled: false`` starts paused.
 
@@ -117,6 +121,17 @@ class ModelLoadError(NodeStartupError):
     """The policy file is missing, unreadable, or does not fit this node's parameters."""
 
 
+def task_control_rate(task: str) -> float:
+    """The control rate of the task a policy was trained on: the rate its demonstrations' actions follow."""
+    from sag_ros.sim.task import get_task
+
+    try:
+        return get_task(task).control_hz
+    except ValueError as exc:
+        raise ModelLoadError(f"sag_inference: the policy's task is not known here ({exc}); set action_rate_hz to the "
+                             f"rate its demonstrations were recorded at") from None
+
+
 def load_predictor(cfg: InferenceNodeConfig):
     """Build the predictor named by the parameters, failing with a message that says what to fix."""
     from sag_ros.engine.base import MissingDependencyError
@@ -189,6 +204,12 @@ class InferenceNode(Node):
         if policy_cfg.denoiser.action_dim != len(cfg.joint_names):
             raise ModelLoadError(f"sag_inference: the policy outputs {policy_cfg.denoiser.action_dim}-d actions but "
                                f"joint_names has {len(cfg.joint_names)} entries")
+        available = self.predictor.policy.actions_from_now()
+        if cfg.actions_per_chunk > available:
+            raise ModelLoadError(f"sag_inference: actions_per_chunk={cfg.actions_per_chunk}, but the policy predicts "
+                                 f"{available} actions from the observation's step on")
+        self.actions_per_chunk = cfg.actions_per_chunk or available
+        self.action_rate_hz = cfg.action_rate_hz or task_control_rate(policy_cfg.task)
         enc, to = policy_cfg.encoder, policy_cfg.denoiser.n_obs_steps
         if observations is None:
             observations = ObservationBuffer(to, enc.image_size, enc.state_dim)
@@ -235,7 +256,8 @@ class InferenceNode(Node):
         self.get_logger().info(f"policy ready: To={to}, {enc.image_size}px, {schedule.kind.value} x {schedule.num_steps} "
                                f"steps, {type(self.predictor.planner).__name__} (held steps "
                                f"{'on' if self.predictor.planner.hold_x0 else 'off'}), "
-                               f"{cfg.backend} blocks, {cfg.control_rate_hz} Hz on {cfg.trigger} ticks"
+                               f"{cfg.backend} blocks, {cfg.control_rate_hz} Hz on {cfg.trigger} ticks, "
+                               f"{self.actions_per_chunk} actions a chunk at {self.action_rate_hz:g} Hz"
                                + ("" if self._enabled else f"; paused until {self.enable_service} is called"))
 
     @property
@@ -367,7 +389,7 @@ class InferenceNode(Node):
         t0 = time.perf_counter()
         try:
             self._attempts += 1
-            actions = self.predictor(obs, seed=cfg.seed + self._attempts)
+            actions = self.predictor(obs, seed=cfg.seed + self._attempts, num_actions=self.actions_per_chunk)
         except (ValueError, FloatingPointError, RuntimeError) as exc:
             with self._lock:
                 self.failures += 1
@@ -390,7 +412,7 @@ class InferenceNode(Node):
         values = {"total_ms": total_s, "plan_ms": timing.plan_s, "denoise_ms": timing.denoise_s,
                   "obs_age_ms": obs_age_s}
         try:
-            self._actions_pub.publish(chunk_to_trajectory(actions, stamp_ns, cfg.control_rate_hz, cfg.joint_names,
+            self._actions_pub.publish(chunk_to_trajectory(actions, stamp_ns, self.action_rate_hz, cfg.joint_names,
                                                           cfg.frame_id, cfg.execution_offset_s))
             for key, seconds in values.items():
                 self._latency_pubs[key].publish(Float64(data=seconds * 1e3))

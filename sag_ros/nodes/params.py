@@ -76,7 +76,14 @@ class InferenceNodeConfig:
                                 "samples lie nearer the modes: the sampling temperature some tasks prefer lower)",
                                 read_only=True)
     threads: int = _param(1, "torch intra-op threads", read_only=True)
-    control_rate_hz: float = _param(10.0, "chunk rate and action spacing: point k is due at k / rate", read_only=True)
+    control_rate_hz: float = _param(10.0, "chunk rate: chunks start at most this often", read_only=True)
+    action_rate_hz: float = _param(0.0, "spacing of a chunk's actions, point k due k / rate after the observation: "
+                                   "the rate the policy's demonstrations were recorded at; 0 = its task's control "
+                                   "rate (Push-T 10 Hz, Meta-World 80 Hz)", read_only=True)
+    actions_per_chunk: int = _param(0, "actions published per chunk: 0 = every predicted one from the observation's "
+                                    "step to the end of the horizon (Tp - To + 1), so a chunk that arrives late "
+                                    "still has actions due until the next replaces it; n = the first n (DP executes "
+                                    "Ta before it replans)", read_only=True)
     trigger: str = _param("frame", "what starts a chunk: 'frame' (a new observation, at most control_rate_hz on "
                           "average: each chunk starts from a frame a few ms old; a camera at a multiple of the rate "
                           "gives even gaps) or 'timer' (a fixed-rate timer, whatever the frames' phase)",
@@ -115,6 +122,8 @@ class InferenceNodeConfig:
                  f"interval={self.interval} and pruner_path={self.pruner_path!r}: set one schedule, not both")
         _require(self.threads >= 1, f"threads={self.threads} must be >= 1")
         _require(self.control_rate_hz > 0, f"control_rate_hz={self.control_rate_hz} must be > 0")
+        _require(self.action_rate_hz >= 0, f"action_rate_hz={self.action_rate_hz} must be >= 0 (0 = the task's)")
+        _require(self.actions_per_chunk >= 0, f"actions_per_chunk={self.actions_per_chunk} must be >= 0 (0 = all)")
         _require(self.trigger in TRIGGERS, f"trigger={self.trigger!r} must be one of {list(TRIGGERS)}")
         _require(self.stale_timeout_s > 0, f"stale_timeout_s={self.stale_timeout_s} must be > 0")
         _require(len(self.joint_names) >= 1, "joint_names must not be empty")

@@ -121,10 +121,16 @@ class DiffusionPolicy(nn.Module):
         inputs = prepare_chunk(self.denoiser, self.schedule, features, generator, kernels.observation_kv)
         return reverse_diffusion(self.schedule, inputs, kernels, run_blocks or dense_runner(kernels))
 
-    def executed_slice(self) -> slice:
-        """Horizon indices of the Ta actions that get executed: from the current observation step (To - 1) on."""
+    def executed_slice(self, num_actions: int | None = None) -> slice:
+        """Horizon indices of the actions that get executed: from the current observation step (To - 1) on, Ta of
+        them unless ``num_actions`` says how many (at most :meth:`actions_from_now`)."""
         d = self.config.denoiser
-        return slice(d.n_obs_steps - 1, d.n_obs_steps - 1 + d.n_action_steps)
+        return slice(d.n_obs_steps - 1, d.n_obs_steps - 1 + (num_actions or d.n_action_steps))
+
+    def actions_from_now(self) -> int:
+        """How many predicted actions lie from the current observation step to the end of the horizon."""
+        d = self.config.denoiser
+        return d.horizon - d.n_obs_steps + 1
 
     def to_actions(self, normalized_chunk: torch.Tensor) -> dict[str, torch.Tensor]:
         """Unnormalize a sampled chunk and slice the Ta actions to execute."""
