@@ -114,7 +114,7 @@ def test_spinning_a_shut_down_context_reads_as_an_external_shutdown(ros_context,
     node.destroy_node()
 
 
-def test_the_graph_executor_keeps_up_with_a_10hz_camera(ros_context):
+def test_the_graph_executor_keeps_up_with_a_10hz_camera(ros_context, executor):
     """One frame every 100 ms, published from a timer and taken by a subscription of another node, both on the
     graph's executor: the timer ticks on time and every frame arrives. Jazzy's MultiThreadedExecutor, which the
     graph used until stop 43, ticked such a timer 14-31 times in 10 s on a 2-core machine (ros2/rclpy#1452) and
@@ -124,7 +124,6 @@ def test_the_graph_executor_keeps_up_with_a_10hz_camera(ros_context):
     from rclpy.node import Node
     from sensor_msgs.msg import Image
 
-    from sag_ros.nodes.bringup import graph_executor
     from sag_ros.nodes.camera_node import sensor_qos_depth1
     from sag_ros.nodes.convert import array_to_image, ns_to_stamp
 
@@ -138,16 +137,13 @@ def test_the_graph_executor_keeps_up_with_a_10hz_camera(ros_context):
         publisher.publish(array_to_image(frame, ns_to_stamp(sender.get_clock().now().nanoseconds), "camera"))
 
     receiver.create_subscription(Image, "frames", lambda _: received.append(time.monotonic()), sensor_qos_depth1())
-    executor = graph_executor(ros_context)
-    executor.add_node(sender)
+    executor.add_node(sender)  # the fixture's executor is the graph's (ros_fixtures)
     executor.add_node(receiver)
     try:
         assert spin_until(executor, lambda: publisher.get_subscription_count() > 0, 5.0), "no discovery"
         sender.create_timer(0.1, send)
         spin_for(executor, 3.0)
     finally:
-        executor.shutdown()
-        sender.destroy_node()
-        receiver.destroy_node()
+        stop_nodes(executor, sender, receiver)
     assert len(sent) >= 24, f"a 10 Hz timer ticked {len(sent)} times in 3 s"
     assert len(received) >= len(sent) - 2, f"{len(received)} of {len(sent)} frames arrived"

@@ -112,13 +112,8 @@ def _point_times(msg: JointTrajectory) -> list[float]:
 
 def test_chunk_length_and_action_spacing_follow_their_parameters(ros_context, executor, tiny_checkpoint):
     """DP's Ta actions, spaced at 80 Hz: what a Meta-World policy's demonstrations had."""
-    buffer = ObservationBuffer(2, SIZE, 2)
-    inference = _inference(ros_context, tiny_checkpoint, buffer, actions_per_chunk=4, action_rate_hz=80.0)
-    probe = Node("probe", context=ros_context)
-    recorder = Recorder(probe)
-    _feed_buffer(probe, buffer)
-    for node in (inference, probe):
-        executor.add_node(node)
+    inference, probe, recorder = _fed_inference_with(lambda planner: planner, ros_context, executor, tiny_checkpoint,
+                                                     actions_per_chunk=4, action_rate_hz=80.0)
     try:
         assert spin_until(executor, lambda: len(recorder.chunks) >= 1, 5.0), "no chunk published"
         assert _point_times(recorder.chunks[0]) == pytest.approx([0.0, 0.0125, 0.025, 0.0375])
@@ -131,7 +126,7 @@ def test_more_actions_a_chunk_than_the_policy_predicts_are_refused(ros_context, 
         _inference(ros_context, tiny_checkpoint, actions_per_chunk=8)
 
 
-def test_actions_are_spaced_at_the_policy_tasks_rate_and_an_unknown_task_asks_for_it():
+def test_the_action_rate_is_the_policy_tasks_and_an_unknown_task_asks_for_it():
     assert task_control_rate("pusht") == 10.0 and task_control_rate("mw-door-open+mw-button-press-topdown") == 80.0
     with pytest.raises(ModelLoadError, match="set action_rate_hz"):
         task_control_rate("my-robot")

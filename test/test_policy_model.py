@@ -1,5 +1,6 @@
 """DP-T structure: sub-blocks reproduce nn.TransformerDecoderLayer, masks, shapes, one loop = dense forward."""
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -82,3 +83,18 @@ def test_predict_action_shapes_and_determinism(tiny_policy):
     torch.testing.assert_close(out1["action"], out2["action"], rtol=0, atol=0)
     # the executed slice starts at the current observation step
     torch.testing.assert_close(out1["action"], out1["action_pred"][:, cfg.n_obs_steps - 1:][:, :cfg.n_action_steps])
+
+
+def test_a_predictor_returns_ta_actions_or_the_horizon_from_the_current_step(tiny_policy):
+    """The inference node publishes the whole predicted horizon from the observation's step on; its first Ta
+    actions are the ones DP executes, from the same noise."""
+    from sag_ros.predictor import PolicyPredictor
+
+    cfg = tiny_policy.config.denoiser
+    obs = {k: v[0].numpy() for k, v in random_observation(tiny_policy.config).items()}
+    predictor = PolicyPredictor(tiny_policy)
+    executed = predictor(obs, seed=3)
+    horizon = predictor(obs, seed=3, num_actions=tiny_policy.actions_from_now())
+    assert executed.shape == (cfg.n_action_steps, cfg.action_dim)
+    assert horizon.shape == (cfg.horizon - cfg.n_obs_steps + 1, cfg.action_dim)
+    np.testing.assert_array_equal(horizon[:cfg.n_action_steps], executed)

@@ -1,8 +1,9 @@
 """``sag-bringup``: the graph of ``launch/bringup.launch.py`` in one process, with rclpy alone.
 
 The camera and inference nodes share one :class:`ObservationBuffer` (no serialization between them);
-one single-threaded executor spins all nodes (:func:`graph_executor` says why). Live latency is printed every ``--print-period`` seconds and the
-final score when the simulator has finished its episodes; SIGINT stops everything cleanly.
+one single-threaded executor spins all nodes (:func:`graph_executor` says why). Live latency is printed every
+``--print-period`` seconds and the final score when the simulator has finished its episodes; SIGINT stops
+everything cleanly.
 
     sag-bringup --model-path policy.pt [--rate 10] [--episodes 1] [--max-steps 300] [--no-sim]
 """
