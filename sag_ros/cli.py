@@ -420,9 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench-ros", help="dense vs SAG closed loop over ROS 2: rate, obs-to-action latency, score")
     p.add_argument("--policy", help="checkpoint (default: the shipped Push-T policy)")
     p.add_argument("--pruner", action="append", default=[], metavar="NAME=PATH", help="a SAG pruner to compare (repeat)")
-    p.add_argument("--episodes", type=_COUNT, default=3, help="Push-T episodes per method")
+    p.add_argument("--episodes", type=_COUNT, default=3, help="episodes per method")
     p.add_argument("--seed", type=int, default=100_000, help="seed of the first episode (the same for every method)")
-    p.add_argument("--rate", type=_positive_float, default=10.0, help="control rate in Hz")
+    p.add_argument("--rate", type=_non_negative_float, default=0.0,
+                   help="control rate in Hz: the sim's steps and the chunks (0 = the parameter file's chunk rate, "
+                        "the task's own step rate: Push-T 10 Hz, Meta-World 80 Hz)")
     p.add_argument("--max-steps", type=_COUNT0, default=0, help="steps per episode (0 = the task's own limit)")
     p.add_argument("--backend", action="append", default=None, choices=BACKEND_NAMES,
                    help="block backend (repeat to compare; dense and every pruner run on each; default eager)")

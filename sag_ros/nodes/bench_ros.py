@@ -1,6 +1,6 @@
 """``sag bench-ros``: dense vs SAG in the closed loop over real ROS 2, one method after the other.
 
-For each method the graph of ``sag-bringup`` (camera + inference + Push-T sim, one process, DDS on loopback)
+For each method the graph of ``sag-bringup`` (camera + inference + the policy task's sim, one process, DDS on loopback)
 is built in a fresh rclpy Context, spun by its single-threaded executor until the sim has run its episodes from the
 same seeds at the same rate, then torn down. Per method it reports what the inference node measured on every
 chunk of the run (its statistics window is widened to hold them all):
@@ -10,7 +10,7 @@ chunk of the run (its statistics window is widened to hold them all):
   compute (paired per chunk), and the compute alone;
 - deadline misses (compute > control period), overruns (ticks that found the worker busy), stale ticks;
 - the executed-block fraction (1.0 dense; the SAG mask's computed share);
-- the Push-T mean score and success rate from the sim's summary.
+- the task's mean score and success rate from the sim's summary.
 
     sag bench-ros [--policy P] --pruner sag=models/pusht_image_long3_sag_rho0.9_step_held.pt [--episodes 3] [--rate 10]
 """
@@ -136,7 +136,7 @@ def run_method(method: RosMethod, policy_path: str, *, episodes: int, seed: int,
         return {"method": method.name, "pruner": None if method.pruner_path == DENSE else method.pruner_path,
                 "backend": method.backend, "sampler": inference.get("sampler") or "checkpoint",
                 "num_steps": inference.get("num_steps") or 0, "wall_s": wall_s, "model_ready_s": build_s,
-                **stats, "held_steps": int(sim_node.held_steps),
+                **stats, "sim_rate_hz": float(sim_node.rate_hz), "held_steps": int(sim_node.held_steps),
                 "mean_score": float(summary["mean_score"]), "success_rate": float(summary["success_rate"]),
                 "episodes": [dict(r) for r in sim_node.results]}
     finally:
@@ -145,9 +145,10 @@ def run_method(method: RosMethod, policy_path: str, *, episodes: int, seed: int,
 
 
 def run_bench_ros(methods: Sequence[RosMethod], policy_path: str, *, episodes: int = 1, seed: int = 100_000,
-                  rate: float = 10.0, max_steps: int = 0, config_path: str | None = None, threads: int = 1,
+                  rate: float = 0.0, max_steps: int = 0, config_path: str | None = None, threads: int = 1,
                   timeout_s: float | None = None, domain_id: int | None = None, log=print) -> dict:
-    """Every method in turn over ROS, same seeds, same rate; returns the report (``methods``: name -> row)."""
+    """Every method in turn over ROS, same seeds, same rate (0: the parameter file's chunk rate, the task's own
+    step rate); returns the report (``methods``: name -> row)."""
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     rows = {}
     for method in methods:
