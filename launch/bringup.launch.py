@@ -23,7 +23,8 @@ ARGUMENTS = {
     "backend": ("", "inference backend; empty = config/sag_nodes.yaml"),
     "hold_x0": ("", "on / off: steps the pruner skips wholly keep the last clean-chunk prediction; empty = config"),
     "interval": ("0", "interval caching n (every n-th denoising step computes) instead of a pruner; 0 = off"),
-    "rate": ("0.0", "control rate in Hz for inference and sim; 0 = config/sag_nodes.yaml"),
+    "rate": ("0.0", "control rate in Hz: the sim's steps, the chunks and their actions' spacing; 0 = "
+                    "config/sag_nodes.yaml's chunk rate, the task's step rate"),
     "trigger": ("", "timer / frame: what starts a chunk (a fixed-rate timer, or each new frame at most at the rate); "
                 "empty = config"),
     "use_sim": ("true", "start the Push-T simulator and wire the camera to it"),
