@@ -388,7 +388,6 @@ def test_pruned_cost_charges_each_computed_step_its_fixed_cost():
         PrunerTrainConfig(step_cost=-1.0, hold_x0=True)
 
 
-
 class _RandomWindows:
     """Stands in for a WindowSampler: random well-formed observations and zero action chunks."""
 

@@ -90,8 +90,7 @@ def main() -> None:
     torch.set_num_threads(2)
     policy, _ = load_policy(Path(args.policy))
     policy.eval()
-    if args.noise_scale != 1.0:
-        policy.use_sampler(policy.schedule.kind, policy.schedule.num_steps, args.noise_scale)
+    policy.use_noise_scale(args.noise_scale)
     demos = load_demos(Path(args.data))
     task_name = demos.metadata["task"]
     components = component_names(task_name)

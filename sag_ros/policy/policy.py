@@ -55,6 +55,10 @@ class DiffusionPolicy(nn.Module):
                                   noise_scale=noise_scale)
         self.schedule = NoiseSchedule.from_config(cfg)
 
+    def use_noise_scale(self, noise_scale: float) -> None:
+        """Keep the inference sampler and its steps, at another sampling temperature (:meth:`use_sampler`)."""
+        self.use_sampler(self.schedule.kind, self.schedule.num_steps, noise_scale)
+
     # -- observations ------------------------------------------------------------------------------
 
     @property

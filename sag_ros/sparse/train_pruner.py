@@ -239,8 +239,7 @@ def train_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig, sampler: Windo
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     policy.eval().requires_grad_(False)
-    if cfg.noise_scale != 1.0:
-        policy.use_sampler(policy.schedule.kind, policy.schedule.num_steps, cfg.noise_scale)
+    policy.use_noise_scale(cfg.noise_scale)
     pruner = initial_pruner(policy, cfg).train()
     offsets = {"cell_bias", "step_bias"}  # per-cell / per-step offsets learn at the fast rate
     network = [p for name, p in pruner.named_parameters() if name not in offsets]
