@@ -99,6 +99,8 @@ def _test_seeds(task: TaskSpec, seed_start: int | None, episodes: int) -> range:
 
 
 def _eval(args: argparse.Namespace) -> None:
+    import dataclasses
+
     from sag_ros.predictor import PredictorSpec
     from sag_ros.sim.evaluate import evaluate, summarize
     from sag_ros.sparse.mask import interval_label
@@ -112,9 +114,21 @@ def _eval(args: argparse.Namespace) -> None:
     schedule = policy.schedule
     task = _policy_task(policy.config.task, args.task)
     seeds = _test_seeds(task, args.seed_start, args.episodes)
+    replay = None
+    if args.params_file and args.latency_ms is None:
+        raise SystemExit("--params-file is the replayed graph's: it needs --latency-ms")
+    if args.latency_ms is not None:
+        from sag_ros.nodes.graph import default_config_path
+        from sag_ros.nodes.replay import GraphReplay, GraphTiming
+
+        params_file = Path(args.params_file) if args.params_file else default_config_path()
+        replay = GraphReplay(GraphTiming.from_parameter_file(params_file, args.latency_ms / 1e3))
     results = evaluate(spec, task.name, seeds, workers=args.workers, noise_seed=args.noise_seed,
-                       video_dir=Path(args.video_dir) if args.videos else None, num_videos=args.videos)
+                       video_dir=Path(args.video_dir) if args.videos else None, num_videos=args.videos,
+                       **({"runner": replay} if replay else {}))
     summary = summarize(results)
+    if replay:
+        summary["held_steps"] = sum(r.held_steps for r in results)
     blocks = Path(args.pruner).name if args.pruner else "-"
     if args.interval:
         blocks = f"interval {interval_label(*args.interval)}"
@@ -129,7 +143,7 @@ def _eval(args: argparse.Namespace) -> None:
         report = {"policy": str(policy_path), "pruner": args.pruner, "interval": args.interval,
                   "hold_x0": args.hold_x0, "task": task.name,
                   "sampler": schedule.kind.value, "steps": schedule.num_steps, "noise_scale": args.noise_scale,
-                  "backend": args.backend,
+                  "backend": args.backend, "graph_timing": dataclasses.asdict(replay.timing) if replay else None,
                   "seeds": [seeds.start, seeds.stop], "noise_seed": args.noise_seed, "summary": summary,
                   "episodes": [vars(r) for r in results]}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -326,6 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hold-x0", action=argparse.BooleanOptionalAction, default=None,
                    help="steps whose every block is pruned hold the last computed clean-chunk prediction (default: "
                         "the pruner's training setting; off for --interval)")
+    p.add_argument("--latency-ms", type=_non_negative_float, metavar="MS",
+                   help="replay the deployed graph's timing instead of lockstep: the sim ticks on, chunks start from "
+                        "frames at the parameter file's chunk rate and arrive MS after their frame, each tick runs "
+                        "the action due then (sag_ros.nodes.replay); MS: e.g. /sag/latency/total_ms's p50")
+    p.add_argument("--params-file", help="with --latency-ms: the graph's parameter file (default: the shipped "
+                                         "config/sag_nodes.yaml)")
     p.add_argument("--json")
     p.add_argument("--videos", type=_COUNT0, default=0, help="write GIFs of the first N episodes")
     p.add_argument("--video-dir", default="runs/videos")

@@ -69,6 +69,7 @@ class PolicyPredictor:
         self.image_encoder = image_encoder
         self.planner = planner or DensePlanner(self.kernels)
         self.n_obs_steps = policy.config.denoiser.n_obs_steps
+        self.actions_from_now = policy.actions_from_now()
         self.last_timing = ChunkTiming()
 
     def observation_batch(self, obs: dict[str, np.ndarray]) -> Observation:

@@ -23,8 +23,8 @@ from ros_fixtures import spin_for, spin_until, stop_nodes  # noqa: E402
 from sag_ros.latency import Level  # noqa: E402
 from sag_ros.nodes.camera_node import ObservationBuffer  # noqa: E402
 from sag_ros.nodes.convert import array_to_image, array_to_joint_state, stamp_to_ns  # noqa: E402
-from sag_ros.nodes.inference_node import (FrameGate, InferenceNode, ModelLoadError, clamp_to_bounds,  # noqa: E402
-                                          task_control_rate)
+from sag_ros.nodes.inference_node import InferenceNode, ModelLoadError, clamp_to_bounds, task_control_rate  # noqa: E402
+from sag_ros.nodes.loop_timing import FrameGate  # noqa: E402
 from sag_ros.predictor import PolicyPredictor  # noqa: E402
 from sag_ros.policy.checkpoint import load_policy  # noqa: E402
 

@@ -18,7 +18,8 @@ from ros_fixtures import *  # noqa: E402,F401,F403
 from ros_fixtures import spin_until, stop_nodes  # noqa: E402
 from sag_ros.nodes.bringup import build_nodes  # noqa: E402
 from sag_ros.nodes.graph import describe_graph  # noqa: E402
-from sag_ros.nodes.sim_node import ActionSchedule, SimNode, fallback_action  # noqa: E402
+from sag_ros.nodes.loop_timing import ActionSchedule, fallback_action  # noqa: E402
+from sag_ros.nodes.sim_node import SimNode  # noqa: E402
 from sag_ros.sim.task import StepResult, get_task  # noqa: E402
 
 MS = 1_000_000

@@ -1,19 +1,18 @@
 """``sag_inference``: the newest observation -> an action chunk on ``/sag/actions``, at ``control_rate_hz``.
 
 What starts a chunk (``trigger``): ``frame`` (the default), the arrival of a new observation, at most
-``control_rate_hz`` on average (:class:`FrameGate`), so each chunk starts from a frame a few ms old; or ``timer``,
-a fixed-rate timer, whose phase against the camera's decides how old the frame is (up to a camera period: with the
-sim at the control rate, closed-loop scores then changed from run to run). The decision runs on the executor thread
-(the timer's or the subscription's): no observation, or one older than ``stale_timeout_s``, means
-nothing is published and ``/diagnostics`` reports ERROR (stale data is never acted on); a worker still busy
+``control_rate_hz`` on average (:class:`~sag_ros.nodes.loop_timing.FrameGate`), so each chunk starts from a frame a
+few ms old; or ``timer``, a fixed-rate timer, whose phase against the camera's decides how old the frame is (up to a
+camera period: with the sim at the control rate, closed-loop scores then changed from run to run). The decision runs
+on the executor thread (the timer's or the subscription's): no observation, or one older than ``stale_timeout_s``,
+means nothing is published and ``/diagnostics`` reports ERROR (stale data is never acted on); a worker still busy
 with the previous chunk counts an overrun (never queued; in ``frame`` mode the next frame tries again); otherwise
-the observation goes to the worker
-thread, which runs the :class:`~sag_ros.predictor.PolicyPredictor` and publishes a ``JointTrajectory``
-stamped against the observation stamp, its points spaced at the rate the policy's actions were demonstrated at
-(``action_rate_hz``, by default its task's: Meta-World's 80 Hz, not the 10 Hz chunk rate), every predicted action
-from the observation's step on unless ``actions_per_chunk`` says fewer: the ~20 ms a chunk takes to compute make
-its first actions due before it arrives, and its later ones keep the robot moving until the next chunk replaces
-them. Chunks with NaN/inf or out-of-range actions are not published.
+the observation goes to the worker thread, which runs the :class:`~sag_ros.predictor.PolicyPredictor` and publishes
+a ``JointTrajectory`` stamped against the observation stamp, its points spaced at the rate the policy's actions were
+demonstrated at (``action_rate_hz``, by default its task's: Meta-World's 80 Hz, not the 10 Hz chunk rate), every
+predicted action from the observation's step on unless ``actions_per_chunk`` says fewer: the ~20 ms a chunk takes to
+compute make its first actions due before it arrives, and its later ones keep the robot moving until the next chunk
+replaces them. Chunks with NaN/inf or out-of-range actions are not published.
 ``~/enable`` (``std_srvs/SetBool``) pauses and resumes publishing with the model kept loaded and warm (an operator's
 pause that costs no restart); ``start_enabled: false`` starts paused.
 
@@ -31,7 +30,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -48,6 +46,7 @@ from sag_ros.nodes.convert import (chunk_to_trajectory, fit_square, image_to_arr
 from sag_ros.nodes.graph import (ACTIONS_TOPIC, DIAGNOSTICS_TOPIC, ENABLE_SERVICE, FRACTION_TOPIC, LATENCY_SERIES,
                                  LATENCY_TOPIC, MASK_TOPIC, OBS_IMAGE_TOPIC, OBS_STATE_TOPIC)
 from sag_ros.nodes.lifecycle import NodeStartupError, run_node
+from sag_ros.nodes.loop_timing import FrameGate
 from sag_ros.nodes.params import HOLD_X0_CHOICES, ConfigParameters, InferenceNodeConfig
 
 _PAIRING_DEPTH = 8  # unmatched images/states kept per kind while waiting for their other half
@@ -77,44 +76,6 @@ def observation_age_problem(age_s: float, stale_timeout_s: float) -> str | None:
         return (f"newest observation is stamped {-age_s * 1e3:.0f} ms in the future (more than "
                 f"{stale_timeout_s * 1e3:.0f} ms): the camera's clock and this node's disagree; not acting")
     return None
-
-
-class FrameGate:
-    """Which observations start a chunk (``trigger: frame``, the default); ROS-free.
-
-    A token bucket on the frames' stamps: a chunk is due one control period after the previous one was due, and the
-    first frame stamped no earlier than that (less 40 % of the camera's frame interval, so stamp jitter never skips
-    a due frame) that can start it does. So a camera at k times the control rate starts a chunk on every k-th frame,
-    one at the control rate on every frame, and one at another rate (12 or 15 Hz for 10 Hz) at uneven gaps that
-    average the control rate: chunks never come faster than that on average. A due frame that cannot start the
-    chunk (the worker still busy with the last one) leaves it due, so the next frame starts it: under overload the
-    loop runs as fast as the model allows rather than skipping to the next period. A camera that paused (a frame a
-    period or more past due) or restarted (stamps going back) starts afresh.
-    """
-
-    JITTER_FRACTION = 0.4
-
-    def __init__(self, period_s: float) -> None:
-        self.period_ns = int(round(period_s * 1e9))
-        self._last_stamp_ns: int | None = None
-        self._due_ns: int | None = None
-
-    def admit(self, stamp_ns: int, start: Callable[[], bool] = lambda: True) -> bool:
-        """Whether a chunk started from the frame stamped ``stamp_ns``: when it is due, ``start()`` tries to start
-        it and says whether it did; only a started chunk uses up the period."""
-        period, due = self.period_ns, self._due_ns
-        previous, self._last_stamp_ns = self._last_stamp_ns, stamp_ns
-        if due is None or stamp_ns >= due + period or stamp_ns < due - 2 * period:
-            next_due = stamp_ns + period
-        else:
-            frame_interval = period if previous is None else min(max(stamp_ns - previous, 0), period)
-            if stamp_ns < due - int(self.JITTER_FRACTION * frame_interval):
-                return False
-            next_due = due + period
-        if not start():
-            return False
-        self._due_ns = next_due
-        return True
 
 
 class ModelLoadError(NodeStartupError):
@@ -204,7 +165,7 @@ class InferenceNode(Node):
         if policy_cfg.denoiser.action_dim != len(cfg.joint_names):
             raise ModelLoadError(f"sag_inference: the policy outputs {policy_cfg.denoiser.action_dim}-d actions but "
                                f"joint_names has {len(cfg.joint_names)} entries")
-        available = self.predictor.policy.actions_from_now()
+        available = self.predictor.actions_from_now
         if cfg.actions_per_chunk > available:
             raise ModelLoadError(f"sag_inference: actions_per_chunk={cfg.actions_per_chunk}, but the policy predicts "
                                  f"{available} actions from the observation's step on")

@@ -1,17 +1,16 @@
 """``sag_sim``: a task adapter (``task`` parameter) stepped in real time, driven by the newest action chunk.
 
-Every control period: pick the action due now from the newest ``/sag/actions`` chunk (actions whose time
-has passed are dropped; a new chunk replaces the rest; with none due the robot is held, see
-:func:`fallback_action`), step the adapter, then publish the rendered image (``/sag/sim/image``, rgb8) and
-the agent state (``/sag/sim/joint_states``) stamped with the node clock. Each finished episode is reported on
-``/sag/episode`` (``std_msgs/String``, JSON) and, after ``num_episodes``, a final summary (``"final": true``);
-:attr:`SimNode.finished` then completes.
+Every control period: pick the action due now from the newest ``/sag/actions`` chunk (actions whose time has passed
+are dropped; a new chunk replaces the rest; with none due the robot is held, see
+:func:`~sag_ros.nodes.loop_timing.fallback_action`), step the adapter, then publish the rendered image
+(``/sag/sim/image``, rgb8) and the agent state (``/sag/sim/joint_states``) stamped with the node clock. Each
+finished episode is reported on ``/sag/episode`` (``std_msgs/String``, JSON) and, after ``num_episodes``, a final
+summary (``"final": true``); :attr:`SimNode.finished` then completes.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Mapping
 
 import numpy as np
 import rclpy
@@ -25,53 +24,8 @@ from sag_ros.nodes.camera_node import sensor_qos_depth1
 from sag_ros.nodes.convert import array_to_image, array_to_joint_state, ns_to_stamp, trajectory_to_chunk
 from sag_ros.nodes.graph import ACTIONS_TOPIC, EPISODE_TOPIC, SIM_IMAGE_TOPIC, SIM_STATE_TOPIC
 from sag_ros.nodes.lifecycle import run_node
+from sag_ros.nodes.loop_timing import ActionSchedule, fallback_action
 from sag_ros.nodes.params import ConfigParameters, SimNodeConfig
-from sag_ros.sim.task import TaskSpec
-
-
-class ActionSchedule:
-    """The actions of the newest chunk, each with its due time (ns); ROS-free.
-
-    Chunks stamped before :meth:`reset` (observations of a previous episode) are ignored.
-    """
-
-    def __init__(self) -> None:
-        self._times = np.zeros(0, dtype=np.int64)
-        self._actions = np.zeros((0, 0))
-        self._not_before_ns = 0
-        self.chunks_received = 0
-
-    def reset(self, now_ns: int) -> None:
-        self._times, self._actions = self._times[:0], self._actions[:0]
-        self._not_before_ns = now_ns
-        self.chunks_received = 0
-
-    def replace(self, times_ns: np.ndarray, actions: np.ndarray) -> bool:
-        """Adopt a new chunk; returns False (and keeps the old one) when it predates the episode."""
-        if len(times_ns) == 0 or times_ns[0] < self._not_before_ns:
-            return False
-        self._times, self._actions = np.asarray(times_ns), np.asarray(actions)
-        self.chunks_received += 1
-        return True
-
-    def pop_due(self, now_ns: int, tolerance_ns: int) -> np.ndarray | None:
-        """Drop actions due before ``now - tolerance``; return (and remove) the one due by ``now + tolerance``."""
-        keep = self._times >= now_ns - tolerance_ns
-        self._times, self._actions = self._times[keep], self._actions[keep]
-        if len(self._times) and self._times[0] <= now_ns + tolerance_ns:
-            action = self._actions[0]
-            self._times, self._actions = self._times[1:], self._actions[1:]
-            return action
-        return None
-
-
-def fallback_action(spec: TaskSpec, last_action: np.ndarray | None,
-                    observation: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Action for a step with no chunk action due: the last one where repeating it holds the robot (absolute
-    targets), else the task's hold action for the current observation, so a delta is never re-applied."""
-    if spec.absolute_actions and last_action is not None:
-        return last_action
-    return spec.hold_action(observation)
 
 
 class SimNode(Node):

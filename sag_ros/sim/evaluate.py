@@ -22,11 +22,12 @@ from sag_ros.sim.task import get_task
 
 
 class ChunkPredictor(Protocol):
-    """obs entries stacked over To steps ([To, ...] arrays) -> actions to execute [Ta, A]."""
+    """obs entries stacked over To steps ([To, ...] arrays) -> the actions from the observation's step on: the
+    policy's Ta to execute, or ``num_actions`` of its horizon."""
 
     n_obs_steps: int
 
-    def __call__(self, obs: dict[str, np.ndarray], seed: int) -> np.ndarray: ...
+    def __call__(self, obs: dict[str, np.ndarray], seed: int, num_actions: int | None = None) -> np.ndarray: ...
 
 
 PredictorFactory = Callable[[], ChunkPredictor]
@@ -53,6 +54,18 @@ class EpisodeResult:
     success: bool
     steps: int
     chunk_latency_s: list[float] = field(default_factory=list)
+    held_steps: int = 0
+    """Steps that found no action due and held the robot (only a loop with latency has them)."""
+
+
+def chunk_seed(noise_seed: int, env_seed: int, step: int) -> int:
+    """The sampling-noise seed of the chunk planned at ``step`` of episode ``env_seed``: episodes of one noise seed
+    pair across methods and runs."""
+    return (noise_seed * 1_000_003 + env_seed) * 1000 + step
+
+
+EpisodeRunner = Callable[[ChunkPredictor, str, int, int, Path | None], EpisodeResult]
+"""(predictor, task name, env seed, noise seed, GIF path or None) -> the episode's result."""
 
 
 def rollout(predictor: ChunkPredictor, task_name: str, seed: int, noise_seed: int = 0,
@@ -72,7 +85,7 @@ def rollout(predictor: ChunkPredictor, task_name: str, seed: int, noise_seed: in
         while not done:
             obs = history.stacked()
             start = time.perf_counter()
-            actions = predictor(obs, seed=(noise_seed * 1_000_003 + seed) * 1000 + steps)
+            actions = predictor(obs, seed=chunk_seed(noise_seed, seed, steps))
             latencies.append(time.perf_counter() - start)
             for action in actions:
                 result = adapter.step(action)
@@ -86,13 +99,13 @@ def rollout(predictor: ChunkPredictor, task_name: str, seed: int, noise_seed: in
                 if done:
                     break
         if video_path is not None:
-            _write_gif(video_path, frames, task.control_hz)
+            write_gif(video_path, frames, task.control_hz)
         return EpisodeResult(seed, task.episode_score(rewards), success, steps, latencies)
     finally:
         adapter.close()
 
 
-def _write_gif(path: Path, frames: list[np.ndarray], fps: float) -> None:
+def write_gif(path: Path, frames: list[np.ndarray], fps: float) -> None:
     import imageio.v3 as iio
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,28 +113,32 @@ def _write_gif(path: Path, frames: list[np.ndarray], fps: float) -> None:
 
 
 _worker_predictor: ChunkPredictor | None = None
+_worker_runner: EpisodeRunner = rollout
 
 
-def _init_worker(factory: PredictorFactory) -> None:
-    global _worker_predictor  # one predictor per worker process, built once
-    _worker_predictor = factory()
+def _init_worker(factory: PredictorFactory, runner: EpisodeRunner) -> None:
+    global _worker_predictor, _worker_runner  # one predictor per worker process, built once
+    _worker_predictor, _worker_runner = factory(), runner
 
 
 def _run_seed(args: tuple[str, int, int, Path | None]) -> EpisodeResult:
     task_name, seed, noise_seed, video = args
     assert _worker_predictor is not None
-    return rollout(_worker_predictor, task_name, seed, noise_seed, video)
+    return _worker_runner(_worker_predictor, task_name, seed, noise_seed, video)
 
 
 def evaluate(factory: PredictorFactory, task_name: str, seeds: Iterable[int], workers: int = 2, noise_seed: int = 0,
-             video_dir: Path | None = None, num_videos: int = 0, desc: str | None = None) -> list[EpisodeResult]:
-    """Evaluate over ``seeds`` in ``workers`` processes (each builds its predictor once); ordered by seed."""
+             video_dir: Path | None = None, num_videos: int = 0, desc: str | None = None,
+             runner: EpisodeRunner = rollout) -> list[EpisodeResult]:
+    """Evaluate over ``seeds`` in ``workers`` processes (each builds its predictor once); ordered by seed.
+    ``runner`` plays an episode: the lockstep :func:`rollout` (Diffusion Policy's protocol) unless another is given
+    (:func:`sag_ros.nodes.replay.replay_episode` plays the deployed graph's timing); it must be picklable."""
     seeds = list(seeds)
     jobs = [(task_name, s, noise_seed,
              (video_dir / f"episode_{s}.gif") if video_dir is not None and i < num_videos else None)
             for i, s in enumerate(seeds)]
     results = []
-    with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(factory,)) as pool:
+    with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(factory, runner)) as pool:
         for result in tqdm(pool.imap_unordered(_run_seed, jobs), total=len(jobs), desc=desc or f"eval {task_name}",
                            dynamic_ncols=True):
             results.append(result)
