@@ -102,9 +102,11 @@ def _eval(args: argparse.Namespace) -> None:
     import dataclasses
 
     from sag_ros.predictor import PredictorSpec
-    from sag_ros.sim.evaluate import evaluate, summarize
+    from sag_ros.sim.evaluate import evaluate, rollout, summarize
     from sag_ros.sparse.mask import interval_label
 
+    if args.params_file and args.latency_ms is None:
+        raise SystemExit("--params-file is the replayed graph's: it needs --latency-ms")
     policy_path = Path(args.policy) if args.policy else default_policy_path()
     interval, interval_start = args.interval or (None, 0)
     spec = PredictorSpec(str(policy_path), sampler=args.sampler, num_steps=args.steps, noise_scale=args.noise_scale,
@@ -115,8 +117,6 @@ def _eval(args: argparse.Namespace) -> None:
     task = _policy_task(policy.config.task, args.task)
     seeds = _test_seeds(task, args.seed_start, args.episodes)
     replay = None
-    if args.params_file and args.latency_ms is None:
-        raise SystemExit("--params-file is the replayed graph's: it needs --latency-ms")
     if args.latency_ms is not None:
         from sag_ros.nodes.graph import default_config_path
         from sag_ros.nodes.replay import GraphReplay, GraphTiming
@@ -125,7 +125,7 @@ def _eval(args: argparse.Namespace) -> None:
         replay = GraphReplay(GraphTiming.from_parameter_file(params_file, args.latency_ms / 1e3))
     results = evaluate(spec, task.name, seeds, workers=args.workers, noise_seed=args.noise_seed,
                        video_dir=Path(args.video_dir) if args.videos else None, num_videos=args.videos,
-                       **({"runner": replay} if replay else {}))
+                       runner=replay or rollout)
     summary = summarize(results)
     if replay:
         summary["held_steps"] = sum(r.held_steps for r in results)

@@ -11,6 +11,7 @@ from sag_ros.cli import BACKEND_NAMES, GRANULARITIES, main
     ["eval", "--interval", "5@-1"],
     ["eval", "--noise-scale", "-0.5"],
     ["eval", "--noise-scale", "inf"],
+    ["eval", "--latency-ms", "-5"],
     ["bench", "--backends", "tensorflow"],
     ["bench", "--noise-seeds", "-1"],
     ["bench-ros", "--rate", "nan"],
@@ -33,6 +34,11 @@ def test_a_value_the_layers_refuse_is_one_line_too(tmp_path):
     notes.write_text("not a checkpoint")
     with pytest.raises(SystemExit, match=r"^sag pack: .*notes\.txt: not a readable checkpoint"):
         main(["pack", "--policy", str(notes), "--out", str(tmp_path / "out.pt")])
+
+
+def test_a_parameter_file_without_a_latency_is_refused():
+    with pytest.raises(SystemExit, match="--params-file is the replayed graph's: it needs --latency-ms"):
+        main(["eval", "--params-file", "config/sag_nodes.yaml", "--episodes", "1"])
 
 
 def test_traceback_on_request(tmp_path, monkeypatch):
