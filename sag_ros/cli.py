@@ -105,8 +105,8 @@ def _eval(args: argparse.Namespace) -> None:
     from sag_ros.sim.evaluate import evaluate, rollout, summarize
     from sag_ros.sparse.mask import interval_label
 
-    if args.params_file and args.latency_ms is None:
-        raise SystemExit("--params-file is the replayed graph's: it needs --latency-ms")
+    if (args.params_file or args.param) and args.latency_ms is None:
+        raise SystemExit("--params-file and --param are the replayed graph's: they need --latency-ms")
     policy_path = Path(args.policy) if args.policy else default_policy_path()
     interval, interval_start = args.interval or (None, 0)
     spec = PredictorSpec(str(policy_path), sampler=args.sampler, num_steps=args.steps, noise_scale=args.noise_scale,
@@ -118,11 +118,12 @@ def _eval(args: argparse.Namespace) -> None:
     seeds = _test_seeds(task, args.seed_start, args.episodes)
     replay = None
     if args.latency_ms is not None:
-        from sag_ros.nodes.graph import default_config_path
+        from sag_ros.nodes.graph import default_config_path, node_overrides
         from sag_ros.nodes.replay import GraphReplay, GraphTiming
 
         params_file = Path(args.params_file) if args.params_file else default_config_path()
-        replay = GraphReplay(GraphTiming.from_parameter_file(params_file, args.latency_ms / 1e3))
+        timing = GraphTiming.from_parameter_file(params_file, args.latency_ms / 1e3, node_overrides(args.param))
+        replay = GraphReplay(timing)
     results = evaluate(spec, task.name, seeds, workers=args.workers, noise_seed=args.noise_seed,
                        video_dir=Path(args.video_dir) if args.videos else None, num_videos=args.videos,
                        runner=replay or rollout)
@@ -286,6 +287,15 @@ def _finite_float(allow_zero: bool):
 
 
 _positive_float, _non_negative_float = _finite_float(False), _finite_float(True)
+
+
+def _node_parameter_arg(text: str) -> tuple[str, str, object]:
+    from sag_ros.nodes.graph import parse_node_parameter
+
+    try:
+        return parse_node_parameter(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 _COUNT, _COUNT0 = _at_least(1), _at_least(0)
 
 
@@ -346,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the action due then (sag_ros.nodes.replay); MS: e.g. /sag/latency/total_ms's p50")
     p.add_argument("--params-file", help="with --latency-ms: the graph's parameter file (default: the shipped "
                                          "config/sag_nodes.yaml)")
+    p.add_argument("--param", action="append", default=[], type=_node_parameter_arg, metavar="NODE.NAME=VALUE",
+                   help="with --latency-ms: set one of the replayed graph's parameters on top of the file, e.g. "
+                        "sag_inference.execution_offset_s=0.0125 (repeatable)")
     p.add_argument("--json")
     p.add_argument("--videos", type=_COUNT0, default=0, help="write GIFs of the first N episodes")
     p.add_argument("--video-dir", default="runs/videos")

@@ -12,6 +12,7 @@ from sag_ros.cli import BACKEND_NAMES, GRANULARITIES, main
     ["eval", "--noise-scale", "-0.5"],
     ["eval", "--noise-scale", "inf"],
     ["eval", "--latency-ms", "-5"],
+    ["eval", "--latency-ms", "5", "--param", "execution_offset_s=0.0125"],
     ["bench", "--backends", "tensorflow"],
     ["bench", "--noise-seeds", "-1"],
     ["bench-ros", "--rate", "nan"],
@@ -36,9 +37,11 @@ def test_a_value_the_layers_refuse_is_one_line_too(tmp_path):
         main(["pack", "--policy", str(notes), "--out", str(tmp_path / "out.pt")])
 
 
-def test_a_parameter_file_without_a_latency_is_refused():
-    with pytest.raises(SystemExit, match="--params-file is the replayed graph's: it needs --latency-ms"):
+def test_graph_parameters_without_a_latency_are_refused():
+    with pytest.raises(SystemExit, match="--params-file and --param are the replayed graph's: they need --latency-ms"):
         main(["eval", "--params-file", "config/sag_nodes.yaml", "--episodes", "1"])
+    with pytest.raises(SystemExit, match="need --latency-ms"):
+        main(["eval", "--param", "sag_inference.execution_offset_s=0.0125", "--episodes", "1"])
 
 
 def test_traceback_on_request(tmp_path, monkeypatch):

@@ -49,9 +49,10 @@ def test_pipeline_end_to_end(tmp_path, capsys):
     held = json.loads(report.read_text())
     assert held["interval"] == [2, 0] and held["hold_x0"] is True and held["summary"]["episodes"] == 1
     main(["eval", "--policy", str(policy), "--steps", "10", "--episodes", "1", "--workers", "1", "--latency-ms", "250",
-          "--json", str(report)])  # the graph's timing replayed: a chunk every third tick, 15 actions cover the wait
-    replayed = json.loads(report.read_text())
-    assert replayed["graph_timing"]["latency_s"] == 0.25 and replayed["summary"]["held_steps"] == 0
+          "--param", "sag_inference.execution_offset_s=0.1", "--json", str(report)])
+    replayed = json.loads(report.read_text())  # the graph's timing: a chunk every third tick, 15 actions cover the wait
+    assert replayed["graph_timing"]["latency_s"] == 0.25 and replayed["graph_timing"]["execution_offset_s"] == 0.1
+    assert replayed["summary"]["held_steps"] == 0
     with pytest.raises(SystemExit, match="trained on 'pusht'"):
         main(["eval", "--policy", str(policy), "--task", "mw-drawer-open", "--episodes", "1"])
     with pytest.raises(SystemExit, match="demonstrations come from"):  # seed 7 made the demonstrations

@@ -89,11 +89,25 @@ def test_missing_model_fails_with_a_clear_message(tmp_path):
     (("--backend", "foo"), "backend='foo' must be one of"),
     (("--config", "/nonexistent/sag_nodes.yaml"), "No such file"),
     (("--rate", "-5"), "control_rate_hz=-5.0 must be > 0"),
+    (("--param", "execution_offset_s=0.1"), "expected NODE.NAME=VALUE"),
+    (("--param", "sag_inference.offset_s=0.1"), "unknown parameters ['offset_s']"),
 ])
 def test_bad_arguments_fail_with_a_clear_message(tiny_checkpoint, args, message):
     returncode, out = _run("--model-path", str(tiny_checkpoint), *args, timeout_s=40)
     assert returncode == 2
     assert message in out and "Traceback" not in out, out
+
+
+def test_param_sets_node_parameters_and_the_options_win():
+    from sag_ros.nodes.bringup import _overrides, parse_args
+    from sag_ros.nodes.graph import describe_graph
+
+    args = parse_args(["--param", "sag_inference.execution_offset_s=0.0125", "--param", "sag_sim.seed=5",
+                       "--seed", "7"])
+    overrides = _overrides(args)
+    assert overrides == {"sag_inference": {"execution_offset_s": 0.0125}, "sag_sim": {"seed": 7}}
+    inference = {d.name: d for d in describe_graph(overrides=overrides)}["sag_inference"].parameters
+    assert inference["execution_offset_s"] == 0.0125
 
 
 def test_spinning_a_shut_down_context_reads_as_an_external_shutdown(ros_context, executor):

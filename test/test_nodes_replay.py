@@ -113,6 +113,16 @@ def test_timing_from_the_shipped_parameter_file():
                                  execution_offset_s=0.0, sim_rate_hz=0.0, wait_for_actions=True)
 
 
+def test_parameters_set_on_top_of_the_file_are_validated_as_the_nodes_would():
+    timing = GraphTiming.from_parameter_file(default_config_path(), 0.02, {"sag_inference": {
+        "execution_offset_s": 0.0125, "control_rate_hz": 5}})  # an int for a float, as `-p` allows
+    assert (timing.execution_offset_s, timing.chunk_rate_hz) == (0.0125, 5.0)
+    with pytest.raises(ValueError, match="unknown node 'sag_infrence'"):
+        GraphTiming.from_parameter_file(default_config_path(), 0.02, {"sag_infrence": {"seed": 1}})
+    with pytest.raises(ValueError, match="unknown parameters"):
+        GraphTiming.from_parameter_file(default_config_path(), 0.02, {"sag_inference": {"offset": 1.0}})
+
+
 def test_a_timer_triggered_graph_or_bad_timing_is_refused(tmp_path: Path):
     params = tmp_path / "timer.yaml"
     params.write_text(default_config_path().read_text().replace("trigger: frame", "trigger: timer"))

@@ -24,7 +24,8 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from sag_ros.nodes.camera_node import CameraNode, ObservationBuffer
-from sag_ros.nodes.graph import CAMERA, INFERENCE, SIM, NodeDescription, describe_graph
+from sag_ros.nodes.graph import (CAMERA, INFERENCE, SIM, NodeDescription, describe_graph, node_overrides,
+                                 parse_node_parameter)
 from sag_ros.nodes.inference_node import InferenceNode
 from sag_ros.nodes.lifecycle import NodeStartupError
 from sag_ros.nodes.params import TRIGGERS
@@ -130,11 +131,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--episodes", type=int, default=0, help="episodes to run (default: from the config)")
     parser.add_argument("--max-steps", type=int, default=-1, help="steps per episode (default: from the config)")
     parser.add_argument("--seed", type=int, default=-1, help="seed of the first episode (default: from the config)")
+    parser.add_argument("--param", action="append", default=[], metavar="NODE.NAME=VALUE",
+                        help="set one node parameter on top of the file, e.g. sag_inference.execution_offset_s=0.0125 "
+                             "(repeatable; the options above win)")
     parser.add_argument("--print-period", type=float, default=1.0, help="seconds between latency lines")
     return parser.parse_args(argv)
 
 
-def _sim_overrides(args: argparse.Namespace) -> dict:
+def _overrides(args: argparse.Namespace) -> dict:
+    """``--param`` settings, then the sim's own options on top."""
+    overrides = node_overrides(parse_node_parameter(text) for text in args.param)
     sim = {}
     if args.episodes > 0:
         sim["num_episodes"] = args.episodes
@@ -142,7 +148,9 @@ def _sim_overrides(args: argparse.Namespace) -> dict:
         sim["max_steps"] = args.max_steps
     if args.seed >= 0:
         sim["seed"] = args.seed
-    return {SIM: sim} if sim else {}
+    if sim:
+        overrides.setdefault(SIM, {}).update(sim)
+    return overrides
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -153,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         descriptions = describe_graph(args.config, model_path=args.model_path, pruner_path=pruner,
                                       backend=args.backend, hold_x0=args.hold_x0, interval=args.interval,
                                       rate=args.rate, trigger=args.trigger, use_sim=args.use_sim,
-                                      overrides=_sim_overrides(args))
+                                      overrides=_overrides(args))
     except (ValueError, OSError) as exc:  # a parameter the nodes' configs refuse, an unreadable parameter file
         print(f"sag-bringup: {exc}", file=sys.stderr)
         return 2

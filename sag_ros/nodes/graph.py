@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import yaml
 
@@ -81,6 +81,24 @@ def load_node_parameters(path: Path) -> dict[str, dict[str, Any]]:
             raise ValueError(f"{path}: {name} must hold exactly one 'ros__parameters' mapping")
         out[name] = dict(entry["ros__parameters"] or {})
     return out
+
+
+def parse_node_parameter(text: str) -> tuple[str, str, Any]:
+    """``NODE.NAME=VALUE`` (one parameter of one node, as a command line sets it) -> (node, name, value); the value is
+    read as YAML, as a parameter file holds it. Which nodes and names exist is checked where they are applied."""
+    target, sep, value = text.partition("=")
+    node, dot, name = target.partition(".")
+    if not (sep and dot and node and name):
+        raise ValueError(f"{text!r}: expected NODE.NAME=VALUE, e.g. sag_inference.execution_offset_s=0.0125")
+    return node, name, yaml.safe_load(value)
+
+
+def node_overrides(entries: Iterable[tuple[str, str, Any]]) -> dict[str, dict[str, Any]]:
+    """Parsed ``NODE.NAME=VALUE`` entries -> ``{node: {name: value}}`` (the later of two settings wins)."""
+    overrides: dict[str, dict[str, Any]] = {}
+    for node, name, value in entries:
+        overrides.setdefault(node, {})[name] = value
+    return overrides
 
 
 def build_config(name: str, values: Mapping[str, Any]) -> Any:

@@ -20,11 +20,11 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Mapping, Protocol
 
 import numpy as np
 
-from sag_ros.nodes.graph import build_config, load_node_parameters
+from sag_ros.nodes.graph import CONFIGS, build_config, load_node_parameters
 from sag_ros.nodes.loop_timing import ActionSchedule, FrameGate, fallback_action
 from sag_ros.sim.evaluate import ChunkPredictor, EpisodeResult, ObservationHistory, chunk_seed, write_gif
 from sag_ros.sim.task import get_task
@@ -68,10 +68,16 @@ class GraphTiming:
             raise ValueError(f"actions_per_chunk={self.actions_per_chunk} must be >= 0 (0 = all)")
 
     @classmethod
-    def from_parameter_file(cls, path: str | Path, latency_s: float) -> "GraphTiming":
-        """The timing a ROS 2 parameter file (``config/sag_nodes.yaml`` or a copy) gives the graph. Only frame
-        triggering is replayed: a timer's phase against the camera is set by when the processes start."""
+    def from_parameter_file(cls, path: str | Path, latency_s: float,
+                            overrides: Mapping[str, Mapping[str, Any]] | None = None) -> "GraphTiming":
+        """The timing a ROS 2 parameter file (``config/sag_nodes.yaml`` or a copy) gives the graph, with
+        ``overrides`` ({node: {parameter: value}}, as ``-p`` would set them) on top. Only frame triggering is
+        replayed: a timer's phase against the camera is set by when the processes start."""
         params = load_node_parameters(Path(path))
+        for node, values in (overrides or {}).items():
+            if node not in CONFIGS:
+                raise ValueError(f"unknown node {node!r}; the graph's nodes are {sorted(CONFIGS)}")
+            params.setdefault(node, {}).update(values)
         inference = build_config("sag_inference", params.get("sag_inference", {}))
         sim = build_config("sag_sim", params.get("sag_sim", {}))
         if inference.trigger != "frame":
