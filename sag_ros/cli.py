@@ -353,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-ms", type=_non_negative_float, metavar="MS",
                    help="replay the deployed graph's timing instead of lockstep: the sim ticks on, chunks start from "
                         "frames at the parameter file's chunk rate and arrive MS after their frame, each tick runs "
-                        "the action due then (sag_ros.nodes.replay); MS: e.g. /sag/latency/total_ms's p50")
+                        "the action due then (sag_ros.nodes.replay); MS: e.g. sag bench-ros's observation-to-action "
+                        "p50 (/sag/latency/obs_age_ms + total_ms)")
     p.add_argument("--params-file", help="with --latency-ms: the graph's parameter file (default: the shipped "
                                          "config/sag_nodes.yaml)")
     p.add_argument("--param", action="append", default=[], type=_node_parameter_arg, metavar="NODE.NAME=VALUE",

@@ -41,10 +41,11 @@ class HorizonPredictor(ChunkPredictor, Protocol):
 class GraphTiming:
     """The timing of the deployed graph that a replay reproduces, with the parameters' names and meanings.
 
-    ``latency_s``: from a frame's stamp to its chunk's arrival at the simulator (``sag bench-ros`` and the
-    ``/sag/latency/total_ms`` topic measure it); ``chunk_rate_hz``, ``action_rate_hz`` (0 = the task's control
-    rate), ``actions_per_chunk`` (0 = every predicted action from the frame's step on) and ``execution_offset_s``:
-    the inference node's parameters; ``sim_rate_hz`` (0 = the task's) and ``wait_for_actions``: the simulator's.
+    ``latency_s``: from a frame's stamp to its chunk's arrival at the simulator (``sag bench-ros``'s
+    observation-to-action time; on the topics, ``/sag/latency/obs_age_ms`` plus ``total_ms``); ``chunk_rate_hz``,
+    ``action_rate_hz`` (0 = the task's control rate), ``actions_per_chunk`` (0 = every predicted action from the
+    frame's step on) and ``execution_offset_s``: the inference node's parameters; ``sim_rate_hz`` (0 = the task's)
+    and ``wait_for_actions``: the simulator's.
     """
 
     latency_s: float
