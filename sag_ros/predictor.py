@@ -72,6 +72,14 @@ class PolicyPredictor:
         self.actions_from_now = policy.actions_from_now()
         self.last_timing = ChunkTiming()
 
+    def chunk_length(self, actions_per_chunk: int) -> int:
+        """How many actions a published chunk carries: ``actions_per_chunk``, or with 0 every one predicted from the
+        observation's step on; more than that is refused (the policy does not predict them)."""
+        if actions_per_chunk > self.actions_from_now:
+            raise ValueError(f"actions_per_chunk={actions_per_chunk}, but the policy predicts {self.actions_from_now} "
+                             "actions from the observation's step on")
+        return actions_per_chunk or self.actions_from_now
+
     def observation_batch(self, obs: dict[str, np.ndarray]) -> Observation:
         """The policy's input batch (batch 1, on the policy's device) from a numpy observation history, validated."""
         device = self.policy.denoiser.pos_emb.device

@@ -10,6 +10,7 @@ import pytest
 import sag_ros.nodes.replay as replay
 from sag_ros.nodes.graph import default_config_path
 from sag_ros.nodes.replay import GraphReplay, GraphTiming, replay_episode
+from sag_ros.predictor import PolicyPredictor
 from sag_ros.sim.evaluate import rollout
 from sag_ros.sim.task import get_task
 
@@ -22,6 +23,7 @@ class ChunkIdPredictor:
 
     n_obs_steps = 2
     actions_from_now = 15
+    chunk_length = PolicyPredictor.chunk_length  # the real rule: 0 = all 15, more refused
 
     def __init__(self) -> None:
         self.calls: list[tuple[int, int | None]] = []

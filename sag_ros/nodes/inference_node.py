@@ -165,11 +165,10 @@ class InferenceNode(Node):
         if policy_cfg.denoiser.action_dim != len(cfg.joint_names):
             raise ModelLoadError(f"sag_inference: the policy outputs {policy_cfg.denoiser.action_dim}-d actions but "
                                f"joint_names has {len(cfg.joint_names)} entries")
-        available = self.predictor.actions_from_now
-        if cfg.actions_per_chunk > available:
-            raise ModelLoadError(f"sag_inference: actions_per_chunk={cfg.actions_per_chunk}, but the policy predicts "
-                                 f"{available} actions from the observation's step on")
-        self.actions_per_chunk = cfg.actions_per_chunk or available
+        try:
+            self.actions_per_chunk = self.predictor.chunk_length(cfg.actions_per_chunk)
+        except ValueError as exc:
+            raise ModelLoadError(f"sag_inference: {exc}") from None
         self.action_rate_hz = cfg.action_rate_hz or task_control_rate(policy_cfg.task)
         enc, to = policy_cfg.encoder, policy_cfg.denoiser.n_obs_steps
         if observations is None:

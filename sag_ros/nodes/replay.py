@@ -24,17 +24,17 @@ from typing import Any, Mapping, Protocol
 
 import numpy as np
 
-from sag_ros.nodes.graph import CONFIGS, build_config, load_node_parameters
+from sag_ros.nodes.graph import CONFIGS, INFERENCE, SIM, build_config, load_node_parameters
 from sag_ros.nodes.loop_timing import ActionSchedule, FrameGate, fallback_action
 from sag_ros.sim.evaluate import ChunkPredictor, EpisodeResult, ObservationHistory, chunk_seed, write_gif
 from sag_ros.sim.task import get_task
 
 
 class HorizonPredictor(ChunkPredictor, Protocol):
-    """A chunk predictor that also says how many actions it predicts from the observation's step on (the
-    inference node's ``actions_per_chunk: 0``)."""
+    """A chunk predictor that also says how many actions a chunk carries
+    (:meth:`sag_ros.predictor.PolicyPredictor.chunk_length`)."""
 
-    actions_from_now: int
+    def chunk_length(self, actions_per_chunk: int) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -57,16 +57,13 @@ class GraphTiming:
     wait_for_actions: bool = True
 
     def __post_init__(self) -> None:
+        """The latency is the replay's own; every other value is checked by the node config that owns it."""
         if not (math.isfinite(self.latency_s) and self.latency_s >= 0):
             raise ValueError(f"latency {self.latency_s} s must be finite and >= 0")
-        for name in ("chunk_rate_hz", "action_rate_hz", "sim_rate_hz", "execution_offset_s"):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"{name}={getattr(self, name)} must be finite")
-        if self.chunk_rate_hz <= 0 or self.action_rate_hz < 0 or self.sim_rate_hz < 0:
-            raise ValueError(f"rates must be positive (chunk_rate_hz={self.chunk_rate_hz}) or 0 for the task's own "
-                             f"(action_rate_hz={self.action_rate_hz}, sim_rate_hz={self.sim_rate_hz})")
-        if self.actions_per_chunk < 0:
-            raise ValueError(f"actions_per_chunk={self.actions_per_chunk} must be >= 0 (0 = all)")
+        build_config(INFERENCE, {"control_rate_hz": self.chunk_rate_hz, "action_rate_hz": self.action_rate_hz,
+                                 "actions_per_chunk": self.actions_per_chunk,
+                                 "execution_offset_s": self.execution_offset_s})
+        build_config(SIM, {"control_rate_hz": self.sim_rate_hz, "wait_for_actions": self.wait_for_actions})
 
     @classmethod
     def from_parameter_file(cls, path: str | Path, latency_s: float,
@@ -79,8 +76,7 @@ class GraphTiming:
             if node not in CONFIGS:
                 raise ValueError(f"unknown node {node!r}; the graph's nodes are {sorted(CONFIGS)}")
             params.setdefault(node, {}).update(values)
-        inference = build_config("sag_inference", params.get("sag_inference", {}))
-        sim = build_config("sag_sim", params.get("sag_sim", {}))
+        inference, sim = build_config(INFERENCE, params.get(INFERENCE, {})), build_config(SIM, params.get(SIM, {}))
         if inference.trigger != "frame":
             raise ValueError(f"{path}: trigger '{inference.trigger}' cannot be replayed; only 'frame' can")
         return cls(latency_s=latency_s, chunk_rate_hz=inference.control_rate_hz,
@@ -115,10 +111,7 @@ def replay_episode(predictor: HorizonPredictor, task_name: str, seed: int, timin
     action_ns = 1e9 / (timing.action_rate_hz or task.control_hz)
     latency_ns = int(round(timing.latency_s * 1e9))
     offset_ns = int(round(timing.execution_offset_s * 1e9))
-    num_actions = timing.actions_per_chunk or predictor.actions_from_now
-    if num_actions > predictor.actions_from_now:
-        raise ValueError(f"actions_per_chunk={num_actions}, but the policy predicts {predictor.actions_from_now} "
-                         "actions from the observation's step on")
+    num_actions = predictor.chunk_length(timing.actions_per_chunk)
     adapter = task.make_adapter()
     try:
         adapter.reset(seed)
@@ -129,7 +122,20 @@ def replay_episode(predictor: HorizonPredictor, task_name: str, seed: int, timin
         in_flight: tuple[int, np.ndarray, np.ndarray] | None = None  # (arrival, due times, actions)
         rewards, latencies, frames = [], [], []
         steps, held, success, last_action = 0, 0, False, None
-        tick = 0
+        tick = now_ns = 0
+
+        def start_chunk() -> bool:
+            nonlocal in_flight  # now_ns and steps: the tick's, read when the gate calls
+            if in_flight is not None:  # the worker is still on the last chunk
+                return False
+            start = time.perf_counter()
+            actions = predictor(history.stacked(), seed=chunk_seed(noise_seed, seed, steps),
+                                num_actions=num_actions)
+            latencies.append(time.perf_counter() - start)  # the compute measured; the replay uses latency_s
+            due = now_ns + offset_ns + np.round(np.arange(len(actions)) * action_ns).astype(np.int64)
+            in_flight = (now_ns + latency_ns, due, actions)
+            return True
+
         while True:
             now_ns = tick * tick_ns
             if in_flight is not None and in_flight[0] <= now_ns:
@@ -151,19 +157,6 @@ def replay_episode(predictor: HorizonPredictor, task_name: str, seed: int, timin
                     frames.append(adapter.render_frame())
                 if result.done:
                     break
-
-            def start_chunk() -> bool:
-                nonlocal in_flight
-                if in_flight is not None:  # the worker is still on the last chunk
-                    return False
-                start = time.perf_counter()
-                actions = predictor(history.stacked(), seed=chunk_seed(noise_seed, seed, steps),
-                                    num_actions=num_actions)
-                latencies.append(time.perf_counter() - start)  # the compute measured; the replay uses latency_s
-                due = now_ns + offset_ns + np.round(np.arange(len(actions)) * action_ns).astype(np.int64)
-                in_flight = (now_ns + latency_ns, due, actions)
-                return True
-
             gate.admit(now_ns, start_chunk)
             tick += 1
         if video_path is not None:
