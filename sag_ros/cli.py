@@ -105,8 +105,20 @@ def _eval(args: argparse.Namespace) -> None:
     from sag_ros.sim.evaluate import evaluate, rollout, summarize
     from sag_ros.sparse.mask import interval_label
 
-    if (args.params_file or args.param) and args.latency_ms is None:
-        raise SystemExit("--params-file and --param are the replayed graph's: they need --latency-ms")
+    replayed = args.latency_ms is not None or args.latency_from is not None
+    if (args.params_file or args.param) and not replayed:
+        raise SystemExit("--params-file and --param are the replayed graph's: they need --latency-ms or "
+                         "--latency-from")
+    replay = None  # the graph's timing, read first: its files fail fast
+    if replayed:
+        from sag_ros.nodes.bench_ros import measured_latencies
+        from sag_ros.nodes.graph import default_config_path, node_overrides
+        from sag_ros.nodes.replay import GraphReplay, GraphTiming
+
+        params_file = Path(args.params_file) if args.params_file else default_config_path()
+        latency = args.latency_ms / 1e3 if args.latency_from is None else measured_latencies(args.latency_from)
+        timing = GraphTiming.from_parameter_file(params_file, latency, node_overrides(args.param))
+        replay = GraphReplay(timing)
     policy_path = Path(args.policy) if args.policy else default_policy_path()
     interval, interval_start = args.interval or (None, 0)
     spec = PredictorSpec(str(policy_path), sampler=args.sampler, num_steps=args.steps, noise_scale=args.noise_scale,
@@ -116,14 +128,6 @@ def _eval(args: argparse.Namespace) -> None:
     schedule = policy.schedule
     task = _policy_task(policy.config.task, args.task)
     seeds = _test_seeds(task, args.seed_start, args.episodes)
-    replay = None
-    if args.latency_ms is not None:
-        from sag_ros.nodes.graph import default_config_path, node_overrides
-        from sag_ros.nodes.replay import GraphReplay, GraphTiming
-
-        params_file = Path(args.params_file) if args.params_file else default_config_path()
-        timing = GraphTiming.from_parameter_file(params_file, args.latency_ms / 1e3, node_overrides(args.param))
-        replay = GraphReplay(timing)
     results = evaluate(spec, task.name, seeds, workers=args.workers, noise_seed=args.noise_seed,
                        video_dir=Path(args.video_dir) if args.videos else None, num_videos=args.videos,
                        runner=replay or rollout)
@@ -350,15 +354,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hold-x0", action=argparse.BooleanOptionalAction, default=None,
                    help="steps whose every block is pruned hold the last computed clean-chunk prediction (default: "
                         "the pruner's training setting; off for --interval)")
-    p.add_argument("--latency-ms", type=_non_negative_float, metavar="MS",
-                   help="replay the deployed graph's timing instead of lockstep: the sim ticks on, chunks start from "
-                        "frames at the parameter file's chunk rate and arrive MS after their frame, each tick runs "
-                        "the action due then (sag_ros.nodes.replay); MS: e.g. sag bench-ros's observation-to-action "
-                        "p50 (/sag/latency/obs_age_ms + total_ms)")
-    p.add_argument("--params-file", help="with --latency-ms: the graph's parameter file (default: the shipped "
-                                         "config/sag_nodes.yaml)")
+    latency = p.add_mutually_exclusive_group()
+    latency.add_argument("--latency-ms", type=_non_negative_float, metavar="MS",
+                         help="replay the deployed graph's timing instead of lockstep: the sim ticks on, chunks start "
+                              "from frames at the parameter file's chunk rate and arrive MS after their frame, each "
+                              "tick runs the action due then (sag_ros.nodes.replay); MS: e.g. sag bench-ros's "
+                              "observation-to-action p50 (/sag/latency/obs_age_ms + total_ms)")
+    latency.add_argument("--latency-from", metavar="REPORT.json::METHOD",
+                         help="the same replay, each chunk's latency drawn from those a sag bench-ros report measured "
+                              "for METHOD (its jitter and deadline overruns included)")
+    p.add_argument("--params-file", help="with --latency-ms/--latency-from: the graph's parameter file (default: "
+                                         "the shipped config/sag_nodes.yaml)")
     p.add_argument("--param", action="append", default=[], type=_node_parameter_arg, metavar="NODE.NAME=VALUE",
-                   help="with --latency-ms: set one of the replayed graph's parameters on top of the file, e.g. "
+                   help="with --latency-ms/--latency-from: one of the replayed graph's parameters on top of the file, e.g. "
                         "sag_inference.execution_offset_s=0.0125 (repeatable)")
     p.add_argument("--json")
     p.add_argument("--videos", type=_COUNT0, default=0, help="write GIFs of the first N episodes")

@@ -13,6 +13,7 @@ from sag_ros.cli import BACKEND_NAMES, GRANULARITIES, main
     ["eval", "--noise-scale", "inf"],
     ["eval", "--latency-ms", "-5"],
     ["eval", "--latency-ms", "5", "--param", "execution_offset_s=0.0125"],
+    ["eval", "--latency-ms", "5", "--latency-from", "bench_ros.json::dense"],
     ["bench", "--backends", "tensorflow"],
     ["bench", "--noise-seeds", "-1"],
     ["bench-ros", "--rate", "nan"],
@@ -42,6 +43,19 @@ def test_graph_parameters_without_a_latency_are_refused():
         main(["eval", "--params-file", "config/sag_nodes.yaml", "--episodes", "1"])
     with pytest.raises(SystemExit, match="need --latency-ms"):
         main(["eval", "--param", "sag_inference.execution_offset_s=0.0125", "--episodes", "1"])
+
+
+def test_latencies_from_a_report_that_lacks_them_are_refused_naming_it(tmp_path):
+    report = tmp_path / "bench_ros.json"
+    report.write_text('{"methods": {"dense": {"obs_to_action": {"p50_ms": 94.0}}}}')  # a report from before stop 45
+    (tmp_path / "eval.json").write_text('{"episodes": []}')
+    for reference, message in [(f"{report}::dense", "'dense' has no per-chunk latencies"),
+                               (f"{report}::sag", r"no method 'sag'; it has \['dense'\]"),
+                               (str(report), "name the method as REPORT.json::METHOD"),
+                               (f"{tmp_path / 'nope.json'}::dense", "nope.json: no such file"),
+                               (f"{tmp_path / 'eval.json'}::dense", "not a `sag bench-ros` report")]:
+        with pytest.raises(SystemExit, match=f"^sag eval: .*{message}"):
+            main(["eval", "--latency-from", reference, "--episodes", "1"])
 
 
 def test_traceback_on_request(tmp_path, monkeypatch):

@@ -53,6 +53,11 @@ def test_pipeline_end_to_end(tmp_path, capsys):
     replayed = json.loads(report.read_text())  # the graph's timing: a chunk every third tick, 15 actions cover the wait
     assert replayed["graph_timing"]["latency_s"] == 0.25 and replayed["graph_timing"]["execution_offset_s"] == 0.1
     assert replayed["summary"]["held_steps"] == 0
+    measured = tmp_path / "bench_ros.json"  # latencies as `sag bench-ros` records them, drawn per chunk
+    measured.write_text(json.dumps({"methods": {"dense": {"obs_to_action_samples_ms": [40.0, 250.0, 90.0]}}}))
+    main(["eval", "--policy", str(policy), "--steps", "10", "--episodes", "1", "--workers", "1",
+          "--latency-from", f"{measured}::dense", "--json", str(report)])
+    assert json.loads(report.read_text())["graph_timing"]["latency_s"] == [0.04, 0.09, 0.25]
     with pytest.raises(SystemExit, match="trained on 'pusht'"):
         main(["eval", "--policy", str(policy), "--task", "mw-drawer-open", "--episodes", "1"])
     with pytest.raises(SystemExit, match="demonstrations come from"):  # seed 7 made the demonstrations

@@ -57,3 +57,10 @@ def test_bench_ros_dense_vs_sag_writes_the_report(tiny_checkpoint, tiny_pruner, 
     assert sag["pruner"] == str(tiny_pruner) and sag["sampler"] == "ddpm" and sag["num_steps"] == 10
     assert 0.0 < sag["executed_fraction"] < 1.0  # the untrained pruner (init rate 0.5) prunes some blocks
     assert np.isfinite(sag["obs_to_action"]["p95_ms"])
+
+    # every chunk's latency is kept, for `sag eval --latency-from` to replay
+    from sag_ros.nodes.bench_ros import measured_latencies
+
+    samples = sag["obs_to_action_samples_ms"]
+    assert len(samples) == sag["chunks"] and max(samples) == pytest.approx(sag["obs_to_action"]["max_ms"], abs=1e-3)
+    assert measured_latencies(f"{out}::sag") == pytest.approx([ms / 1e3 for ms in samples])

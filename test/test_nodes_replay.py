@@ -130,10 +130,44 @@ def test_a_timer_triggered_graph_or_bad_timing_is_refused(tmp_path: Path):
     params.write_text(default_config_path().read_text().replace("trigger: frame", "trigger: timer"))
     with pytest.raises(ValueError, match="trigger 'timer' cannot be replayed"):
         GraphTiming.from_parameter_file(params, latency_s=0.02)
-    for bad in ({"latency_s": -0.01}, {"latency_s": float("nan")}, {"latency_s": 0.0, "chunk_rate_hz": 0.0},
+    for bad in ({"latency_s": -0.01}, {"latency_s": float("nan")}, {"latency_s": ()}, {"latency_s": (0.02, -0.01)},
+                {"latency_s": 0.0, "chunk_rate_hz": 0.0},
                 {"latency_s": 0.0, "actions_per_chunk": -1}):
         with pytest.raises(ValueError):
             GraphTiming(**bad)
+
+
+def test_measured_latencies_are_drawn_per_chunk_at_a_quantile_shared_by_every_method():
+    fast = GraphTiming(latency_s=[0.04, 0.01, 0.03, 0.02])  # kept sorted
+    slow = GraphTiming(latency_s=(0.1, 0.2, 0.3, 0.4))
+    assert fast.latency_s == (0.01, 0.02, 0.03, 0.04) and fast.median_latency_s == pytest.approx(0.025)
+    draws = [(fast.chunk_latency_ns(100000, 0, step), slow.chunk_latency_ns(100000, 0, step)) for step in range(400)]
+    assert all(b == 10 * a for a, b in draws)  # the same quantile at each step: slow chunks fall on the same steps
+    assert draws == [(fast.chunk_latency_ns(100000, 0, step), slow.chunk_latency_ns(100000, 0, step))
+                     for step in range(400)]  # and on every run
+    counts = np.unique([a for a, _ in draws], return_counts=True)[1]
+    assert len(counts) == 4 and counts.min() > 70  # every measured value drawn, about a quarter of the time each
+    other_episode = [fast.chunk_latency_ns(100001, 0, step) for step in range(400)]
+    assert other_episode != [a for a, _ in draws]
+    assert GraphTiming(latency_s=0.02).chunk_latency_ns(100000, 0, 7) == 20_000_000
+
+
+def test_one_measured_latency_replays_as_that_constant(recorded_actions):
+    replay_episode(ChunkIdPredictor(), "pusht", seed=100000, timing=GraphTiming(latency_s=0.25))
+    constant = list(recorded_actions)
+    recorded_actions.clear()
+    replay_episode(ChunkIdPredictor(), "pusht", seed=100000, timing=GraphTiming(latency_s=[0.25, 0.25]))
+    np.testing.assert_array_equal(recorded_actions, constant)
+
+
+def test_a_chunk_drawn_slower_than_the_period_keeps_the_worker_busy():
+    # Half the chunks take 50 ms, half 350 ms at a 10 Hz chunk rate: a slow one blocks the next three frames.
+    quick, jittery = ChunkIdPredictor(), ChunkIdPredictor()
+    replay_episode(quick, "pusht", seed=100000, timing=GraphTiming(latency_s=0.05, wait_for_actions=False))
+    result = replay_episode(jittery, "pusht", seed=100000,
+                            timing=GraphTiming(latency_s=[0.05, 0.35], wait_for_actions=False))
+    assert len(quick.calls) == result.steps == 300  # a chunk from every frame but the last
+    assert 300 / 4 < len(jittery.calls) < 300 / 2
 
 
 def test_the_replay_runner_pickles_for_worker_processes():

@@ -1,7 +1,8 @@
 """Plot closed-loop score against the loop's latency, from `sag eval --latency-ms` runs (graph timing replayed).
 
 Each JSON is one `sag eval` report; runs of one method (the pruner file, or dense) with the same graph timing but
-for the latency form one curve, with ± one standard error of the episode mean; a lockstep run of the method (no
+for the latency form one curve, with ± one standard error of the episode mean (runs whose latencies were drawn from
+measurements, `--latency-from`, form their own, placed at the median); a lockstep run of the method (no
 --latency-ms) is drawn as a dashed line at its score. ``--mark NAME=MS`` draws a method's measured latency (e.g.
 `sag bench-ros`'s observation-to-action p50) as a vertical line: where that method runs on the robot.
 
@@ -30,10 +31,15 @@ def method_name(report: dict, names: dict[str, str]) -> str:
     return names.get(name, name)
 
 
-def offset_label(report: dict) -> str:
-    """The execution offset of a replayed run when it is not the default 0: its runs make a curve of their own."""
-    offset = report["graph_timing"].get("execution_offset_s", 0.0)
-    return f"offset {offset * 1e3:g} ms" if offset else ""
+def variant_label(report: dict) -> str:
+    """What sets a replayed run apart from the shipped timing at a constant latency (its runs make a curve of their
+    own): an execution offset other than 0, latencies drawn from measurements (`sag eval --latency-from`)."""
+    timing = report["graph_timing"]
+    offset = timing.get("execution_offset_s", 0.0)
+    parts = [f"offset {offset * 1e3:g} ms"] if offset else []
+    if isinstance(timing["latency_s"], list):
+        parts.append("measured latencies, at their median")
+    return ", ".join(parts)
 
 
 def score_and_error(report: dict) -> tuple[float, float]:
@@ -47,15 +53,15 @@ Point = tuple[float, float, float, int]
 
 def collect(reports: list[dict], names: dict[str, str]) -> tuple[dict[tuple[str, str], list[Point]],
                                                                    dict[str, tuple[float, float, int]]]:
-    """Replayed runs grouped into curves by (method, offset), each sorted by latency; lockstep runs by method."""
+    """Replayed runs grouped into curves by (method, variant), each sorted by latency; lockstep runs by method."""
     curves: dict[tuple[str, str], list[Point]] = defaultdict(list)
     lockstep: dict[str, tuple[float, float, int]] = {}
     for report in reports:
         score, error = score_and_error(report)
         count, method = len(report["episodes"]), method_name(report, names)
         if report.get("graph_timing"):
-            curves[method, offset_label(report)].append((report["graph_timing"]["latency_s"] * 1e3, score, error,
-                                                         count))
+            latency_ms = float(np.median(report["graph_timing"]["latency_s"])) * 1e3
+            curves[method, variant_label(report)].append((latency_ms, score, error, count))
         else:
             lockstep[method] = (score, error, count)
     return {key: sorted(points) for key, points in curves.items()}, lockstep

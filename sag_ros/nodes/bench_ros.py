@@ -74,6 +74,7 @@ def collect_stats(node) -> dict:
         "chunks": int(health["chunks"]), "target_rate_hz": float(health["target_rate_hz"]),
         "achieved_rate_hz": float(rate), "period_ms": period_s * 1e3,
         "obs_to_action": _percentiles(obs_to_action), "compute": _percentiles(total),
+        "obs_to_action_samples_ms": np.round(obs_to_action * 1e3, 3).tolist(),  # what `sag eval --latency-from` draws
         "obs_age": _percentiles(obs_age),
         "deadline_misses": int(np.count_nonzero(total > period_s)),
         "obs_to_action_misses": int(np.count_nonzero(obs_to_action > period_s)),
@@ -173,6 +174,27 @@ def format_ros_results(report: dict) -> str:
                      "blocks": f"{r['executed_fraction']:.3f}", "score": f"{r['mean_score']:.3f}",
                      "success": f"{r['success_rate']:.2f}"})
     return format_table(rows)
+
+
+def measured_latencies(reference: str) -> tuple[float, ...]:
+    """Every chunk's observation-to-action time (s) in a ``sag bench-ros`` report, ``'REPORT.json::METHOD'``:
+    the latencies a replay (``sag eval --latency-from``) draws its chunks' from."""
+    path, _, method = reference.partition("::")
+    if not method:
+        raise ValueError(f"{reference!r}: name the method as REPORT.json::METHOD")
+    try:
+        rows = json.loads(Path(path).read_text())["methods"]
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ValueError(f"{path}: not a `sag bench-ros` report") from None
+    if method not in rows:
+        raise ValueError(f"{path}: no method {method!r}; it has {sorted(rows)}")
+    samples = rows[method].get("obs_to_action_samples_ms")
+    if not samples:
+        raise ValueError(f"{path}: {method!r} has no per-chunk latencies (reports record them since stop 45; "
+                         "rerun `sag bench-ros`)")
+    return tuple(sample / 1e3 for sample in samples)
 
 
 def save_ros_report(report: dict, path: Path) -> None:

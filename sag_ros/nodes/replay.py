@@ -10,8 +10,11 @@ frame, and each tick executes the action due then from the newest chunk, or hold
 timing can be evaluated over hundreds of episodes, paired across methods, with no DDS in the way and the same
 result on every run; how much of a gap between ``sag eval`` and the robot is timing becomes a measurement.
 
-What is not replayed: the latency's jitter (it is a constant here), frames lost or stale, and the actions'
-clamping to the task's bounds.
+The latency is a constant, or a distribution: latencies measured over ROS (``sag bench-ros`` records every chunk's
+observation-to-action time), from which each chunk draws one. The draw is a quantile chosen by the chunk's episode
+step and seeds, so two methods replayed from their own measurements meet their slow chunks at the same steps and
+their episodes still pair. Draws are independent chunk to chunk (a machine's slow spells are not). What is not
+replayed: frames lost or stale, and the actions' clamping to the task's bounds.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from sag_ros.sim.evaluate import ChunkPredictor, EpisodeResult, ObservationHisto
 from sag_ros.sim.task import get_task
 
 
+LATENCY_STREAM = 0x1A7E  # seeds the latency draws apart from the chunk's sampling noise (same chunk_seed)
+
+
 class HorizonPredictor(ChunkPredictor, Protocol):
     """A chunk predictor that also says how many actions a chunk carries
     (:meth:`sag_ros.predictor.PolicyPredictor.chunk_length`)."""
@@ -42,13 +48,14 @@ class GraphTiming:
     """The timing of the deployed graph that a replay reproduces, with the parameters' names and meanings.
 
     ``latency_s``: from a frame's stamp to its chunk's arrival at the simulator (``sag bench-ros``'s
-    observation-to-action time; on the topics, ``/sag/latency/obs_age_ms`` plus ``total_ms``); ``chunk_rate_hz``,
+    observation-to-action time; on the topics, ``/sag/latency/obs_age_ms`` plus ``total_ms``): one value for every
+    chunk, or measured values (kept sorted) for each chunk to draw from (:meth:`chunk_latency_ns`); ``chunk_rate_hz``,
     ``action_rate_hz`` (0 = the task's control rate), ``actions_per_chunk`` (0 = every predicted action from the
     frame's step on) and ``execution_offset_s``: the inference node's parameters; ``sim_rate_hz`` (0 = the task's)
     and ``wait_for_actions``: the simulator's.
     """
 
-    latency_s: float
+    latency_s: float | tuple[float, ...]
     chunk_rate_hz: float = 10.0
     action_rate_hz: float = 0.0
     actions_per_chunk: int = 0
@@ -58,15 +65,32 @@ class GraphTiming:
 
     def __post_init__(self) -> None:
         """The latency is the replay's own; every other value is checked by the node config that owns it."""
-        if not (math.isfinite(self.latency_s) and self.latency_s >= 0):
-            raise ValueError(f"latency {self.latency_s} s must be finite and >= 0")
+        if not isinstance(self.latency_s, (int, float)):
+            if not len(self.latency_s):
+                raise ValueError("no latencies to draw from")
+            object.__setattr__(self, "latency_s", tuple(sorted(float(x) for x in self.latency_s)))
+        for latency in np.atleast_1d(self.latency_s):
+            if not (math.isfinite(latency) and latency >= 0):
+                raise ValueError(f"latency {latency} s must be finite and >= 0")
         build_config(INFERENCE, {"control_rate_hz": self.chunk_rate_hz, "action_rate_hz": self.action_rate_hz,
                                  "actions_per_chunk": self.actions_per_chunk,
                                  "execution_offset_s": self.execution_offset_s})
         build_config(SIM, {"control_rate_hz": self.sim_rate_hz, "wait_for_actions": self.wait_for_actions})
 
+    @property
+    def median_latency_s(self) -> float:
+        return float(np.median(self.latency_s))
+
+    def chunk_latency_ns(self, env_seed: int, noise_seed: int, step: int) -> int:
+        """The latency of the chunk planned at ``step``: the constant, or the measured latency at a quantile drawn
+        from the chunk's seeds (the same quantile for every method, so slow chunks fall on the same steps)."""
+        if isinstance(self.latency_s, float | int):
+            return int(round(self.latency_s * 1e9))
+        quantile = np.random.default_rng([LATENCY_STREAM, chunk_seed(noise_seed, env_seed, step)]).random()
+        return int(round(self.latency_s[int(quantile * len(self.latency_s))] * 1e9))
+
     @classmethod
-    def from_parameter_file(cls, path: str | Path, latency_s: float,
+    def from_parameter_file(cls, path: str | Path, latency_s: float | tuple[float, ...],
                             overrides: Mapping[str, Mapping[str, Any]] | None = None) -> "GraphTiming":
         """The timing a ROS 2 parameter file (``config/sag_nodes.yaml`` or a copy) gives the graph, with
         ``overrides`` ({node: {parameter: value}}, as ``-p`` would set them) on top. Only frame triggering is
@@ -109,7 +133,6 @@ def replay_episode(predictor: HorizonPredictor, task_name: str, seed: int, timin
     sim_rate_hz = timing.sim_rate_hz or task.control_hz
     tick_ns, tolerance_ns = int(round(1e9 / sim_rate_hz)), int(0.5e9 / sim_rate_hz)  # the sim node's
     action_ns = 1e9 / (timing.action_rate_hz or task.control_hz)
-    latency_ns = int(round(timing.latency_s * 1e9))
     offset_ns = int(round(timing.execution_offset_s * 1e9))
     num_actions = predictor.chunk_length(timing.actions_per_chunk)
     adapter = task.make_adapter()
@@ -133,7 +156,7 @@ def replay_episode(predictor: HorizonPredictor, task_name: str, seed: int, timin
                                 num_actions=num_actions)
             latencies.append(time.perf_counter() - start)  # the compute measured; the replay uses latency_s
             due = now_ns + offset_ns + np.round(np.arange(len(actions)) * action_ns).astype(np.int64)
-            in_flight = (now_ns + latency_ns, due, actions)
+            in_flight = (now_ns + timing.chunk_latency_ns(seed, noise_seed, steps), due, actions)
             return True
 
         while True:
