@@ -231,7 +231,8 @@ def _bench_ros(args: argparse.Namespace) -> None:
     import os
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    from sag_ros.nodes.bench_ros import format_ros_results, ros_methods, run_bench_ros, save_ros_report
+    from sag_ros.nodes.bench_ros import (format_ros_results, plot_ros_latencies, ros_methods, run_bench_ros,
+                                         save_ros_report)
 
     pruners = _named_paths(args.pruner)
     policy_path = str(Path(args.policy) if args.policy else default_policy_path())
@@ -245,7 +246,9 @@ def _bench_ros(args: argparse.Namespace) -> None:
         raise SystemExit(str(exc)) from None
     print(format_ros_results(report))
     save_ros_report(report, Path(args.json))
-    print(f"wrote {args.json}")
+    plot = Path(args.plot) if args.plot else Path(args.json).with_suffix(".png")
+    plot_ros_latencies(report, plot)
+    print(f"wrote {args.json} and {plot}")
 
 
 def _interval(text: str) -> tuple[int, int]:
@@ -366,8 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params-file", help="with --latency-ms/--latency-from: the graph's parameter file (default: "
                                          "the shipped config/sag_nodes.yaml)")
     p.add_argument("--param", action="append", default=[], type=_node_parameter_arg, metavar="NODE.NAME=VALUE",
-                   help="with --latency-ms/--latency-from: one of the replayed graph's parameters on top of the file, e.g. "
-                        "sag_inference.execution_offset_s=0.0125 (repeatable)")
+                   help="with --latency-ms/--latency-from: one of the replayed graph's parameters on top of the "
+                        "file, e.g. sag_inference.execution_offset_s=0.0125 (repeatable)")
     p.add_argument("--json")
     p.add_argument("--videos", type=_COUNT0, default=0, help="write GIFs of the first N episodes")
     p.add_argument("--video-dir", default="runs/videos")
@@ -473,6 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_COUNT, default=1, help="torch threads of the inference node")
     p.add_argument("--config", help="node parameter file (default: config/sag_nodes.yaml)")
     p.add_argument("--json", default="runs/bench/bench_ros.json")
+    p.add_argument("--plot", help="the methods' latency distributions against the period (default: the JSON's path "
+                                  "with .png)")
     p.set_defaults(func=_bench_ros)
     return parser
 

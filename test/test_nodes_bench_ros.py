@@ -64,3 +64,4 @@ def test_bench_ros_dense_vs_sag_writes_the_report(tiny_checkpoint, tiny_pruner, 
     samples = sag["obs_to_action_samples_ms"]
     assert len(samples) == sag["chunks"] and max(samples) == pytest.approx(sag["obs_to_action"]["max_ms"], abs=1e-3)
     assert measured_latencies(f"{out}::sag") == pytest.approx([ms / 1e3 for ms in samples])
+    assert out.with_suffix(".png").stat().st_size > 10_000  # and their distributions, plotted

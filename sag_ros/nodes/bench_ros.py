@@ -12,7 +12,12 @@ chunk of the run (its statistics window is widened to hold them all):
 - the executed-block fraction (1.0 dense; the SAG mask's computed share);
 - the task's mean score and success rate from the sim's summary.
 
+Every chunk's observation-to-action time is kept in the report (``obs_to_action_samples_ms``) and plotted as a
+distribution against the period: ``sag eval --latency-from REPORT.json::METHOD`` replays the graph with each
+chunk's latency drawn from them (:mod:`sag_ros.nodes.replay`).
+
     sag bench-ros [--policy P] --pruner sag=models/pusht_image_long3_sag_rho0.9_step_held.pt [--episodes 3] [--rate 10]
+                  [--json J.json] [--plot J.png]
 """
 
 from __future__ import annotations
@@ -195,6 +200,32 @@ def measured_latencies(reference: str) -> tuple[float, ...]:
         raise ValueError(f"{path}: {method!r} has no per-chunk latencies (reports record them since stop 45; "
                          "rerun `sag bench-ros`)")
     return tuple(sample / 1e3 for sample in samples)
+
+
+def plot_ros_latencies(report: dict, path: Path) -> None:
+    """Each method's observation-to-action latency over every chunk of its run, as a distribution (the share of
+    chunks at or below each latency) against the control period: where its deadline misses come from."""
+    from sag_ros.benchmark import _pyplot, _save_figure
+
+    fig, ax = _pyplot().subplots(figsize=(7.0, 4.0))
+    periods = set()
+    for name, row in report["methods"].items():
+        samples = np.sort(row.get("obs_to_action_samples_ms", []))
+        if not len(samples):
+            continue
+        ax.step(samples, np.arange(1, len(samples) + 1) / len(samples), where="post",
+                label=f"{name}: p50 {row['obs_to_action']['p50_ms']:.0f} ms, score {row['mean_score']:.3f}")
+        periods.add(row["period_ms"])
+    for period in periods:
+        ax.axvline(period, color="black", linestyle=":", linewidth=1)
+        ax.annotate(f"period {period:g} ms", (period, 0.02), rotation=90, ha="right", fontsize=8)
+    ax.set_xlabel("observation-to-action latency (ms): frame age + chunk compute")
+    ax.set_ylabel("share of chunks at or below")
+    ax.set_title(f"closed loop over ROS 2, {Path(report['policy']).name}, {report['episodes']} episode(s) a method",
+                 fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    _save_figure(fig, path)
 
 
 def save_ros_report(report: dict, path: Path) -> None:

@@ -77,14 +77,10 @@ class GraphTiming:
                                  "execution_offset_s": self.execution_offset_s})
         build_config(SIM, {"control_rate_hz": self.sim_rate_hz, "wait_for_actions": self.wait_for_actions})
 
-    @property
-    def median_latency_s(self) -> float:
-        return float(np.median(self.latency_s))
-
     def chunk_latency_ns(self, env_seed: int, noise_seed: int, step: int) -> int:
         """The latency of the chunk planned at ``step``: the constant, or the measured latency at a quantile drawn
         from the chunk's seeds (the same quantile for every method, so slow chunks fall on the same steps)."""
-        if isinstance(self.latency_s, float | int):
+        if isinstance(self.latency_s, (int, float)):
             return int(round(self.latency_s * 1e9))
         quantile = np.random.default_rng([LATENCY_STREAM, chunk_seed(noise_seed, env_seed, step)]).random()
         return int(round(self.latency_s[int(quantile * len(self.latency_s))] * 1e9))
