@@ -87,8 +87,10 @@ def main(argv: list[str] | None = None) -> None:
         latency, score, error, count = map(np.array, zip(*points))
         episodes = f"{min(count)}" if min(count) == max(count) else f"{min(count)}-{max(count)}"
         label = f"{method}, {variant or 'shipped timing'} ({episodes} episodes a point)"
+        marker = {(False, False): "o", (True, False): "s", (False, True): "D", (True, True): "^"}[
+            "offset" in variant, "measured" in variant]
         line = ax.errorbar(latency, score, yerr=error, capsize=3, label=label, color=colors.get(method),
-                           marker="s" if variant else "o", linestyle="-." if variant else "-")
+                           marker=marker, linestyle="-." if variant else "-")
         colors.setdefault(method, line[0].get_color())
     for method, (score, error, count) in sorted(lockstep.items()):
         ax.axhline(score, linestyle="--", linewidth=1, color=colors.get(method, "gray"),
