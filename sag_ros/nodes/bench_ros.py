@@ -182,8 +182,8 @@ def format_ros_results(report: dict) -> str:
 
 
 def measured_latencies(reference: str) -> tuple[float, ...]:
-    """Every chunk's observation-to-action time (s) in a ``sag bench-ros`` report, ``'REPORT.json::METHOD'``:
-    the latencies a replay (``sag eval --latency-from``) draws its chunks' from."""
+    """Every chunk's observation-to-action time (s) that a ``sag bench-ros`` report holds for a method
+    (``'REPORT.json::METHOD'``): what a replay (``sag eval --latency-from``) draws each chunk's latency from."""
     path, _, method = reference.partition("::")
     if not method:
         raise ValueError(f"{reference!r}: name the method as REPORT.json::METHOD")
