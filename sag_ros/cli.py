@@ -30,14 +30,28 @@ def _datagen(args: argparse.Namespace) -> None:
     datagen_main(args.task, args.episodes, args.seed, Path(args.out), args.workers)
 
 
+def _render(args: argparse.Namespace) -> None:
+    from sag_ros.policy.data import hash_file
+    from sag_ros.sim.dataset import load_demos
+    from sag_ros.sim.image_cache import demo_images, image_cache_path
+    from sag_ros.sim.task import get_task
+
+    data_path = Path(args.data)
+    demos = load_demos(data_path)
+    images = demo_images(demos, get_task(demos.metadata["task"]), data_path, hash_file(data_path))
+    print(f"{len(images)} images of {demos.metadata['task']!r} in {image_cache_path(data_path)}")
+
+
 def training_sampler(policy_config, data_path: Path):
-    """Demonstrations -> a window sampler holding exactly what the policy reads (images re-rendered)."""
+    """Demonstrations -> a window sampler holding exactly what the policy reads (images re-rendered, or read from
+    their cache beside the demo file)."""
     from sag_ros.policy.config import EncoderKind
     from sag_ros.policy.data import WindowSampler, hash_file
     from sag_ros.sim.dataset import load_demos
+    from sag_ros.sim.image_cache import demo_images
     from sag_ros.sim.task import get_task
 
-    demos = load_demos(data_path)
+    demos, data_hash = load_demos(data_path), hash_file(data_path)
     task_name = demos.metadata.get("task")
     if task_name != policy_config.task:
         raise SystemExit(f"{data_path} holds {task_name!r} demonstrations, the config trains {policy_config.task!r}")
@@ -46,9 +60,9 @@ def training_sampler(policy_config, data_path: Path):
         arrays["keypoints"] = demos.keypoints
     else:
         arrays["state"] = demos.state
-        arrays["image"] = demos.render_images(get_task(task_name))
+        arrays["image"] = demo_images(demos, get_task(task_name), data_path, data_hash)
     d = policy_config.denoiser
-    return WindowSampler(arrays, demos.episode_ends, d.n_obs_steps, d.horizon, d.n_action_steps, hash_file(data_path))
+    return WindowSampler(arrays, demos.episode_ends, d.n_obs_steps, d.horizon, d.n_action_steps, data_hash)
 
 
 def policy_and_windows(policy_path: Path, data_path: Path, count: int,
@@ -68,15 +82,17 @@ def _train(args: argparse.Namespace) -> None:
     import dataclasses
 
     from sag_ros.config import load_experiment
-    from sag_ros.policy.train import train_policy
+    from sag_ros.policy.device import resolve_device
+    from sag_ros.policy.train import Deadline, train_policy
 
+    device, deadline = resolve_device(args.device), Deadline(args.max_minutes)
     experiment = load_experiment(Path(args.config))
     train_config = experiment.train
     if args.steps is not None:
         train_config = dataclasses.replace(train_config, num_steps=args.steps)
     sampler = training_sampler(experiment.policy, Path(args.data))
     train_policy(experiment.policy, train_config, sampler, Path(args.out),
-                 init_from=Path(args.init) if args.init else None)
+                 init_from=Path(args.init) if args.init else None, device=device, deadline=deadline)
 
 
 def _policy_task(policy_task: str, requested: str | None):
@@ -167,8 +183,11 @@ def _pack(args: argparse.Namespace) -> None:
 
 def _train_pruner(args: argparse.Namespace) -> None:
     from sag_ros.policy.checkpoint import load_policy
+    from sag_ros.policy.device import resolve_device
+    from sag_ros.policy.train import Deadline
     from sag_ros.sparse.train_pruner import PrunerTrainConfig, train_pruner
 
+    device, deadline = resolve_device(args.device), Deadline(args.max_minutes)
     policy, _ = load_policy(Path(args.policy))
     policy.use_sampler(args.sampler, args.steps)
     init_interval, init_interval_start = args.init_interval or (None, 0)
@@ -182,7 +201,7 @@ def _train_pruner(args: argparse.Namespace) -> None:
                             seed=args.seed, threads=args.threads, init_from=args.init, init_transfer=args.init_transfer,
                             init_interval=init_interval,
                             init_interval_start=init_interval_start)
-    train_pruner(policy, cfg, training_sampler(policy.config, Path(args.data)), Path(args.out))
+    train_pruner(policy, cfg, training_sampler(policy.config, Path(args.data)), Path(args.out), device, deadline)
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -306,6 +325,13 @@ def _node_parameter_arg(text: str) -> tuple[str, str, object]:
 _COUNT, _COUNT0 = _at_least(1), _at_least(0)
 
 
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """Where and for how long a resumable training command runs (not part of its recipe)."""
+    p.add_argument("--device", default="cpu", help="torch device to train on: cpu, cuda or cuda:N")
+    p.add_argument("--max-minutes", type=_positive_float, metavar="M",
+                   help="stop at a checkpoint after M minutes; the same command resumes")
+
+
 def _named_paths(items: list[str]) -> dict[str, str]:
     """``NAME=PATH`` arguments -> {name: path}; split at the last '=' (names may hold one, paths rarely do)."""
     pairs = [item.rsplit("=", 1) for item in items]
@@ -327,6 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_COUNT, default=2)
     p.set_defaults(func=_datagen)
 
+    p = sub.add_parser("render", help="render a demo file's images into their cache beside it (training reads "
+                                      "them there; carry both files to a machine without the simulators)")
+    p.add_argument("--data", required=True)
+    p.set_defaults(func=_render)
+
     p = sub.add_parser("train", help="train a dense Diffusion Policy (resumes from OUT if present)")
     p.add_argument("--config", required=True)
     p.add_argument("--data", required=True)
@@ -334,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_COUNT, help="override train.num_steps")
     p.add_argument("--init", help="start from this policy checkpoint's weights (same config; fresh optimizer and "
                                   "schedule; ignored when OUT holds a run to resume)")
+    _add_run_options(p)
     p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="closed-loop evaluation; prints a table, optionally writes JSON and GIFs")
@@ -422,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the pruner will run at)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=_COUNT, default=2)
+    _add_run_options(p)
     p.set_defaults(func=_train_pruner)
 
     p = sub.add_parser("bench", help="dense vs SAG vs baselines: score, FLOPs, latency, speed-up")

@@ -1,6 +1,7 @@
 """`sag` on bad input: argparse refuses bad counts; what the layers refuse is one line naming the command."""
 
 import pytest
+import torch
 
 from sag_ros.cli import BACKEND_NAMES, GRANULARITIES, main
 
@@ -18,6 +19,7 @@ from sag_ros.cli import BACKEND_NAMES, GRANULARITIES, main
     ["bench", "--noise-seeds", "-1"],
     ["bench-ros", "--rate", "nan"],
     ["train-pruner", "--policy", "p.pt", "--data", "d.npz", "--out", "o.pt", "--batch-size", "0"],
+    ["train", "--config", "c.yaml", "--data", "d.npz", "--out", "run", "--max-minutes", "0"],
 ])
 def test_bad_counts_and_names_are_usage_errors(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -36,6 +38,14 @@ def test_a_value_the_layers_refuse_is_one_line_too(tmp_path):
     notes.write_text("not a checkpoint")
     with pytest.raises(SystemExit, match=r"^sag pack: .*notes\.txt: not a readable checkpoint"):
         main(["pack", "--policy", str(notes), "--out", str(tmp_path / "out.pt")])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="refuses CUDA only where torch has none")
+@pytest.mark.parametrize("command", [["train", "--config", "config/pusht_image.yaml", "--data", "missing.npz"],
+                                     ["train-pruner", "--policy", "missing.pt", "--data", "missing.npz"]])
+def test_training_on_cuda_without_it_is_refused_before_anything_loads(command, tmp_path):
+    with pytest.raises(SystemExit, match=rf"^sag {command[0]}: device 'cuda': torch .* sees no CUDA device"):
+        main(command + ["--out", str(tmp_path / "out"), "--device", "cuda"])
 
 
 def test_graph_parameters_without_a_latency_are_refused():

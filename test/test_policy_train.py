@@ -1,4 +1,5 @@
-"""The trainer: a tiny policy overfits a handful of demonstrations; runs resume; mismatches are refused."""
+"""The trainer: a tiny policy overfits a handful of demonstrations; runs resume (after a time limit too, to the
+same weights); mismatches and unusable devices are refused."""
 
 import dataclasses
 
@@ -8,7 +9,8 @@ import torch
 
 from sag_ros.policy.checkpoint import CheckpointError, load_policy
 from sag_ros.policy.data import WindowSampler
-from sag_ros.policy.train import TrainConfig, lr_factor, train_policy
+from sag_ros.policy.device import resolve_device
+from sag_ros.policy.train import Deadline, TrainConfig, lr_factor, train_policy
 
 from conftest import tiny_config
 
@@ -77,3 +79,49 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
     assert lr_factor(0, 10, 100) == pytest.approx(0.1)
     assert lr_factor(9, 10, 100) == pytest.approx(1.0)
     assert lr_factor(100, 10, 100) == pytest.approx(0.0)
+
+
+def test_a_time_limit_stops_at_a_checkpoint_and_the_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, capsys):
+    """Batches, noise and dropout included (with attention dropout on, dropout's global RNG is kept too)."""
+    config = _lowdim_config()
+    config = dataclasses.replace(config, denoiser=dataclasses.replace(config.denoiser, p_drop_attn=0.1))
+    sampler = _demo_sampler()
+    train = TrainConfig(num_steps=5, batch_size=4, warmup_steps=2, checkpoint_every=100, threads=1)
+    whole = train_policy(config, train, sampler, tmp_path / "whole")
+    cut = tmp_path / "cut"
+    train_policy(config, train, sampler, cut, deadline=Deadline(1e-9))  # passed after the first step
+    assert "stopped by the 1e-09 min limit at step 1 of 5" in capsys.readouterr().out
+    assert load_policy(cut / "policy.pt")[1]["extra"]["train_step"] == 1
+    torch.manual_seed(123)  # the resumed run restores the global RNG itself
+    resumed = train_policy(config, train, sampler, cut)
+    expected = load_policy(whole)[0].state_dict()
+    for name, value in load_policy(resumed)[0].state_dict().items():
+        torch.testing.assert_close(value, expected[name], atol=0, rtol=0)
+    with pytest.raises(ValueError, match="must be > 0"):
+        Deadline(0)
+
+
+def test_a_device_torch_cannot_use_is_refused_naming_why():
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="unknown device 'gpu0'"):
+        resolve_device("gpu0")
+    with pytest.raises(ValueError, match="training runs on 'cpu' or 'cuda"):
+        resolve_device("meta")
+    if torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA device"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
+    else:
+        with pytest.raises(ValueError, match="sees no CUDA device"):
+            resolve_device("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="training on a GPU needs a CUDA device")
+def test_training_on_cuda_writes_checkpoints_that_load_and_resume_anywhere(tmp_path):
+    sampler = _demo_sampler()
+    train = TrainConfig(num_steps=4, batch_size=4, warmup_steps=1, checkpoint_every=2, threads=1)
+    run = tmp_path / "run"
+    train_policy(_lowdim_config(), dataclasses.replace(train, num_steps=2), sampler, run, device=torch.device("cuda"))
+    path = train_policy(_lowdim_config(), train, sampler, run)  # resumed on the CPU
+    policy, meta = load_policy(path)
+    assert meta["extra"]["train_step"] == 4
+    assert all(value.device.type == "cpu" for value in policy.state_dict().values())

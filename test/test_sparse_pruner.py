@@ -7,6 +7,7 @@ import torch
 
 from sag_ros.policy.checkpoint import CheckpointError
 from sag_ros.policy.policy import DiffusionPolicy
+from sag_ros.policy.train import Deadline
 from sag_ros.policy.sampling import dense_runner, eager_kernels, prepare_chunk, reverse_diffusion
 from sag_ros.sparse.artifact import load_pruner, save_pruner
 from sag_ros.sparse.pruner import Mish, Pruner, pinned_to_observation, straight_through_gate
@@ -410,3 +411,27 @@ def test_training_at_a_noise_scale_samples_at_it(tiny_policy, tmp_path):
     assert load_pruner(out, tiny_policy)[1]["noise_scale"] == 0.5
     with pytest.raises(ValueError, match="noise_scale=-1"):
         PrunerTrainConfig(noise_scale=-1.0)
+
+
+def test_a_time_limit_stops_pruner_training_at_a_checkpoint_and_the_run_resumes(tiny_policy, tmp_path, capsys):
+    cfg = PrunerTrainConfig(num_steps=3, batch_size=2, threads=1, checkpoint_every=100, target_rate=0.5)
+    whole, cut = tmp_path / "whole.pt", tmp_path / "cut.pt"
+    train_pruner(tiny_policy, cfg, _RandomWindows(tiny_policy), whole)
+    train_pruner(tiny_policy, cfg, _RandomWindows(tiny_policy), cut, deadline=Deadline(1e-9))
+    assert "stopped by the 1e-09 min limit at step 1 of 3" in capsys.readouterr().out
+    assert load_pruner(cut, tiny_policy)[1]["train_step"] == 1
+    train_pruner(tiny_policy, cfg, _RandomWindows(tiny_policy), cut)
+    assert load_pruner(cut, tiny_policy)[1]["train_step"] == 3
+    expected = load_pruner(whole, tiny_policy)[0].state_dict()
+    for name, value in load_pruner(cut, tiny_policy)[0].state_dict().items():
+        torch.testing.assert_close(value, expected[name])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="training on a GPU needs a CUDA device")
+def test_pruner_training_on_cuda_writes_a_pruner_that_loads_on_the_cpu(tiny_policy, tmp_path):
+    out = tmp_path / "pruner.pt"
+    train_pruner(tiny_policy, PrunerTrainConfig(num_steps=2, batch_size=2, threads=1, hold_x0=True, step_cost=2.5,
+                                                granularity="hierarchical"),
+                 _RandomWindows(tiny_policy), out, device=torch.device("cuda"))
+    pruner, extra = load_pruner(out, tiny_policy.cpu())
+    assert extra["train_step"] == 2 and pruner.cell_bias.device.type == "cpu"

@@ -46,6 +46,7 @@ import torch
 
 from sag_ros.engine import BACKENDS
 from sag_ros.engine.base import MissingDependencyError
+from sag_ros.policy.device import batch_to, resolve_device
 from sag_ros.policy.policy import DiffusionPolicy
 from sag_ros.policy.sampling import ChunkInputs, dense_runner, eager_kernels, prepare_chunk, reverse_diffusion
 from sag_ros.sparse.cache import make_cache
@@ -128,10 +129,6 @@ def pruner_chunk(path: str, policy: DiffusionPolicy, features: torch.Tensor) -> 
     return SagChunk(mask, extra.get("reuse", "one_for_all"), bool(extra.get("hold_x0", False)), f"pruner {path}")
 
 
-def _to(obs: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device) for k, v in obs.items()}
-
-
 def _device_of(policy: DiffusionPolicy) -> torch.device:
     return policy.denoiser.pos_emb.device
 
@@ -147,7 +144,7 @@ def probe_device(policy: DiffusionPolicy, obs_cpu: dict[str, torch.Tensor]) -> d
     from sag_ros.policy.encoder import crop_images
 
     device = _device_of(policy)
-    obs = _to(obs_cpu, device)
+    obs = batch_to(obs_cpu, device)
     out: dict[str, dict[str, Any]] = {}
 
     def stage(name: str, where: str, fn: Callable[[], Any]) -> Any:
@@ -328,7 +325,7 @@ def check_backend(name: str, policy: DiffusionPolicy, reference: dict[str, torch
                 out = denoise(run_policy, moved, kernels, kind, sag).float()
             err = rel_error(out, reference[kind])
             row[kind] = {"rel_error": err, "pass": bool(np.isfinite(err) and err <= TOLERANCE[precision])}
-        obs = _to(obs_cpu, device)
+        obs = batch_to(obs_cpu, device)
         image_encoder = backend.encode if backend is not None else None
         if image_encoder is not None:
             with torch.no_grad(), amp():
@@ -437,7 +434,7 @@ def run_check(device: str, backends: list[str], runs: int, warmup: int, policy_p
         + "".join(f"\n    {k}: {v}" for k, v in bad.items()))
 
     with torch.no_grad():  # the shared inputs: noise from a generator on the device, memory from eager fp32
-        features = policy.encode_observation(_to(obs_cpu, dev))
+        features = policy.encode_observation(batch_to(obs_cpu, dev))
         inputs = prepare_chunk(policy.denoiser, policy.schedule, features, torch.Generator(device=dev).manual_seed(0))
     sag = (pruner_chunk(pruner_path, policy, features) if pruner_path
            else SagChunk(fixed_mask(policy.schedule.num_steps, d.num_blocks)))
@@ -532,9 +529,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print(f"[gpu-check] --device {args.device} but torch {torch.__version__} sees no CUDA device", file=sys.stderr)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        print(f"[gpu-check] {exc}", file=sys.stderr)
         return 2
     backends = args.backends
     if backends is None:  # inductor's build is the slowest: last, so a spent budget costs only it

@@ -40,7 +40,8 @@ from tqdm import tqdm
 
 from sag_ros.policy.data import WindowSampler
 from sag_ros.policy.policy import DiffusionPolicy
-from sag_ros.policy.train import lr_factor
+from sag_ros.policy.device import batch_to
+from sag_ros.policy.train import Deadline, lr_factor
 from sag_ros.policy.sampling import dense_runner, eager_kernels, prepare_chunk, reverse_diffusion
 from sag_ros.policy.checkpoint import CheckpointError, atomic_torch_save, fingerprint, load_artifact
 from sag_ros.sparse.artifact import load_pruner, pruner_grid, save_pruner
@@ -233,14 +234,16 @@ def initial_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig) -> Pruner:
     return observed
 
 
-def train_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig, sampler: WindowSampler, out_path: Path) -> Pruner:
-    """Train (or resume) a pruner for ``policy`` (frozen; its sampler is set to ``cfg.noise_scale``); saves
-    ``out_path`` atomically every few steps."""
+def train_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig, sampler: WindowSampler, out_path: Path,
+                 device: torch.device = torch.device("cpu"), deadline: Deadline | None = None) -> Pruner:
+    """Train (or resume) a pruner for ``policy`` (frozen; its sampler is set to ``cfg.noise_scale``) on ``device``;
+    saves ``out_path`` atomically every few steps and, once ``deadline`` has passed, stops at a checkpoint."""
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    policy.eval().requires_grad_(False)
+    deadline = deadline or Deadline(None)
+    policy.eval().requires_grad_(False).to(device)
     policy.use_noise_scale(cfg.noise_scale)
-    pruner = initial_pruner(policy, cfg).train()
+    pruner = initial_pruner(policy, cfg).to(device).train()
     offsets = {"cell_bias", "step_bias"}  # per-cell / per-step offsets learn at the fast rate
     network = [p for name, p in pruner.named_parameters() if name not in offsets]
     fast = [p for name, p in pruner.named_parameters() if name in offsets]
@@ -250,7 +253,7 @@ def train_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig, sampler: Windo
     generator = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad():
         sample_obs, _ = sampler.sample(cfg.batch_size, torch.Generator().manual_seed(cfg.seed))
-        block_gates, holds = pruner.gates_and_holds(policy.encode_observation(sample_obs))
+        block_gates, holds = pruner.gates_and_holds(policy.encode_observation(batch_to(sample_obs, device)))
         start_rate = pruned_cost(held_mask(block_gates, holds), cfg.step_cost, holds).item()
     state_path, signature, step = train_state_path(out_path), _resume_signature(policy, cfg), 0
     if state_path.exists():
@@ -285,8 +288,8 @@ def train_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig, sampler: Windo
     while step < cfg.num_steps:
         obs, action = sampler.sample(cfg.batch_size, generator)
         with torch.no_grad():
-            features = policy.encode_observation(obs)
-            target = policy.normalizer["action"].normalize(action) if cfg.reference == "demo" else None
+            features = policy.encode_observation(batch_to(obs, device))
+            target = policy.normalizer["action"].normalize(action.to(device)) if cfg.reference == "demo" else None
         loss, stats = pruner_loss(policy, pruner, features, target, cfg, generator,
                                   target_rate_at(step, start_rate, cfg))
         optimizer.zero_grad(set_to_none=True)
@@ -296,8 +299,14 @@ def train_pruner(policy: DiffusionPolicy, cfg: PrunerTrainConfig, sampler: Windo
         step += 1
         bar.update(1)
         bar.set_postfix(l1=f"{stats['fidelity']:.4f}", rate=f"{stats['prune_rate']:.3f}")
-        if step % cfg.checkpoint_every == 0 or step == cfg.num_steps:
+        out_of_time = step < cfg.num_steps and deadline.passed()
+        if step % cfg.checkpoint_every == 0 or step == cfg.num_steps or out_of_time:
             checkpoint(stats)
+        if out_of_time:
+            break
     bar.close()
-    print(f"pruner trained to iteration {step} in {time.perf_counter() - start:.0f} s: {out_path}")
+    if step < cfg.num_steps:
+        print(deadline.stop_note(step, cfg.num_steps))
+    print(f"pruner trained to iteration {step} in {time.perf_counter() - start:.0f} s on {device}: {out_path}")
     return pruner.eval()
+
