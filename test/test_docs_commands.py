@@ -18,7 +18,7 @@ from sag_ros.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ("README.md", "docs/results.md")
-SUBCOMMAND = re.compile(r"^\s*sag (datagen|train|train-pruner|eval|pack|bench|paired|bench-ros)\b", re.M)
+SUBCOMMAND = re.compile(r"^\s*sag (datagen|render|train|train-pruner|eval|pack|bench|paired|bench-ros)\b", re.M)
 RECORDERS = ('sag() { printf "sag\\0"; printf "%s\\0" "$@"; echo; }\n'
              'python() { printf "python\\0"; printf "%s\\0" "$@"; echo; }\n'
              'bash() { ( . "$@" ); }\n'  # a documented script runs in a subshell with these recorders

@@ -53,7 +53,7 @@ def test_camera_resizes_pairs_and_drops_bad_frames(ros_context, executor):
         assert spin_until(executor, lambda: camera.frames_dropped == 1, 3.0)
         state_pub.publish(array_to_joint_state(np.array([10.0, 20.0]), stamp, ["x", "y"]))
         assert spin_until(executor, lambda: camera._state is not None, 3.0)
-        image_pub.publish(Image(height=2, width=2, encoding="rgba8", step=8, data=bytes(16), header=stamp_header(stamp)))
+        image_pub.publish(Image(height=2, width=2, encoding="16UC1", step=4, data=bytes(8), header=stamp_header(stamp)))
         assert spin_until(executor, lambda: camera.frames_dropped == 2, 3.0)
         assert buffer.latest() is None
         frame = np.zeros((96, 128, 3), np.uint8)

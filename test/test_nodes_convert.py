@@ -29,9 +29,13 @@ def test_rgb8_round_trip_and_stamp():
 
 
 @pytest.mark.parametrize("pad", [0, 3])
-def test_bgr8_and_mono8_honour_step(pad):
+def test_bgr8_rgba8_bgra8_and_mono8_honour_step(pad):
     rgb = np.random.default_rng(1).integers(0, 256, (4, 6, 3), dtype=np.uint8)
     np.testing.assert_array_equal(image_to_array(_image(rgb[:, :, ::-1].copy(), "bgr8", pad)), rgb)
+    alpha = np.random.default_rng(2).integers(0, 256, (4, 6, 1), dtype=np.uint8)
+    np.testing.assert_array_equal(image_to_array(_image(np.concatenate((rgb, alpha), 2), "rgba8", pad)), rgb)
+    bgra = np.concatenate((rgb[:, :, ::-1], alpha), 2)
+    np.testing.assert_array_equal(image_to_array(_image(bgra, "bgra8", pad)), rgb)
     mono = rgb[:, :, 0].copy()
     out = image_to_array(_image(mono[:, :, None], "mono8", pad))
     assert out.shape == (4, 6, 3)
@@ -41,8 +45,8 @@ def test_bgr8_and_mono8_honour_step(pad):
 
 def test_bad_encodings_and_sizes_are_refused():
     rgb = np.zeros((4, 6, 3), np.uint8)
-    with pytest.raises(ValueError, match="encoding 'rgba8'"):
-        image_to_array(Image(height=4, width=6, encoding="rgba8", step=24, data=bytes(96)))
+    with pytest.raises(ValueError, match="encoding '16UC1'"):
+        image_to_array(Image(height=4, width=6, encoding="16UC1", step=12, data=bytes(48)))
     with pytest.raises(ValueError, match="bytes"):
         bad = _image(rgb, "rgb8")
         bad.data = bytes(len(bad.data) - 1)

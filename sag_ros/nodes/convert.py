@@ -1,6 +1,7 @@
 """Pure conversions between ROS messages and numpy arrays: no rclpy, no clock, no logger.
 
-- ``sensor_msgs/Image`` <-> uint8 RGB [H, W, 3] (rgb8, bgr8 and mono8 in; rgb8 out), honouring ``step``;
+- ``sensor_msgs/Image`` <-> uint8 RGB [H, W, 3] (rgb8, bgr8, rgba8, bgra8 and mono8 in; rgb8 out), honouring
+  ``step``; alpha is dropped (the policies learned from opaque frames; many depth cameras publish bgra8);
 - :func:`fit_square`: centre-crop + resize to the policy's square input;
 - ``sensor_msgs/JointState`` <-> float32 state vector;
 - action chunk [Ta, A] <-> ``trajectory_msgs/JointTrajectory`` (one point per action, ``time_from_start``
@@ -21,7 +22,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import MultiArrayDimension, UInt8MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-_CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
+_CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
 SUPPORTED_ENCODINGS = tuple(_CHANNELS)
 
 # -- time --------------------------------------------------------------------------------------------
@@ -45,7 +46,7 @@ def seconds_to_duration(seconds: float) -> Duration:
 
 
 def image_to_array(msg: Image) -> np.ndarray:
-    """``sensor_msgs/Image`` -> uint8 RGB [H, W, 3] (a copy); mono8 is replicated to 3 channels."""
+    """``sensor_msgs/Image`` -> uint8 RGB [H, W, 3] (a copy); mono8 is replicated to 3 channels, alpha dropped."""
     if msg.encoding not in _CHANNELS:
         raise ValueError(f"unsupported image encoding {msg.encoding!r}; supported: {list(SUPPORTED_ENCODINGS)}")
     channels = _CHANNELS[msg.encoding]
@@ -59,10 +60,10 @@ def image_to_array(msg: Image) -> np.ndarray:
         raise ValueError(f"image data has {len(msg.data)} bytes; step*height = {step}*{height} = {step * height}")
     rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(height, step)  # 8-bit: no byte order
     pixels = rows[:, :row_bytes].reshape(height, width, channels)
-    if msg.encoding == "rgb8":
-        return pixels.copy()
-    if msg.encoding == "bgr8":
-        return pixels[:, :, ::-1].copy()
+    if msg.encoding in ("rgb8", "rgba8"):
+        return pixels[:, :, :3].copy()
+    if msg.encoding in ("bgr8", "bgra8"):
+        return pixels[:, :, 2::-1].copy()
     return np.repeat(pixels, 3, axis=2)
 
 

@@ -2,7 +2,8 @@
 
 A demo file is one ``.npz`` holding per-step ``sim_state``/``action``/``state``/``keypoints``,
 ``episode_ends`` and a JSON metadata string. Images are not stored: they are re-rendered
-bit-for-bit from ``sim_state`` (200 Push-T episodes stay well under a few MB). Files are
+bit-for-bit from ``sim_state`` (200 Push-T episodes stay well under a few MB), and the training
+commands keep the render beside the file (:mod:`sag_ros.sim.image_cache`). Files are
 written atomically and byte-reproducibly (fixed zip timestamps), so the same generator
 arguments give the same file and an interrupted write never leaves a loadable file.
 """
