@@ -5,7 +5,8 @@
 #   tools/gpu_train.sh OUT [more `sag train` arguments]
 # Environment, with defaults that train the shipped Push-T policy further:
 #   CONFIG=config/pusht_image.yaml DATA=data/pusht_expert_200.npz INIT=models/pusht_image_long3.pt
-#   STEPS=20000 (the new run's length: its cosine schedule ends there) MINUTES=7 DEVICE=cuda PYTHON=python3
+#   STEPS=20000 (the new run's length: its cosine schedule ends there; 'auto': as many as fit in MINUTES, from the
+#   rate of a short probe run, so that the schedule ends inside one call) MINUTES=7 DEVICE=cuda PYTHON=python3
 # Writes OUT/run (train_state.pt, policy.pt) and OUT/policy_fp16.pt (`sag pack`, what models/ ships).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,16 @@ if [[ ! -f "$DATA" || ! -f "$images" ]]; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 "$PYTHON" -c "import torch; print('[gpu-train] torch', torch.__version__, 'cuda available', torch.cuda.is_available())"
+if [[ "$STEPS" == auto ]]; then  # probe the rate for a tenth of the time (at most 30 s), then fit the steps
+  probe_minutes=$("$PYTHON" -c "print(min(0.5, $MINUTES / 10))")
+  rate=$("$PYTHON" -m sag_ros.cli train --config "$CONFIG" --data "$DATA" --init "$INIT" --steps 1000000000 \
+    --out "$OUT/probe" --device "$DEVICE" --max-minutes "$probe_minutes" 2>/dev/null \
+    | sed -n 's/^trained to step \([0-9]*\) in \([0-9.]*\) s .*/\1 \2/p')
+  rm -rf "$OUT/probe"
+  STEPS=$("$PYTHON" -c "done, secs = map(float, '$rate'.split()); print(max(1, int(0.9 * done / max(secs, 1.0) * 60 * ($MINUTES - $probe_minutes))))")
+  echo "[gpu-train] probe: $rate (steps, s); training $STEPS steps"
+  MINUTES=$("$PYTHON" -c "print($MINUTES - $probe_minutes)")
+fi
 "$PYTHON" -m sag_ros.cli train --config "$CONFIG" --data "$DATA" --init "$INIT" --steps "$STEPS" --out "$OUT/run" \
   --device "$DEVICE" --max-minutes "$MINUTES" "$@"
 "$PYTHON" -m sag_ros.cli pack --policy "$OUT/run/policy.pt" --out "$OUT/policy_fp16.pt"
