@@ -10,6 +10,7 @@ import pytest
 
 from sag_ros.policy.checkpoint import load_policy
 from sag_ros.policy.data import hash_file
+from sag_ros.resources import default_policy_path
 from sag_ros.sim.datagen import generate_demos
 from sag_ros.sim.dataset import load_demos
 from sag_ros.sim.image_cache import demo_images
@@ -45,7 +46,7 @@ def test_the_script_trains_from_the_image_cache_resumes_and_packs(data, tmp_path
     demo_images(load_demos(data), get_task("pusht"), data, hash_file(data))
     first = _run(tmp_path / "out", data, 2)
     assert first.returncode == 0, first.stderr[-2000:]
-    assert "warm start from models/pusht_image_long3.pt" in first.stdout
+    assert f"warm start from {default_policy_path()}" in first.stdout
     again = _run(tmp_path / "out", data, 3)  # a longer run of the same name resumes it
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resumed from" in again.stdout and "at step 2" in again.stdout

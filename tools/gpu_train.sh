@@ -4,7 +4,7 @@
 # DATA and DATA's .images.npz). Stops at a checkpoint after MINUTES; run it again (carrying OUT/run back) to resume.
 #   tools/gpu_train.sh OUT [more `sag train` arguments]
 # Environment, with defaults that train the shipped Push-T policy further:
-#   CONFIG=config/pusht_image.yaml DATA=data/pusht_expert_200.npz INIT=models/pusht_image_long3.pt
+#   CONFIG=config/pusht_image.yaml DATA=data/pusht_expert_200.npz INIT=the shipped policy (default_policy_path())
 #   STEPS=20000 (the new run's length: its cosine schedule ends there; 'auto': as many as fit in MINUTES, from the
 #   rate of a short probe run, so that the schedule ends inside one call) MINUTES=7 DEVICE=cuda PYTHON=python3
 # Writes OUT/run (train_state.pt, policy.pt) and OUT/policy_fp16.pt (`sag pack`, what models/ ships).
@@ -14,17 +14,17 @@ OUT=${1:?usage: tools/gpu_train.sh OUT [more sag train arguments]}
 shift
 CONFIG=${CONFIG:-config/pusht_image.yaml}
 DATA=${DATA:-data/pusht_expert_200.npz}
-INIT=${INIT:-models/pusht_image_long3.pt}
 STEPS=${STEPS:-20000}
 MINUTES=${MINUTES:-7}
 DEVICE=${DEVICE:-cuda}
 PYTHON=${PYTHON:-python3}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+INIT=${INIT:-$("$PYTHON" -c "from sag_ros.resources import default_policy_path; print(default_policy_path())")}
 images="${DATA%.npz}.images.npz"
 if [[ ! -f "$DATA" || ! -f "$images" ]]; then
   echo "[gpu-train] needs $DATA and $images: run 'sag render --data $DATA' where the simulators are, carry both" >&2
   exit 2
 fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 "$PYTHON" -c "import torch; print('[gpu-train] torch', torch.__version__, 'cuda available', torch.cuda.is_available())"
 if [[ "$STEPS" == auto ]]; then  # probe the rate for a tenth of the time (at most 30 s), then fit the steps
   probe_minutes=$("$PYTHON" -c "print(min(0.5, $MINUTES / 10))")
