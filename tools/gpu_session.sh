@@ -16,8 +16,9 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee "$OUT/gpu.txt"
 timeout 120 python3 -m pytest -q -ra -p no:cacheprovider -k "cuda or tensorrt" test/test_policy_train.py \
   test/test_sparse_pruner.py test/test_engine_cuda_graphs.py test/test_engine_tensorrt.py 2>&1 | tee "$OUT/cuda_tests.log"
+pruner=$(python3 -c 'from sag_ros.resources import default_pruner_path; print(default_pruner_path())')
 GPU_CHECK_TIMEOUT_S=200 bash tools/gpu_check.sh --device "${DEVICE:-cuda}" --budget-s 150 \
-  --pruner "$(python3 -c 'from sag_ros.resources import default_pruner_path; print(default_pruner_path())')" --out "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.log"
+  --pruner "$pruner" --out "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.log"
 STEPS=auto MINUTES=${TRAIN_MINUTES:-4} bash tools/gpu_train.sh "$OUT/gpu_train" 2>&1 | tr '\r' '\n' \
   | grep -v '^train: .*it/s' | tee "$OUT/gpu_train.log"
 rm -rf "$OUT/gpu_train/run"  # train_state.pt (37 MB) cannot come back; policy_fp16.pt is the result
