@@ -376,8 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-seed", type=int, default=0,
                    help="seeds the sampling noise as `sag bench` seeds its noise seed of this index, so that the "
                         "episodes pair with that bench run's")
-    p.add_argument("--sampler", choices=["ddpm", "ddim"], help="default: the checkpoint's")
-    p.add_argument("--steps", type=_COUNT, help="denoising steps (default: the checkpoint's)")
+    p.add_argument("--sampler", choices=["ddpm", "ddim"], help="default: the pruner's, else the checkpoint's")
+    p.add_argument("--steps", type=_COUNT, help="denoising steps (default: the pruner's, else the checkpoint's)")
     p.add_argument("--noise-scale", type=_non_negative_float, default=1.0,
                    help="multiply DDPM's fresh noise per step by this (below 1: a lower sampling temperature)")
     p.add_argument("--workers", type=_COUNT, default=2)

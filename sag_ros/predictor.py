@@ -122,8 +122,8 @@ class PredictorSpec:
     """
 
     policy_path: str
-    sampler: str | None = None  # None: the checkpoint's own sampler
-    num_steps: int | None = None  # None: the checkpoint's own number of steps
+    sampler: str | None = None  # None: the pruner's sampler when there is a pruner, else the checkpoint's
+    num_steps: int | None = None  # None: likewise, the pruner's or the checkpoint's number of steps
     noise_scale: float = 1.0  # DDPM's per-step noise multiplier (SchedulerConfig.noise_scale)
     pruner_path: str | None = None
     interval: int | None = None
@@ -141,15 +141,18 @@ class PredictorSpec:
     def __call__(self) -> PolicyPredictor:
         from sag_ros.engine import make_backend
         from sag_ros.engine.artifacts import default_cache_dir
-        from sag_ros.sparse.artifact import load_pruner
+        from sag_ros.sparse.artifact import load_pruner, pruner_sampler
         from sag_ros.sparse.mask import interval_mask
         from sag_ros.sparse.planner import StaticMaskPlanner, pruner_planner
 
         torch.set_num_threads(self.threads)
         policy, _ = load_policy(Path(self.policy_path))
-        if self.sampler is not None or self.num_steps is not None or self.noise_scale != 1.0:
-            policy.use_sampler(SchedulerKind(self.sampler or policy.config.scheduler.kind),
-                               self.num_steps or policy.config.scheduler.num_inference_steps, self.noise_scale)
+        sampler, num_steps = self.sampler, self.num_steps
+        if self.pruner_path is not None and sampler is None and num_steps is None:
+            sampler, num_steps = pruner_sampler(Path(self.pruner_path))  # its mask rows are that sampler's steps
+        if sampler is not None or num_steps is not None or self.noise_scale != 1.0:
+            policy.use_sampler(SchedulerKind(sampler or policy.config.scheduler.kind),
+                               num_steps or policy.config.scheduler.num_inference_steps, self.noise_scale)
         cache = Path(self.engine_cache) if self.engine_cache else default_cache_dir(Path(self.policy_path))
         backend = make_backend(self.backend, policy.denoiser, batch_size=1, cache_dir=cache, encoder=policy.encoder)
         kernels = backend.kernels

@@ -293,6 +293,24 @@ def test_pruner_checkpoint_is_bound_to_its_policy(tmp_path, tiny_policy):
         load_pruner(path, tiny_policy)
 
 
+def test_a_predictor_samples_with_its_pruners_sampler_unless_told_otherwise(tmp_path, tiny_policy):
+    """A DDIM-trained pruner runs with DDIM when no sampler is asked for (`sag eval --pruner`, the inference node's
+    empty `sampler`); asking for another sampler is refused by the pruner's binding, naming both."""
+    from sag_ros.policy.checkpoint import save_policy
+    from sag_ros.predictor import PredictorSpec
+
+    policy_path, pruner_path = tmp_path / "policy.pt", tmp_path / "pruner.pt"
+    save_policy(tiny_policy, policy_path, data_hash="test")
+    tiny_policy.use_sampler("ddim", 5)
+    save_pruner(Pruner(pruner_config_for(tiny_policy, PrunerTrainConfig())).eval(), tiny_policy, pruner_path, extra={})
+    predictor = PredictorSpec(str(policy_path), pruner_path=str(pruner_path))()
+    assert (predictor.policy.schedule.kind.value, predictor.policy.schedule.num_steps) == ("ddim", 5)
+    actions = predictor({k: v[0].numpy() for k, v in random_observation(tiny_policy.config).items()}, seed=0)
+    assert torch.isfinite(torch.as_tensor(actions)).all()
+    with pytest.raises(CheckpointError, match="masks are for sampler"):
+        PredictorSpec(str(policy_path), pruner_path=str(pruner_path), sampler="ddpm")()
+
+
 def test_a_damaged_or_foreign_version_pruner_file_is_refused_by_name(tmp_path, tiny_policy):
     """A file with the right tag but not this version's contents: a CheckpointError naming it, not a KeyError."""
     path = tmp_path / "pruner.pt"

@@ -70,8 +70,10 @@ class InferenceNodeConfig:
                           "package; the shipped parameter file picks onnxruntime)", read_only=True)
     engine_cache: str = _param("", "folder of the backend's compiled blocks; empty = <model>.engines beside the "
                                "checkpoint, or ~/.cache/sag_ros/ when that folder is read-only", read_only=True)
-    sampler: str = _param("", "reverse-diffusion sampler 'ddpm' or 'ddim'; empty = the checkpoint's", read_only=True)
-    num_steps: int = _param(0, "denoising steps per chunk (K); 0 = the checkpoint's", read_only=True)
+    sampler: str = _param("", "reverse-diffusion sampler 'ddpm' or 'ddim'; empty = the pruner's (its masks are for "
+                          "one sampler), else the checkpoint's", read_only=True)
+    num_steps: int = _param(0, "denoising steps per chunk (K); 0 = the pruner's, else the checkpoint's",
+                            read_only=True)
     noise_scale: float = _param(1.0, "multiplies DDPM's fresh noise per step (1 = the sampler as trained; below 1 "
                                 "samples lie nearer the modes: the sampling temperature some tasks prefer lower)",
                                 read_only=True)
