@@ -31,7 +31,7 @@ from sag_ros.policy.policy import DiffusionPolicy
 from sag_ros.sim.dataset import Demos, load_demos
 from sag_ros.sim.demo_windows import component_windows, window_observations
 from sag_ros.sim.multi_task import component_names
-from sag_ros.sparse.artifact import load_pruner, save_pruner
+from sag_ros.sparse.artifact import load_pruner, pruner_sampler, save_pruner
 from sag_ros.sparse.mask import computed_steps
 from sag_ros.sparse.pruner import Pruner, pinned_to_observation
 from sag_ros.tables import format_table
@@ -63,6 +63,7 @@ def main() -> None:
     rows, report = [], {"task": task_name, "episodes_per_component": args.episodes, "fractions": args.fractions,
                         "pruners": {}}
     for path in args.pruner:
+        policy.use_sampler(*pruner_sampler(Path(path)))  # the features do not depend on it; the pruner's binding does
         pruner, extra = load_pruner(Path(path), policy)
         pruner.eval()
         distinct = {name: distinct_masks(pruner, feats) for name, feats in zip(components, features)}
