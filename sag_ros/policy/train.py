@@ -163,7 +163,7 @@ def train_policy(policy_config: PolicyConfig, train_config: TrainConfig, sampler
         checkpoint()
     if step < train_config.num_steps:
         print(deadline.stop_note(step, train_config.num_steps))
-    print(f"trained to step {step} in {time.perf_counter() - start:.0f} s on {device}; EMA policy: {policy_path}")
+    print(f"trained to step {step} in {time.perf_counter() - start:.1f} s on {device}; EMA policy: {policy_path}")
     return policy_path
 
 
