@@ -29,7 +29,6 @@ from tqdm import tqdm
 
 from sag_ros.predictor import PolicyPredictor, PredictorSpec
 from sag_ros.sim.evaluate import ObservationHistory, evaluate, summarize
-from sag_ros.sparse.artifact import pruner_sampler
 from sag_ros.sparse.mask import interval_label
 from sag_ros.tables import format_table
 
@@ -57,8 +56,7 @@ def standard_methods(policy_path: str, pruners: dict[str, str],
 
     pruned = []
     for name, path in pruners.items():
-        sampler, steps = pruner_sampler(Path(path))
-        spec = dataclasses.replace(base, pruner_path=path, sampler=sampler, num_steps=steps)
+        spec = dataclasses.replace(base, pruner_path=path)  # it samples with the pruner's own sampler
         pruned += [held(name, spec, hold) for hold in hold_x0]
     methods = [Method("dense", base)]
     methods += [Method(f"ddim-{k}", dataclasses.replace(base, sampler="ddim", num_steps=k)) for k in ddim_steps]

@@ -28,16 +28,16 @@ fi
 "$PYTHON" -c "import torch; print('[gpu-train] torch', torch.__version__, 'cuda available', torch.cuda.is_available())"
 if [[ "$STEPS" == auto ]]; then  # probe the rate for a tenth of the time (at most 30 s), then fit the steps
   probe_minutes=$("$PYTHON" -c "print(min(0.5, $MINUTES / 10))")
-  started=$("$PYTHON" -c "import time; print(time.time())")
+  started=$(date +%s.%N)
   rate=$("$PYTHON" -m sag_ros.cli train --config "$CONFIG" --data "$DATA" --init "$INIT" --steps 1000000000 \
     --out "$OUT/probe" --device "$DEVICE" --max-minutes "$probe_minutes" 2>/dev/null \
     | sed -n 's/^trained to step \([0-9]*\) in \([0-9.]*\) s .*/\1 \2/p')
-  wall=$("$PYTHON" -c "import time; print(round(time.time() - $started, 1))")
+  ended=$(date +%s.%N)
   rm -rf "$OUT/probe"
   # the loop's rate, over what MINUTES leaves once a run's start (data, warm start: the probe's wall time minus its
   # loop's) is paid, since the time limit counts that start too
-  STEPS=$("$PYTHON" -c "done, secs = map(float, '$rate'.split()); left = 60 * ($MINUTES - $probe_minutes) - max(0.0, $wall - secs); print(max(1, int(0.9 * done / max(secs, 0.1) * left)))")
-  echo "[gpu-train] probe: $rate (steps, s) in $wall s; training $STEPS steps"
+  STEPS=$("$PYTHON" -c "done, secs = map(float, '$rate'.split()); left = 60 * ($MINUTES - $probe_minutes) - max(0.0, $ended - $started - secs); print(max(1, int(0.9 * done / max(secs, 0.1) * left)))")
+  echo "[gpu-train] probe: $rate (steps, s); training $STEPS steps"
   MINUTES=$("$PYTHON" -c "print($MINUTES - $probe_minutes)")
 fi
 "$PYTHON" -m sag_ros.cli train --config "$CONFIG" --data "$DATA" --init "$INIT" --steps "$STEPS" --out "$OUT/run" \
