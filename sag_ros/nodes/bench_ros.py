@@ -101,12 +101,7 @@ def run_method(method: RosMethod, policy_path: str, *, episodes: int, seed: int,
     from sag_ros.nodes.bringup import build_nodes, graph_executor, spin_once, stop_graph
     from sag_ros.nodes.graph import INFERENCE, SIM, describe_graph
 
-    inference = {"stats_window": STATS_WINDOW, "threads": threads}
-    if method.pruner_path != DENSE:
-        from sag_ros.sparse.artifact import pruner_sampler
-
-        sampler, steps = pruner_sampler(Path(method.pruner_path))
-        inference.update(sampler=sampler, num_steps=steps)
+    inference = {"stats_window": STATS_WINDOW, "threads": threads}  # sampler: the pruner's, else the checkpoint's
     sim = {"num_episodes": episodes, "seed": seed}
     if max_steps > 0:
         sim["max_steps"] = max_steps
@@ -138,10 +133,11 @@ def run_method(method: RosMethod, policy_path: str, *, episodes: int, seed: int,
             raise TimeoutError(f"{method.name}: the sim did not finish {episodes} episode(s) in {timeout_s:.0f} s "
                                f"(results so far: {sim_node.results})")
         stats = collect_stats(nodes[INFERENCE])
+        schedule = nodes[INFERENCE].predictor.policy.schedule  # what the node sampled with, as it chose it
         summary = sim_node.summary
         return {"method": method.name, "pruner": None if method.pruner_path == DENSE else method.pruner_path,
-                "backend": method.backend, "sampler": inference.get("sampler") or "checkpoint",
-                "num_steps": inference.get("num_steps") or 0, "wall_s": wall_s, "model_ready_s": build_s,
+                "backend": method.backend, "sampler": schedule.kind.value,
+                "num_steps": schedule.num_steps, "wall_s": wall_s, "model_ready_s": build_s,
                 **stats, "sim_rate_hz": float(sim_node.rate_hz), "held_steps": int(sim_node.held_steps),
                 "mean_score": float(summary["mean_score"]), "success_rate": float(summary["success_rate"]),
                 "episodes": [dict(r) for r in sim_node.results]}
