@@ -13,6 +13,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from sag_ros.arguments import interval_schedule
 from sag_ros.nodes.graph import describe_graph
 from sag_ros.resources import default_pruner_for
 
@@ -22,7 +23,8 @@ ARGUMENTS = {
     "pruner_path": ("", "SAG pruner for the policy; empty = the shipped one with the shipped policy; 'none' = dense"),
     "backend": ("", "inference backend; empty = config/sag_nodes.yaml"),
     "hold_x0": ("", "on / off: steps the pruner skips wholly keep the last clean-chunk prediction; empty = config"),
-    "interval": ("0", "interval caching n (every n-th denoising step computes) instead of a pruner; 0 = off"),
+    "interval": ("0", "interval caching instead of a pruner: n (every n-th denoising step computes) or n@start "
+                      "(every n-th from step start, e.g. 5@50); 0 = off"),
     "rate": ("0.0", "control rate in Hz: the sim's steps, the chunks and their actions' spacing; 0 = "
                     "config/sag_nodes.yaml's chunk rate, the task's step rate"),
     "trigger": ("", "timer / frame: what starts a chunk (a fixed-rate timer, or each new frame at most at the rate); "
@@ -34,9 +36,10 @@ ARGUMENTS = {
 
 def _nodes(context):
     value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
-    interval = int(value["interval"] or 0)
+    interval = None if value["interval"].strip() in ("", "0") else interval_schedule(value["interval"])
     descriptions = describe_graph(value["params_file"] or None, model_path=value["model_path"],
-                                  pruner_path=value["pruner_path"] or default_pruner_for(value["model_path"], interval),
+                                  pruner_path=value["pruner_path"]
+                                  or default_pruner_for(value["model_path"], interval is not None),
                                   backend=value["backend"], hold_x0=value["hold_x0"], interval=interval,
                                   rate=float(value["rate"] or 0.0), trigger=value["trigger"],
                                   use_sim=value["use_sim"].strip().lower() in ("1", "true", "yes", "on"))

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sag_ros.arguments import interval_schedule
 from sag_ros.resources import default_policy_path
 from sag_ros.tables import format_table
 
@@ -270,19 +271,6 @@ def _bench_ros(args: argparse.Namespace) -> None:
     print(f"wrote {args.json} and {plot}")
 
 
-def _interval(text: str) -> tuple[int, int]:
-    """An interval schedule on the command line: "10" (every 10th step) or "5@50" (every 5th from step 50)."""
-    every, _, start = text.partition("@")
-    try:
-        n, first = int(every), int(start or 0)
-    except ValueError:
-        n, first = 0, -1
-    if n < 1 or first < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected N or N@START with N >= 1 and START >= 0, e.g. 10 or "
-                                         "5@50")
-    return n, first
-
-
 def _at_least(minimum: int):
     """An argparse type: an integer >= ``minimum`` (counts of episodes, steps, workers, threads)."""
     def parse(text: str) -> int:
@@ -384,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_COUNT, default=1, help="torch threads per worker")
     p.add_argument("--backend", default="eager", choices=BACKEND_NAMES)
     p.add_argument("--pruner", help="SAG pruner checkpoint (default: dense)")
-    p.add_argument("--interval", type=_interval, metavar="N[@START]",
+    p.add_argument("--interval", type=interval_schedule, metavar="N[@START]",
                    help="interval caching instead: every N-th step computes every block (from step START on)")
     p.add_argument("--hold-x0", action=argparse.BooleanOptionalAction, default=None,
                    help="steps whose every block is pruned hold the last computed clean-chunk prediction (default: "
@@ -426,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", help="warm start from this pruner (trained for the same policy)")
     p.add_argument("--init-transfer", action="store_true",
                    help="--init may be a pruner of another policy with the same grid (e.g. before more training)")
-    p.add_argument("--init-interval", type=_interval, metavar="N[@START]",
+    p.add_argument("--init-interval", type=interval_schedule, metavar="N[@START]",
                    help="warm start from interval caching: every N-th step computes every block (from step START on; "
                         "step 0 always)")
     p.add_argument("--reuse", choices=["one_for_all", "per_block"], default="one_for_all")
@@ -468,7 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-obs", type=_COUNT, default=5, help="env seeds to record observations from")
     p.add_argument("--repeats", type=_COUNT, default=5)
     p.add_argument("--threads", type=_COUNT, default=1)
-    p.add_argument("--intervals", type=_interval, nargs="*", default=[(2, 0), (4, 0), (10, 0)], metavar="N[@START]",
+    p.add_argument("--intervals", type=interval_schedule, nargs="*", default=[(2, 0), (4, 0), (10, 0)],
+                   metavar="N[@START]",
                    help="interval caching baselines: every N-th step computes all blocks (from step START on; "
                         "step 0 always)")
     p.add_argument("--interval-reuse", nargs="+", default=["per_block"], choices=["per_block", "one_for_all"],

@@ -36,10 +36,10 @@ def default_pruner_path() -> Path:
     return share_dir() / "models" / SHIPPED_PRUNER
 
 
-def default_pruner_for(model_path: str, interval: int = 0) -> str:
+def default_pruner_for(model_path: str, interval: bool = False) -> str:
     """Bringup's pruner default: the shipped SAG pruner for the shipped policy (when installed), else
     "none" (dense), since a pruner only ever fits the policy it was trained for; "none" as well when an interval
-    schedule (``interval`` > 0) takes the pruner's place."""
+    schedule (``interval``) takes the pruner's place."""
     if interval:
         return "none"
     shipped = default_pruner_path()

@@ -90,6 +90,7 @@ def test_missing_model_fails_with_a_clear_message(tmp_path):
     (("--config", "/nonexistent/sag_nodes.yaml"), "No such file"),
     (("--rate", "-5"), "control_rate_hz=-5.0 must be > 0"),
     (("--param", "execution_offset_s=0.1"), "expected NODE.NAME=VALUE"),
+    (("--interval", "5@x"), "expected N or N@START"),
     (("--param", "sag_inference.offset_s=0.1"), "unknown parameters ['offset_s']"),
 ])
 def test_bad_arguments_fail_with_a_clear_message(tiny_checkpoint, args, message):

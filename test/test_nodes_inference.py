@@ -505,21 +505,29 @@ def test_an_unknown_hold_x0_value_is_refused(ros_context, tiny_checkpoint):
         _inference(ros_context, tiny_checkpoint, hold_x0="yes")
 
 
-def test_interval_parameter_runs_interval_caching_in_place_of_a_pruner(ros_context, tiny_checkpoint):
-    """The static baseline on the robot: interval=5 on the tiny policy's 10 steps computes steps 0 and 5 only,
-    and with hold_x0 'on' the eight others hold the clean-chunk prediction; a pruner as well is refused."""
+@pytest.mark.parametrize("interval, start, computed", [(5, 0, (0, 5)), (3, 4, (0, 4, 7))])
+def test_interval_parameters_run_interval_caching_in_place_of_a_pruner(ros_context, tiny_checkpoint, interval, start,
+                                                                      computed):
+    """The static baseline on the robot: on the tiny policy's 10 steps interval=5 computes steps 0 and 5, and
+    interval=3 from interval_start=4 (``--interval 3@4``) steps 0, 4 and 7; with hold_x0 'on' the others hold the
+    clean-chunk prediction."""
     from conftest import random_observation
 
-    node = _inference(ros_context, tiny_checkpoint, interval=5, hold_x0="on")
+    node = _inference(ros_context, tiny_checkpoint, interval=interval, interval_start=start, hold_x0="on")
     try:
         predictor = node.predictor
         runner, fraction = predictor.planner.plan(
             predictor.policy.encode_observation(random_observation(predictor.policy.config)))
-        assert fraction == pytest.approx(2 / 10)
-        assert list(runner.held_steps) == [step not in (0, 5) for step in range(10)]
+        assert fraction == pytest.approx(len(computed) / 10)
+        assert list(runner.held_steps) == [step not in computed for step in range(10)]
     finally:
         node.destroy_node()
+
+
+def test_bad_interval_parameters_are_refused(ros_context, tiny_checkpoint):
     with pytest.raises(ValueError, match="set one schedule, not both"):
         _inference(ros_context, tiny_checkpoint, interval=5, pruner_path=str(tiny_checkpoint))
     with pytest.raises(ValueError, match="interval=-1 must be >= 0"):
         _inference(ros_context, tiny_checkpoint, interval=-1)
+    with pytest.raises(ValueError, match="interval_start=4 needs interval > 0"):
+        _inference(ros_context, tiny_checkpoint, interval_start=4)

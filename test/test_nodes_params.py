@@ -127,10 +127,10 @@ def test_graph_takes_image_size_from_the_checkpoint_and_validates(tiny_checkpoin
     held = {d.name: d for d in describe_graph(model_path=str(tiny_checkpoint), hold_x0="off")}
     assert held["sag_inference"].parameters["hold_x0"] == "off"
     assert nodes["sag_inference"].parameters["interval"] == 0
-    interval = {d.name: d for d in describe_graph(model_path=str(tiny_checkpoint), interval=10,
-                                                  pruner_path=default_pruner_for("", interval=10))}
-    assert (interval["sag_inference"].parameters["interval"], interval["sag_inference"].parameters["pruner_path"]) \
-        == (10, "")  # bringup's default pruner gives way to the interval schedule
+    interval = {d.name: d for d in describe_graph(model_path=str(tiny_checkpoint), interval=(5, 50),
+                                                  pruner_path=default_pruner_for("", interval=True))}
+    assert [interval["sag_inference"].parameters[name] for name in ("interval", "interval_start", "pruner_path")] \
+        == [5, 50, ""]  # bringup's default pruner gives way to the interval schedule
     assert nodes["sag_inference"].parameters["trigger"] == "frame"  # the parameter file's
     timer = {d.name: d for d in describe_graph(model_path=str(tiny_checkpoint), trigger="timer")}
     assert timer["sag_inference"].parameters["trigger"] == "timer"
@@ -200,7 +200,7 @@ def test_launch_file_builds_the_same_graph(tiny_checkpoint, monkeypatch):
     context.launch_configurations.update({name: default for name, (default, _) in module.ARGUMENTS.items()})
     context.launch_configurations.update(model_path=str(tiny_checkpoint), rate="5.0", namespace="robot1")
     monkeypatch.setattr(module, "Node", lambda **kwargs: kwargs)
-    expected = describe_graph(model_path=str(tiny_checkpoint), pruner_path=default_pruner_for(str(tiny_checkpoint), 0),
+    expected = describe_graph(model_path=str(tiny_checkpoint), pruner_path=default_pruner_for(str(tiny_checkpoint)),
                               rate=5.0, use_sim=True)
     assert [(n["executable"], n["name"], n["parameters"], n["remappings"]) for n in module._nodes(context)] == [
         (d.executable, d.name, [dict(d.parameters)], list(d.remappings)) for d in expected]

@@ -23,6 +23,7 @@ from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from sag_ros.arguments import interval_schedule
 from sag_ros.nodes.camera_node import CameraNode, ObservationBuffer
 from sag_ros.nodes.graph import (CAMERA, INFERENCE, SIM, NodeDescription, describe_graph, node_overrides,
                                  parse_node_parameter)
@@ -119,8 +120,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--hold-x0", default="", choices=("on", "off"),
                         help="steps the pruner skips wholly keep the last computed clean-chunk prediction (on) or "
                              "reuse cached block outputs (off) (default: from the config: the pruner's own)")
-    parser.add_argument("--interval", type=int, default=0,
-                        help="interval caching instead of a pruner: every n-th denoising step computes (default: off)")
+    parser.add_argument("--interval", type=interval_schedule, default=None, metavar="N[@START]",
+                        help="interval caching instead of a pruner: every N-th denoising step computes (from step "
+                             "START on, e.g. 5@50; step 0 always) (default: off)")
     parser.add_argument("--rate", type=float, default=0.0,
                         help="control rate in Hz: the sim's steps, the chunks and their actions' spacing (default: "
                              "the config's chunk rate, the task's step rate)")
@@ -156,7 +158,8 @@ def _overrides(args: argparse.Namespace) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     args = parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
-    pruner = args.pruner_path if args.pruner_path is not None else default_pruner_for(args.model_path, args.interval)
+    pruner = args.pruner_path if args.pruner_path is not None else default_pruner_for(args.model_path,
+                                                                                      args.interval is not None)
     try:
         descriptions = describe_graph(args.config, model_path=args.model_path, pruner_path=pruner,
                                       backend=args.backend, hold_x0=args.hold_x0, interval=args.interval,

@@ -139,7 +139,8 @@ def task_parameters(config: PolicyConfig) -> dict[str, dict[str, Any]]:
 
 
 def describe_graph(config_path: str | Path | None = None, *, model_path: str = "", pruner_path: str = "",
-                   backend: str = "", hold_x0: str = "", interval: int = 0, rate: float = 0.0, trigger: str = "",
+                   backend: str = "", hold_x0: str = "", interval: tuple[int, int] | None = None, rate: float = 0.0,
+                   trigger: str = "",
                    use_sim: bool = True,
                    overrides: Mapping[str, Mapping[str, Any]] | None = None) -> list[NodeDescription]:
     """The nodes to start: camera + inference (+ sim), with every parameter explicit and validated.
@@ -162,8 +163,8 @@ def describe_graph(config_path: str | Path | None = None, *, model_path: str = "
         inference["backend"] = backend
     if hold_x0:
         inference["hold_x0"] = hold_x0
-    if interval:
-        inference["interval"] = int(interval)
+    if interval:  # (n, start): every n-th step from step start computes
+        inference["interval"], inference["interval_start"] = int(interval[0]), int(interval[1])
     if trigger:
         inference["trigger"] = trigger
     if rate:  # the sim steps at this rate, so the chunks' actions are spaced at it too

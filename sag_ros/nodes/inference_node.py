@@ -107,7 +107,8 @@ def load_predictor(cfg: InferenceNodeConfig):
     try:
         return PredictorSpec(str(path), sampler=cfg.sampler or None, num_steps=cfg.num_steps or None,
                              noise_scale=cfg.noise_scale, pruner_path=cfg.pruner_path or None,
-                             interval=cfg.interval or None, hold_x0=HOLD_X0_CHOICES[cfg.hold_x0], backend=cfg.backend,
+                             interval=cfg.interval or None, interval_start=cfg.interval_start,
+                             hold_x0=HOLD_X0_CHOICES[cfg.hold_x0], backend=cfg.backend,
                              engine_cache=cfg.engine_cache or None, threads=cfg.threads)()
     except MissingDependencyError as exc:
         raise ModelLoadError(f"sag_inference: backend {cfg.backend!r}: {exc}; or set the 'backend' parameter to "
