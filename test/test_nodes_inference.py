@@ -531,3 +531,5 @@ def test_bad_interval_parameters_are_refused(ros_context, tiny_checkpoint):
         _inference(ros_context, tiny_checkpoint, interval=-1)
     with pytest.raises(ValueError, match="interval_start=4 needs interval > 0"):
         _inference(ros_context, tiny_checkpoint, interval_start=4)
+    with pytest.raises(ModelLoadError, match=r"interval start=10 must be a denoising step .* \[0, 10\)"):
+        _inference(ros_context, tiny_checkpoint, interval=3, interval_start=10)

@@ -55,7 +55,7 @@ def interval_mask(num_steps: int, num_blocks: int, interval: int, start: int = 0
     if interval < 1:
         raise ValueError(f"interval={interval} must be >= 1")
     if not 0 <= start < num_steps:
-        raise ValueError(f"start={start} must be a step in [0, {num_steps})")
+        raise ValueError(f"interval start={start} must be a denoising step of the policy's, in [0, {num_steps})")
     steps = torch.arange(num_steps)
     computed_steps = (steps >= start) & ((steps - start) % interval == 0)
     computed_steps[0] = True
