@@ -140,12 +140,12 @@ def task_parameters(config: PolicyConfig) -> dict[str, dict[str, Any]]:
 
 def describe_graph(config_path: str | Path | None = None, *, model_path: str = "", pruner_path: str = "",
                    backend: str = "", hold_x0: str = "", interval: tuple[int, int] | None = None, rate: float = 0.0,
-                   trigger: str = "",
-                   use_sim: bool = True,
+                   trigger: str = "", use_sim: bool = True,
                    overrides: Mapping[str, Mapping[str, Any]] | None = None) -> list[NodeDescription]:
     """The nodes to start: camera + inference (+ sim), with every parameter explicit and validated.
 
-    Empty arguments keep the parameter file's values; ``pruner_path="none"`` forces dense denoising. What the
+    Empty arguments keep the parameter file's values; ``pruner_path="none"`` forces dense denoising;
+    ``interval=(n, start)`` runs interval caching (every n-th step from step start) in place of a pruner. What the
     policy's task dictates (:func:`task_parameters`) replaces the parameter file's values unless ``overrides``
     set them, so a Meta-World checkpoint brings up a Meta-World graph.
     """
