@@ -36,11 +36,11 @@ def default_pruner_path() -> Path:
     return share_dir() / "models" / SHIPPED_PRUNER
 
 
-def default_pruner_for(model_path: str, interval: bool = False) -> str:
+def default_pruner_for(model_path: str, with_interval: bool = False) -> str:
     """Bringup's pruner default: the shipped SAG pruner for the shipped policy (when installed), else
     "none" (dense), since a pruner only ever fits the policy it was trained for; "none" as well when an interval
-    schedule (``interval``) takes the pruner's place."""
-    if interval:
+    schedule (``with_interval``) takes the pruner's place."""
+    if with_interval:
         return "none"
     shipped = default_pruner_path()
     uses_shipped_policy = not model_path or Path(model_path).resolve() == default_policy_path().resolve()

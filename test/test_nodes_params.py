@@ -128,7 +128,7 @@ def test_graph_takes_image_size_from_the_checkpoint_and_validates(tiny_checkpoin
     assert held["sag_inference"].parameters["hold_x0"] == "off"
     assert nodes["sag_inference"].parameters["interval"] == 0
     interval = {d.name: d for d in describe_graph(model_path=str(tiny_checkpoint), interval=(5, 50),
-                                                  pruner_path=default_pruner_for("", interval=True))}
+                                                  pruner_path=default_pruner_for("", with_interval=True))}
     assert [interval["sag_inference"].parameters[name] for name in ("interval", "interval_start", "pruner_path")] \
         == [5, 50, ""]  # bringup's default pruner gives way to the interval schedule
     assert nodes["sag_inference"].parameters["trigger"] == "frame"  # the parameter file's

@@ -163,7 +163,7 @@ def describe_graph(config_path: str | Path | None = None, *, model_path: str = "
         inference["backend"] = backend
     if hold_x0:
         inference["hold_x0"] = hold_x0
-    if interval:  # (n, start): every n-th step from step start computes
+    if interval is not None:  # (n, start): every n-th step from step start computes
         inference["interval"], inference["interval_start"] = int(interval[0]), int(interval[1])
     if trigger:
         inference["trigger"] = trigger
