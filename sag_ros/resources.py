@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 PACKAGE = "sag_ros"
-SHIPPED_POLICY = "pusht_image_long6.pt"
-SHIPPED_PRUNER = "pusht_image_long6_sag_rho0.9_step_held_from5at50.pt"
+SHIPPED_POLICY = "pusht_image_long7.pt"
+SHIPPED_PRUNER = "pusht_image_long7_sag_rho0.9_step_held_from5at50.pt"
 
 
 def share_dir() -> Path:

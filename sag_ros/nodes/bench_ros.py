@@ -16,7 +16,7 @@ Every chunk's observation-to-action time is kept in the report (``obs_to_action_
 distribution against the period: ``sag eval --latency-from REPORT.json::METHOD`` replays the graph with each
 chunk's latency drawn from them (:mod:`sag_ros.nodes.replay`).
 
-    sag bench-ros [--policy P] --pruner sag=models/pusht_image_long6_sag_rho0.9_step_held_from5at50.pt [--episodes 3] [--rate 10]
+    sag bench-ros [--policy P] --pruner sag=models/pusht_image_long7_sag_rho0.9_step_held_from5at50.pt [--episodes 3] [--rate 10]
                   [--json J.json] [--plot J.png]
 """
 
