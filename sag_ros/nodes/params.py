@@ -64,8 +64,8 @@ class InferenceNodeConfig:
                            "the others reuse (or, with hold_x0 'on', hold); the static baseline to run SAG against "
                            "on the robot; 0 = off", read_only=True)
     interval_start: int = _param(0, "with interval: the step from which every n-th step computes (step 0 always "
-                                 "does); a late start spends the budget on the low-noise steps (5 from 50 is Push-T's "
-                                 "best static schedule at 11 steps); 0 = uniform", read_only=True)
+                                 "does); a late start spends the budget on the low-noise steps (5 from 50, 11 steps, is "
+                                 "the schedule the shipped Push-T pruner starts from); 0 = uniform", read_only=True)
     hold_x0: str = _param("", "held steps: 'on' = a step whose every block the pruner skips runs no network and "
                           "keeps the last computed clean-chunk prediction, 'off' = its blocks reuse cached outputs; "
                           "empty = the pruner's training setting (no effect on dense denoising)", read_only=True)
